@@ -1,0 +1,3 @@
+"""braintumor: brain-tumour MRI classification experiments."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,35 @@
+"""`braintumor evaluate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import command
+from .common import Name, RunsDir, console, metrics_table, print_run_dir
+
+
+@command("evaluate")
+def evaluate(
+    run: Annotated[Optional[str], typer.Argument(help="A train run directory, or 'latest'.")] = "latest",
+    data: Annotated[Optional[Path], typer.Option("--data", "-d", help="Folder of class sub-folders to score. "
+                                                 "Default: the run's own validation split.")] = None,
+    tta: Annotated[Optional[bool], typer.Option("--tta/--no-tta", help="Average over horizontal flips "
+                                                "(default: the run's eval.tta).")] = None,
+    name: Name = None,
+    runs_dir: RunsDir = None,
+) -> None:
+    """Score a trained model on a folder; writes runs/evaluate/<timestamp>-<arch>/ (metrics, predictions, plots).
+
+    Example: braintumor evaluate runs/train/20260101-120000-customnet --data data/Testing
+    """
+    from ..evaluate import run_evaluate
+    from ..runs import resolve_run
+
+    runs_root = runs_dir or Path("runs")
+    run_dir = resolve_run(None if run == "latest" else run, runs_root)
+    out, metrics = run_evaluate(run_dir, data, runs_dir=runs_root, name=name, tta=tta)
+    console.print(metrics_table(metrics, f"{run_dir.name} on {data or 'its validation split'}"))
+    print_run_dir(out)

@@ -1,0 +1,27 @@
+"""`braintumor train`."""
+
+from __future__ import annotations
+
+from . import command
+from .common import (Arch, BatchSize, ConfigPath, Data, Epochs, ImageSize, Name, RunsDir, Seed, Sets, Weights,
+                     console, metrics_table, print_run_dir, resolve_config)
+
+
+@command("train")
+def train(arch: Arch = None, config: ConfigPath = None, data: Data = None, epochs: Epochs = None,
+          batch_size: BatchSize = None, image_size: ImageSize = None, seed: Seed = None, weights: Weights = None,
+          name: Name = None, runs_dir: RunsDir = None, set_: Sets = None) -> None:
+    """Train one model; writes runs/train/<timestamp>-<arch>/ with model.keras, history, metrics and plots.
+
+    Example: braintumor train --arch customnet --data data/Training --epochs 30 --image-size 128
+    """
+    cfg = resolve_config(arch, config, data, epochs, batch_size, image_size, seed, weights, name, runs_dir, set_)
+    from ..train import run_train
+    from .progress import keras_progress, make_progress
+
+    console.print(f"training [bold]{cfg.model.arch}[/] on {cfg.data.path} at {cfg.data.image_size}px, "
+                  f"up to {cfg.train.epochs} epochs", highlight=False)
+    with make_progress() as progress:
+        run_dir, metrics = run_train(cfg, callbacks=(keras_progress(progress, cfg.train.epochs),))
+    console.print(metrics_table(metrics, "best model on the validation split"))
+    print_run_dir(run_dir)

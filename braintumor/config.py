@@ -1,0 +1,328 @@
+"""Configuration: frozen dataclasses, YAML loading, flag and --set overrides, validation.
+
+Precedence, lowest first: dataclass defaults < YAML file < typed CLI flags < repeatable ``--set a.b=value``.
+Everything is validated once and frozen; the resolved config is what a run directory stores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .errors import ConfigError
+
+CANONICAL_CLASSES = ("glioma", "meningioma", "notumor", "pituitary")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Train-time augmentation, applied after the uint8 cache, on float batches."""
+
+    flip_horizontal: bool = True
+    flip_vertical: bool = False
+    rotation: float = 0.03  # fraction of a full turn: 0.03 = +-11 degrees
+    zoom: float = 0.1
+    brightness: float = 0.1  # fraction of the 0-255 range
+    contrast: float = 0.1
+    erasing: float = 0.0  # probability of blanking one random rectangle per image
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    path: str | None = None
+    classes: tuple[str, ...] | None = None  # None: the four canonical tumour classes
+    image_size: int = 128
+    color_mode: Literal["rgb", "grayscale"] = "rgb"
+    val_split: float = 0.2
+    group_duplicates: Literal["none", "exact", "near"] = "exact"
+    near_threshold: int = 2
+    class_weight: Literal["none", "balanced"] = "none"
+    oversample: bool = False
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str = "customnet"
+    weights: str = "none"  # imagenet | none | path to a weights file
+    dropout: float = 0.3
+    freeze_backbone_epochs: int = 0
+    fine_tune_lr_factor: float = 0.1
+    # CustomNet only
+    filters: tuple[int, ...] = (32, 64, 128, 256)
+    convs_per_block: int = 2
+    dense_units: tuple[int, ...] = (128,)
+    leaky_alpha: float = 0.1
+    residual: bool = False
+    squeeze_excite: bool = False
+    separable: bool = False
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 32
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    label_smoothing: float = 0.0
+    lr_schedule: Literal["plateau", "cosine"] = "plateau"
+    warmup_epochs: int = 0
+    early_stopping_patience: int = 8
+    reduce_lr_patience: int = 3
+    reduce_lr_factor: float = 0.3
+    min_lr: float = 1e-6
+    strategy: Literal["auto", "none", "mirrored", "multiworker"] = "auto"
+    lr_scaling: Literal["none", "linear"] = "none"
+    mixed_precision: Literal["auto", "on", "off"] = "auto"
+    jit_compile: bool = False
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    bootstrap: int = 1000  # resamples for the accuracy confidence interval
+    tta: bool = False  # average predictions over horizontal flips
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 42
+    runs_dir: str = "runs"
+    name: str | None = None
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.data.classes or CANONICAL_CLASSES
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# The typed CLI flags and the config key each one sets.
+FLAG_KEYS = {
+    "arch": "model.arch",
+    "data": "data.path",
+    "epochs": "train.epochs",
+    "batch_size": "train.batch_size",
+    "image_size": "data.image_size",
+    "seed": "seed",
+    "weights": "model.weights",
+    "name": "name",
+    "runs_dir": "runs_dir",
+}
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def configs_dir() -> Path:
+    """Where the per-architecture YAML files live: $BRAINTUMOR_CONFIGS, ./configs, or the source checkout's."""
+    candidates = [os.environ.get("BRAINTUMOR_CONFIGS"), "configs", Path(__file__).resolve().parent.parent / "configs"]
+    for c in candidates:
+        if c and Path(c, "customnet.yaml").is_file():
+            return Path(c)
+    raise ConfigError(
+        "cannot find the configs/ folder (looked in $BRAINTUMOR_CONFIGS, ./configs and next to the package); "
+        "run from the braintumor checkout or set BRAINTUMOR_CONFIGS"
+    )
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p} is not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p} must hold a mapping of sections (model:, data:, train:, ...)")
+    return data
+
+
+def parse_set(item: str) -> tuple[str, Any]:
+    """``train.lr=3e-4`` -> ("train.lr", 0.0003); the value is read as YAML so lists and bools work."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. --set train.lr=3e-4")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = tree
+    for i, part in enumerate(parts[:-1]):
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{'.'.join(parts[: i + 1])} is a value, not a section")
+    node[parts[-1]] = value
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(
+    arch: str | None = None,
+    config_path: str | Path | None = None,
+    flags: dict[str, Any] | None = None,
+    sets: list[str] | None = None,
+) -> Config:
+    """Resolve a Config from (in rising precedence) defaults, YAML, typed flags and --set items."""
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    if arch is not None:
+        flags["arch"] = arch
+    if config_path is None:
+        stem = flags.get("arch", ModelConfig.arch)
+        path = configs_dir() / f"{stem}.yaml"
+        if not path.is_file():
+            known = sorted(p.stem for p in configs_dir().glob("*.yaml"))
+            raise ConfigError(f"no config for architecture {stem!r}{_suggest(stem, known)}; known: {', '.join(known)}")
+        config_path = path
+    tree = read_yaml(config_path)
+    for name, value in flags.items():
+        if name not in FLAG_KEYS:
+            raise ConfigError(f"unknown flag {name!r}")
+        _set_dotted(tree, FLAG_KEYS[name], value)
+    for item in sets or []:
+        key, value = parse_set(item)
+        _set_dotted(tree, key, value)
+    return build(Config, tree)
+
+
+def _suggest(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=3, cutoff=0.5)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+
+
+def build(cls: type, tree: dict[str, Any], prefix: str = ""):
+    """Build dataclass ``cls`` from a nested mapping, naming the full key of anything wrong."""
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {tree!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in tree if k not in names]
+    if unknown:
+        k = unknown[0]
+        raise ConfigError(f"unknown config key {prefix}{k!r}{_suggest(str(k), names)}; valid keys: {', '.join(names)}")
+    kwargs = {}
+    for name in names:
+        if name in tree:
+            kwargs[name] = _coerce(hints[name], tree[name], prefix + name)
+        elif dataclasses.is_dataclass(hints[name]):
+            kwargs[name] = build(hints[name], {}, prefix + name + ".")
+    obj = cls(**kwargs)
+    _validate(obj, prefix)
+    return obj
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value if value is not None else {}, key + ".")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, key)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: {value!r} is not valid; choose one of {', '.join(map(str, args))}")
+        return value
+    if origin is tuple:
+        if isinstance(value, (str, int, float)):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return tuple(_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected a whole number, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if isinstance(value, (dict, list)) or value is None:
+            raise ConfigError(f"{key}: expected text, got {value!r}")
+        return str(value)
+    raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")
+
+
+def _check(ok: bool, key: str, value: Any, what: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {value!r} is not valid; {what}")
+
+
+def _validate(obj: Any, prefix: str) -> None:
+    """Range checks that types alone cannot express."""
+    if isinstance(obj, DataConfig):
+        _check(32 <= obj.image_size <= 1024, prefix + "image_size", obj.image_size, "use 32 to 1024 pixels")
+        _check(0.0 < obj.val_split < 0.9, prefix + "val_split", obj.val_split, "use a fraction above 0 and below 0.9")
+        _check(0 <= obj.near_threshold <= 32, prefix + "near_threshold", obj.near_threshold, "use 0 to 32 bits")
+        if obj.classes is not None:
+            _check(len(obj.classes) >= 2, prefix + "classes", list(obj.classes), "list at least two classes")
+            _check(len(set(obj.classes)) == len(obj.classes), prefix + "classes", list(obj.classes), "names repeat")
+    elif isinstance(obj, AugmentConfig):
+        for name in ("rotation", "zoom", "brightness", "contrast", "erasing"):
+            v = getattr(obj, name)
+            _check(0.0 <= v <= 1.0, prefix + name, v, "use a fraction from 0 to 1")
+    elif isinstance(obj, ModelConfig):
+        _check(0.0 <= obj.dropout < 1.0, prefix + "dropout", obj.dropout, "use 0 to below 1")
+        _check(len(obj.filters) >= 1 and min(obj.filters) >= 1, prefix + "filters", obj.filters, "positive counts")
+        _check(obj.convs_per_block >= 1, prefix + "convs_per_block", obj.convs_per_block, "use 1 or more")
+        _check(obj.freeze_backbone_epochs >= 0, prefix + "freeze_backbone_epochs", obj.freeze_backbone_epochs, ">= 0")
+        w = obj.weights
+        _check(
+            w in ("imagenet", "none") or Path(w).is_file(),
+            prefix + "weights",
+            w,
+            "use imagenet, none, or the path of an existing weights file",
+        )
+    elif isinstance(obj, TrainConfig):
+        _check(obj.epochs >= 1, prefix + "epochs", obj.epochs, "use 1 or more")
+        _check(obj.batch_size >= 1, prefix + "batch_size", obj.batch_size, "use 1 or more")
+        _check(obj.lr > 0, prefix + "lr", obj.lr, "use a positive learning rate")
+        _check(0.0 <= obj.label_smoothing < 1.0, prefix + "label_smoothing", obj.label_smoothing, "use 0 to below 1")
+        _check(obj.warmup_epochs < obj.epochs or obj.warmup_epochs == 0, prefix + "warmup_epochs",
+               obj.warmup_epochs, "must be fewer than train.epochs")
+    elif isinstance(obj, EvalConfig):
+        _check(obj.bootstrap >= 0, prefix + "bootstrap", obj.bootstrap, "use 0 (off) or more resamples")
+    elif isinstance(obj, Config):
+        _check(obj.seed >= 0, "seed", obj.seed, "use a non-negative whole number")

@@ -1,0 +1,74 @@
+"""CustomNet: the study's small CNN (conv blocks with batch norm, LeakyReLU, max pooling, growing filters).
+
+Sized for CPUs: global average pooling instead of the study's large flatten+dense, and optional levers
+(residual shortcuts, squeeze-excitation, depthwise-separable convolutions) that are config keys.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from ..config import ModelConfig
+from ..errors import ModelError
+from .layers import Preprocess
+from .registry import register
+
+
+def _conv(x, filters: int, cfg: ModelConfig, name: str, separable: bool):
+    conv = layers.SeparableConv2D if separable else layers.Conv2D
+    x = conv(filters, 3, padding="same", use_bias=False, name=name + "_conv")(x)
+    x = layers.BatchNormalization(name=name + "_bn")(x)
+    return layers.LeakyReLU(negative_slope=cfg.leaky_alpha, name=name + "_act")(x)
+
+
+def _squeeze_excite(x, filters: int, name: str, ratio: int = 8):
+    s = layers.GlobalAveragePooling2D(keepdims=True, name=name + "_se_pool")(x)
+    s = layers.Conv2D(max(4, filters // ratio), 1, activation="relu", name=name + "_se_reduce")(s)
+    s = layers.Conv2D(filters, 1, activation="sigmoid", name=name + "_se_expand")(s)
+    return layers.Multiply(name=name + "_se_scale")([x, s])
+
+
+def _block(x, filters: int, cfg: ModelConfig, index: int):
+    name = f"block{index}"
+    shortcut = x
+    for j in range(cfg.convs_per_block):
+        # the first convolution sees raw pixels (1 or 3 channels): a separable one would waste it
+        x = _conv(x, filters, cfg, f"{name}_{j + 1}", cfg.separable and not (index == 1 and j == 0))
+    if cfg.squeeze_excite:
+        x = _squeeze_excite(x, filters, name)
+    if cfg.residual:
+        if shortcut.shape[-1] != filters:
+            shortcut = layers.Conv2D(filters, 1, use_bias=False, name=name + "_proj")(shortcut)
+            shortcut = layers.BatchNormalization(name=name + "_proj_bn")(shortcut)
+        x = layers.Add(name=name + "_add")([x, shortcut])
+        x = layers.LeakyReLU(negative_slope=cfg.leaky_alpha, name=name + "_out")(x)
+    return layers.MaxPooling2D(2, name=name + "_pool")(x)
+
+
+@register("customnet", preprocessing="unit: scaled to [0, 1] (input 0-255)", last_conv="auto", imagenet=False)
+def customnet(cfg: ModelConfig, num_classes: int, input_shape: tuple):
+    size = min(input_shape[:2])
+    if size < 2 ** len(cfg.filters):
+        raise ModelError(f"image size {size} is too small for {len(cfg.filters)} pooling blocks; "
+                         f"use at least {2 ** len(cfg.filters)} pixels or fewer model.filters")
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = Preprocess("unit", name="preprocess")(inputs)
+    for i, filters in enumerate(cfg.filters, start=1):
+        x = _block(x, filters, cfg, i)
+    x = layers.GlobalAveragePooling2D(name="head_pool")(x)
+    for j, units in enumerate(cfg.dense_units, start=1):
+        x = layers.Dense(units, use_bias=False, name=f"head_dense{j}")(x)
+        x = layers.BatchNormalization(name=f"head_dense{j}_bn")(x)
+        x = layers.LeakyReLU(negative_slope=cfg.leaky_alpha, name=f"head_dense{j}_act")(x)
+        x = layers.Dropout(cfg.dropout, name=f"head_dense{j}_dropout")(x)
+    if not cfg.dense_units:
+        x = layers.Dropout(cfg.dropout, name="head_dropout")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
+    model = keras.Model(inputs, outputs, name="customnet")
+    if cfg.weights not in ("none", "imagenet"):
+        try:
+            model.load_weights(cfg.weights)
+        except Exception as e:
+            raise ModelError(f"could not load {cfg.weights} into customnet with this config: {e}") from e
+    return model

@@ -1,0 +1,188 @@
+"""Run directories: layout, atomic writes, metadata, and finding runs again."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import RunError
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "run"
+
+
+def new_run_dir(runs_dir: str | Path, command: str, arch: str | None = None, name: str | None = None) -> Path:
+    """Create ``runs/<command>/<timestamp>[-<arch>][-<name>]`` and return it; never reuses an existing folder."""
+    parent = Path(runs_dir) / command
+    parent.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = "-".join(_slug(p) for p in (stamp, arch, name) if p)
+    for i in range(1000):
+        path = parent / (base if i == 0 else f"{base}-{i + 1}")
+        try:
+            path.mkdir()  # atomic: fails if another run took the name
+            return path
+        except FileExistsError:
+            continue
+    raise RunError(f"could not create a new run directory under {parent}")
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write to a temporary file beside ``path`` and rename it over, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(o: Any):
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"cannot write {type(o).__name__} to JSON")
+
+
+def atomic_save_figure(fig, path: str | Path, dpi: int = 120) -> None:
+    """Save a matplotlib figure atomically as PNG and close it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def atomic_save_model(model, path: str | Path) -> None:
+    """``model.save`` to a temporary .keras file, then rename: an interrupt never leaves a broken model."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True,
+            timeout=5,
+        )
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def versions() -> dict[str, str]:
+    import keras
+    import numpy
+    import tensorflow as tf
+
+    return {
+        "braintumor": __version__, "python": sys.version.split()[0], "tensorflow": tf.__version__,
+        "keras": keras.__version__, "numpy": numpy.__version__, "platform": platform.platform(),
+    }
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def write_meta(run_dir: Path, **fields: Any) -> dict[str, Any]:
+    """Create or update ``meta.json``, merging ``fields`` into what is there."""
+    meta = read_meta(run_dir) if (run_dir / "meta.json").is_file() else {}
+    meta.update(fields)
+    atomic_write_json(run_dir / "meta.json", meta)
+    return meta
+
+
+def read_meta(run_dir: str | Path) -> dict[str, Any]:
+    path = Path(run_dir) / "meta.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as e:
+        raise RunError(f"{run_dir} is not a run directory (no meta.json)") from e
+    except json.JSONDecodeError as e:
+        raise RunError(f"{path} is damaged: {e}") from e
+
+
+def resolve_run(run: str | Path | None, runs_dir: str | Path = "runs", command: str = "train",
+                need_model: bool = True) -> Path:
+    """A run directory from a path, or the latest complete ``runs/<command>/*`` when ``run`` is None/'latest'."""
+    if run in (None, "latest"):
+        parent = Path(runs_dir) / command
+        candidates = sorted((p for p in parent.glob("*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
+        done = [p for p in candidates if _status(p) == "complete"]
+        if not done:
+            raise RunError(f"no complete run under {parent}; train one first or pass --run DIR")
+        return done[-1]
+    path = Path(run)
+    if not path.is_dir():
+        raise RunError(f"run directory {path} does not exist")
+    meta = read_meta(path)
+    if need_model and not (path / "model.keras").is_file():
+        raise RunError(f"{path} has no model.keras (status: {meta.get('status', 'unknown')})")
+    return path
+
+
+def _status(path: Path) -> str | None:
+    try:
+        return read_meta(path).get("status")
+    except RunError:
+        return None
+
+
+def start_run(run_dir: Path, cfg, command: str, **fields: Any) -> None:
+    """Write the resolved config.yaml first, then meta.json marked running."""
+    atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+    write_meta(run_dir, command=command, status="running", started=now(), seed=cfg.seed, git_commit=git_commit(),
+               versions=versions(), **fields)
+
+
+class run_status:
+    """Context manager: marks meta.json complete on success, interrupted on Ctrl-C, failed on any error."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            write_meta(self.run_dir, status="complete", finished=now())
+        elif issubclass(exc_type, KeyboardInterrupt):
+            write_meta(self.run_dir, status="interrupted", finished=now(),
+                       error="interrupted by the user; model.keras (if present) is the best model so far")
+        else:
+            write_meta(self.run_dir, status="failed", finished=now(), error=f"{exc_type.__name__}: {exc}")
+        return False

@@ -1,0 +1,252 @@
+"""Fit one model into a run directory: data, split, fit with callbacks, evaluate the best model."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from . import plots
+from .config import Config
+from .data import (LoadedImages, class_weights, list_images, load_images, make_dataset, oversample,
+                   split_train_val)
+from .dedup import duplicate_groups, multi_member_groups
+from .evaluate import compute_metrics, predict, write_metrics, write_predictions, write_skipped
+from .runs import (atomic_save_figure, atomic_save_model, atomic_write_text, new_run_dir, run_status, start_run,
+                   write_meta)
+
+
+def channels_of(cfg: Config) -> int:
+    return 1 if cfg.data.color_mode == "grayscale" else 3
+
+
+def prepare_data(cfg: Config) -> tuple[LoadedImages, np.ndarray]:
+    """Decode the configured folder once and group duplicate images (the unit that splits never cut)."""
+    from .errors import ConfigError
+
+    if not cfg.data.path:
+        raise ConfigError("no data folder: pass --data DIR (a folder with one sub-folder per class)")
+    listing = list_images(cfg.data.path, cfg.data.classes)
+    loaded = load_images(listing, cfg.data.image_size, channels_of(cfg))
+    groups = duplicate_groups(loaded.digests, loaded.images, cfg.data.group_duplicates, cfg.data.near_threshold)
+    return loaded, groups
+
+
+def run_train(cfg: Config, callbacks: tuple = ()) -> tuple[Path, dict[str, Any]]:
+    """The ``train`` command: a new run directory with the best model and its validation metrics."""
+    from .models import get_spec
+
+    get_spec(cfg.model.arch)  # fail on a bad architecture before any work
+    run_dir = new_run_dir(cfg.runs_dir, "train", cfg.model.arch, cfg.name)
+    start_run(run_dir, cfg, "train")
+    with run_status(run_dir):
+        loaded, groups = prepare_data(cfg)
+        write_skipped(run_dir, loaded.skipped)
+        train_idx, val_idx = split_train_val(loaded.labels, groups, cfg.data.val_split, cfg.seed)
+        write_split(run_dir, loaded, train_idx, val_idx)
+        write_meta(run_dir, n_images=len(loaded.paths), skipped=len(loaded.skipped),
+                   duplicate_groups=multi_member_groups(groups))
+        metrics = fit_and_report(cfg, run_dir, loaded, train_idx, val_idx, callbacks)
+    return run_dir, metrics
+
+
+def write_split(run_dir: Path, loaded: LoadedImages, train_idx: np.ndarray, val_idx: np.ndarray) -> None:
+    """split.csv: which image went to training and which to validation (evaluate reuses it)."""
+    side = np.full(len(loaded.paths), "", dtype=object)
+    side[train_idx], side[val_idx] = "train", "val"
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["path", "label", "class", "split"])
+    for p, y, s in zip(loaded.paths, loaded.labels, side):
+        if s:
+            w.writerow([p, int(y), loaded.class_names[int(y)], s])
+    atomic_write_text(run_dir / "split.csv", buf.getvalue())
+
+
+def fit_and_report(cfg: Config, run_dir: Path, loaded: LoadedImages, train_idx: np.ndarray,
+                   val_idx: np.ndarray, callbacks: tuple = ()) -> dict[str, Any]:
+    """Fit a fresh model on ``train_idx``, keep the best by validation loss, and write its metrics.
+
+    Shared by ``train`` and each ``kfold`` fold, so both follow exactly the same recipe.
+    """
+    from .distribute import configure_precision, make_strategy, scaled_lr
+    from .models import build_model, get_spec
+
+    # 1. a clean, seeded slate (kfold calls this once per fold)
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(cfg.seed)
+    policy = configure_precision(cfg.train)
+    strategy = make_strategy(cfg.train)
+    k, labels, tcfg = len(loaded.class_names), loaded.labels, cfg.train
+
+    # 2. pipelines: class weights come from this training part only
+    fit_idx = oversample(train_idx, labels, cfg.seed) if cfg.data.oversample else train_idx
+    train_ds = make_dataset(loaded.images[fit_idx], labels[fit_idx], k, tcfg.batch_size, training=True,
+                            augment=cfg.data.augment, seed=cfg.seed)
+    val_ds = make_dataset(loaded.images[val_idx], labels[val_idx], k, tcfg.batch_size)
+    weights = class_weights(labels[train_idx], k) if cfg.data.class_weight == "balanced" else None
+
+    # 3. model
+    input_shape = loaded.images.shape[1:]
+    with strategy.scope():
+        model = build_model(cfg.model, k, input_shape)
+    lr = scaled_lr(tcfg, strategy.num_replicas_in_sync)
+    steps = math.ceil(len(fit_idx) / tcfg.batch_size)
+    write_meta(run_dir, arch=cfg.model.arch, class_names=list(loaded.class_names), image_size=cfg.data.image_size,
+               channels=int(input_shape[-1]), color_mode=cfg.data.color_mode,
+               preprocessing=get_spec(cfg.model.arch).preprocessing, params=int(model.count_params()),
+               n_train=int(len(train_idx)), n_val=int(len(val_idx)), class_weight=weights,
+               dtype_policy=policy, replicas=int(strategy.num_replicas_in_sync))
+
+    # 4. fit (optionally in two phases: frozen backbone, then fine-tuning)
+    best_path = run_dir / "model.keras"
+    checkpoint = BestCheckpoint(best_path)
+    timer = EpochTimer()
+    started = time.perf_counter()
+    freeze = _freeze_epochs(cfg)
+    phases = [(0, freeze, lr, True), (freeze, tcfg.epochs, lr * cfg.model.fine_tune_lr_factor, False)] \
+        if freeze else [(0, tcfg.epochs, lr, False)]
+    stopped = False
+    for first, last, phase_lr, frozen in phases:
+        if stopped or first >= last:
+            continue
+        _set_backbone_trainable(model, not frozen)
+        with strategy.scope():
+            model.compile(optimizer=_optimizer(tcfg, phase_lr, steps, last - first),
+                          loss=keras.losses.CategoricalCrossentropy(label_smoothing=tcfg.label_smoothing),
+                          metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
+                          jit_compile=tcfg.jit_compile)
+        cbs = _callbacks(cfg, run_dir, phase_lr, checkpoint, timer, append=first > 0) + list(callbacks)
+        hist = model.fit(train_ds, validation_data=val_ds, epochs=last, initial_epoch=first, class_weight=weights,
+                         callbacks=cbs, verbose=0)
+        stopped = len(hist.epoch) < last - first  # early stopping ends both phases
+    train_seconds = time.perf_counter() - started
+    if not best_path.is_file():  # validation loss never finite: keep the last model rather than nothing
+        atomic_save_model(model, best_path)
+
+    # 5. the best model, evaluated on the validation part
+    best = keras.models.load_model(best_path, safe_mode=True)
+    probs = predict(best, loaded.images[val_idx], tcfg.batch_size, cfg.eval.tta)
+    metrics = compute_metrics(labels[val_idx], probs, loaded.class_names, cfg.eval.bootstrap, cfg.seed)
+    write_metrics(run_dir, metrics, f"{cfg.model.arch}: best model on the validation split")
+    write_predictions(run_dir / "predictions.csv", [loaded.paths[i] for i in val_idx], labels[val_idx], probs,
+                      loaded.class_names)
+    history = _read_history(run_dir / "history.csv")
+    atomic_save_figure(plots.history_figure(history, f"{cfg.model.arch} training"), run_dir / "plots" / "history.png")
+    write_meta(run_dir, epochs_run=len(history.get("loss", [])), best_epoch=checkpoint.best_epoch,
+               best_val_loss=_finite(checkpoint.best), train_seconds=round(train_seconds, 2),
+               train_images_per_second=timer.images_per_second(len(fit_idx)))
+    return metrics
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def _freeze_epochs(cfg: Config) -> int:
+    from .models import get_spec
+
+    return cfg.model.freeze_backbone_epochs if get_spec(cfg.model.arch).imagenet else 0
+
+
+def _set_backbone_trainable(model, trainable: bool) -> None:
+    """Freeze or unfreeze the pretrained backbone; its BatchNorm layers stay frozen (inference mode) when tuning."""
+    from .models.applications import backbone_layers
+
+    if model.name == "customnet":
+        return
+    for layer in backbone_layers(model):
+        layer.trainable = trainable and not isinstance(layer, keras.layers.BatchNormalization)
+
+
+def _optimizer(tcfg, lr: float, steps_per_epoch: int, epochs: int):
+    rate: Any = lr
+    if tcfg.lr_schedule == "cosine":
+        warm = tcfg.warmup_epochs * steps_per_epoch
+        rate = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=lr * 0.01 if warm else lr, decay_steps=max(1, epochs * steps_per_epoch - warm),
+            alpha=min(1.0, tcfg.min_lr / lr), warmup_target=lr if warm else None, warmup_steps=warm)
+    if tcfg.optimizer == "adamw":
+        return keras.optimizers.AdamW(rate, weight_decay=tcfg.weight_decay or 1e-4)
+    if tcfg.optimizer == "sgd":
+        return keras.optimizers.SGD(rate, momentum=0.9, nesterov=True, weight_decay=tcfg.weight_decay or None)
+    return keras.optimizers.Adam(rate, weight_decay=tcfg.weight_decay or None)
+
+
+def _callbacks(cfg: Config, run_dir: Path, lr: float, checkpoint, timer, append: bool) -> list:
+    t = cfg.train
+    cbs = [timer, checkpoint]
+    if t.lr_schedule == "plateau":
+        if t.warmup_epochs and not append:
+            cbs.append(LinearWarmup(lr, t.warmup_epochs))
+        cbs.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=t.reduce_lr_factor,
+                                                     patience=t.reduce_lr_patience, min_lr=t.min_lr, verbose=0))
+    cbs.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=t.early_stopping_patience, verbose=0))
+    cbs.append(keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=append))  # one line per epoch
+    return cbs
+
+
+def _read_history(path: Path) -> dict[str, list[float]]:
+    import pandas as pd
+
+    if not path.is_file():
+        return {}
+    return {c: pd.read_csv(path)[c].tolist() for c in pd.read_csv(path).columns}
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Saves the model whenever validation loss improves, atomically (Keras' ModelCheckpoint writes in place,
+    so a Ctrl-C mid-save could leave a broken file; this keeps the previous best intact)."""
+
+    def __init__(self, path: Path, monitor: str = "val_loss"):
+        super().__init__()
+        self.path, self.monitor = path, monitor
+        self.best, self.best_epoch = math.inf, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is not None and math.isfinite(value) and value < self.best:
+            self.best, self.best_epoch = float(value), epoch + 1
+            atomic_save_model(self.model, self.path)
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Adds epoch_seconds and the learning rate to each epoch's logs (so CSVLogger records them)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._t)
+        if logs is not None:
+            logs["epoch_seconds"] = round(self.seconds[-1], 3)
+            logs["lr"] = float(np.asarray(self.model.optimizer.learning_rate))
+
+    def images_per_second(self, n: int) -> float | None:
+        """Training throughput from the median epoch, leaving out the first (it traces and warms caches)."""
+        steady = self.seconds[1:] or self.seconds
+        return round(n / float(np.median(steady)), 2) if steady else None
+
+
+class LinearWarmup(keras.callbacks.Callback):
+    """Raises the learning rate linearly over the first epochs (plateau schedule only)."""
+
+    def __init__(self, lr: float, epochs: int):
+        super().__init__()
+        self.lr, self.epochs = lr, epochs
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch < self.epochs:
+            self.model.optimizer.learning_rate = self.lr * (epoch + 1) / (self.epochs + 1)
+        elif epoch == self.epochs:
+            self.model.optimizer.learning_rate = self.lr

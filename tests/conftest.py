@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny synthetic MRI-like datasets made in tmp_path, so no test needs ../shared."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+CLASSES = ("glioma", "meningioma", "notumor", "pituitary")
+# a bright square per class at a distinct quadrant: learnable in one or two epochs
+_QUADRANT = {0: (0, 0), 1: (0, 1), 2: (1, 0), 3: (1, 1)}
+
+
+def blob_image(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A gray noise image with a bright square in the quadrant that ``label`` decides."""
+    img = (rng.random((size, size)) * 70).astype(np.uint8)
+    qy, qx = _QUADRANT[label % 4]
+    s = size // 2
+    side = size // 4
+    y0 = qy * s + int(rng.integers(0, s - side))
+    x0 = qx * s + int(rng.integers(0, s - side))
+    img[y0:y0 + side, x0:x0 + side] = 200 + int(rng.integers(0, 55))
+    return img
+
+
+def make_dataset(root: Path, per_class: int = 10, size: int = 40, folders=CLASSES, seed: int = 0,
+                 fmt: str = "png") -> Path:
+    """Write ``per_class`` images per class folder under ``root``; returns root."""
+    rng = np.random.default_rng(seed)
+    for label, folder in enumerate(folders):
+        d = root / folder
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.fromarray(blob_image(label, size, rng)).save(d / f"img_{i:03d}.{fmt}")
+    return root
+
+
+@pytest.fixture
+def tiny_data(tmp_path: Path) -> Path:
+    """Four canonical classes, 10 grayscale PNGs each, 40 px."""
+    return make_dataset(tmp_path / "data")
+
+
+@pytest.fixture
+def runs_dir(tmp_path: Path) -> Path:
+    return tmp_path / "runs"
+
+
+# Settings that make any training run take seconds: tiny model, tiny images, one epoch.
+FAST = ["--epochs", "1", "--image-size", "32", "--batch-size", "8",
+        "--set", "model.filters=[8,16]", "--set", "model.dense_units=[16]", "--set", "eval.bootstrap=50"]
