@@ -2,11 +2,151 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
 from . import command
-from .common import not_yet
+from .common import (
+    Arch,
+    BatchSize,
+    ConfigPath,
+    Data,
+    Epochs,
+    ImageSize,
+    Name,
+    RunsDir,
+    Seed,
+    Sets,
+    Weights,
+    console,
+    print_run_dir,
+    resolve_config,
+)
+
+DEFAULT_FOLDS = 5
+
+Folds = Annotated[int | None, typer.Option(
+    "--folds", "-k", help=f"Number of folds (default {DEFAULT_FOLDS}): 2 up to the smallest class's "
+    "number of distinct images.")]
+Test = Annotated[Path | None, typer.Option(
+    "--test", help="Folder of class sub-folders on which every fold model and their ensemble are scored.")]
+Resume = Annotated[Path | None, typer.Option(
+    "--resume", help="A kfold run directory to finish: trains only its folds without a complete marker, with "
+    "its saved config.yaml and folds.csv.")]
 
 
 @command("kfold")
-def kfold() -> None:
-    """Not built yet."""
-    not_yet("kfold")
+def kfold(arch: Arch = None, config: ConfigPath = None, data: Data = None, epochs: Epochs = None,
+          batch_size: BatchSize = None, image_size: ImageSize = None, seed: Seed = None,
+          weights: Weights = None, name: Name = None, runs_dir: RunsDir = None, set_: Sets = None,
+          folds: Folds = None, test: Test = None, resume: Resume = None) -> None:
+    """Stratified group k-fold cross-validation into runs/kfold/<timestamp>-<arch>/, one train run per fold.
+
+    Copies of one image (identical pixels; also perceptual neighbours with --set data.group_duplicates=near)
+    always sit in the same fold. Example: braintumor kfold --arch customnet --folds 5 --data data/Training
+    """
+    from ..errors import ConfigError
+    from ..kfold import resume_kfold, run_kfold
+
+    if resume is not None:
+        flags = (("--arch", arch), ("--config", config), ("--data", data), ("--epochs", epochs),
+                 ("--batch-size", batch_size), ("--image-size", image_size), ("--seed", seed),
+                 ("--weights", weights), ("--name", name), ("--runs-dir", runs_dir), ("--set", set_))
+        given = [flag for flag, value in flags if value]
+        if given:
+            raise ConfigError(f"--resume reuses the run's own config.yaml and folds.csv; "
+                              f"drop {', '.join(given)}")
+        cfg = _resume_config(resume, folds)
+        console.print(f"resuming {resume}", highlight=False)
+        with _FoldProgress(cfg.train.epochs) as progress:
+            result = resume_kfold(resume, test, fold_callbacks=progress.callbacks, log=progress.log)
+    else:
+        cfg = resolve_config(arch, config, data, epochs, batch_size, image_size, seed, weights, name,
+                             runs_dir, set_)
+        k = DEFAULT_FOLDS if folds is None else folds
+        console.print(f"{k}-fold cross-validation of [bold]{cfg.model.arch}[/] on {cfg.data.path} at "
+                      f"{cfg.data.image_size}px, up to {cfg.train.epochs} epochs per fold", highlight=False)
+        with _FoldProgress(cfg.train.epochs) as progress:
+            result = run_kfold(cfg, k, test, fold_callbacks=progress.callbacks, log=progress.log)
+    console.print(summary_table(result.rows, f"{result.n_folds}-fold cross-validation"))
+    line = f"{result.duplicate_groups} duplicate groups (more than one image each), each kept inside one fold"
+    if result.test_in_train:
+        line += f"; {result.test_in_train} test image(s) have an identical copy in the training folder"
+    console.print(line, highlight=False)
+    if result.reused:
+        console.print(f"reused complete folds: {', '.join(map(str, result.reused))}; "
+                      f"trained now: {', '.join(map(str, result.trained)) or 'none'}", highlight=False)
+    print_run_dir(result.run_dir)
+
+
+def _resume_config(run_dir: Path, folds: int | None):
+    """The run's saved config, after checking --folds (if given) matches the folds it was started with."""
+    from ..config import Config, build, read_yaml
+    from ..errors import ConfigError
+    from ..runs import read_meta
+
+    saved = read_meta(run_dir).get("n_folds")
+    if folds is not None and folds != saved:
+        raise ConfigError(f"--folds {folds}: {run_dir} was started with {saved} folds and resumes with them; "
+                          "drop --folds or start a new run")
+    return build(Config, read_yaml(run_dir / "config.yaml"))
+
+
+class _FoldProgress:
+    """Rich progress for a kfold run: a fold i/k bar, and epoch and batch bars for the fold being trained."""
+
+    def __init__(self, epochs: int):
+        from .progress import make_progress
+
+        self.progress = make_progress()
+        self.epochs = epochs
+        self._fold_task = None
+        self._previous = None
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._finish_previous()
+        if self._fold_task is not None and exc[0] is None:
+            self.progress.update(self._fold_task, completed=self._k, description="folds")
+        return self.progress.__exit__(*exc)
+
+    def log(self, message: str) -> None:
+        self.progress.console.print(message, highlight=False)
+
+    def callbacks(self, fold: int, k: int) -> tuple:
+        """Called by the library before each fold it trains (folds it reuses are skipped)."""
+        from .progress import keras_progress
+
+        if self._fold_task is None:
+            self._fold_task, self._k = self.progress.add_task("folds", total=k), k
+        self._finish_previous()
+        self.progress.update(self._fold_task, completed=fold - 1, description=f"fold {fold}/{k}")
+        self._previous = keras_progress(self.progress, self.epochs, label=f"fold {fold}/{k} ")
+        return (self._previous,)
+
+    def _finish_previous(self) -> None:
+        """Hide the finished fold's batch bar; its epoch line stays as a record of how it ended."""
+        cb = self._previous
+        if cb is not None and hasattr(cb, "batch_task"):  # hidden, not removed: keras_progress indexes tasks
+            self.progress.update(cb.batch_task, visible=False)
+        self._previous = None
+
+
+def summary_table(rows: list[dict], title: str) -> Table:
+    """Rich table of summary rows: per fold, mean, std, pooled OOF, then the test rows."""
+    t = Table(title=title, show_header=True, header_style="bold")
+    for col in ("model", "data", "n", "loss", "accuracy", "95% CI", "AUC", "macro F1"):
+        t.add_column(col, justify="left" if col in ("model", "data") else "right")
+    for r in rows:
+        lo, hi = r["accuracy_ci_low"], r["accuracy_ci_high"]
+        ci = "" if lo != lo else f"{lo:.3f}-{hi:.3f}"  # NaN for mean/std rows
+        t.add_row(r["model"], r["data"], "" if r["n"] is None else str(r["n"]), f"{r['loss']:.4f}",
+                  f"{r['accuracy']:.4f}", ci, f"{r['auc']:.4f}", f"{r['macro_f1']:.4f}",
+                  style="bold" if r["model"] in ("mean", "ensemble") else None)
+    return t

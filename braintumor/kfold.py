@@ -1,0 +1,450 @@
+"""Stratified group k-fold cross-validation over train.py's fit path, with out-of-fold and test summaries."""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import plots, train
+from .config import Config
+from .data import LoadedImages, list_images, load_images
+from .dedup import multi_member_groups
+from .errors import ConfigError, DataError, RunError
+from .evaluate import compute_metrics, predict, write_metrics, write_predictions, write_skipped
+from .runs import (
+    atomic_save_figure,
+    atomic_write_json,
+    atomic_write_text,
+    new_run_dir,
+    read_meta,
+    run_status,
+    start_run,
+    write_meta,
+)
+
+# (fold 1..k, k) -> the Keras callbacks for that fold's fit (the CLI's progress display)
+FoldCallbacks = Callable[[int, int], Sequence[Any]]
+Log = Callable[[str], None]
+METRICS = ("loss", "accuracy", "auc", "macro_f1")
+
+
+@dataclass
+class FoldPlan:
+    """The decoded images, their duplicate groups and the fold (1..k) each image is held out in."""
+
+    loaded: LoadedImages
+    groups: np.ndarray  # (n,) group id: copies of one image share it
+    folds: np.ndarray  # (n,) int in 1..n_folds
+    n_folds: int
+
+
+@dataclass
+class KFoldResult:
+    """What a kfold call did and found; ``rows`` are summary.csv's rows."""
+
+    run_dir: Path
+    n_folds: int
+    trained: list[int]
+    reused: list[int]
+    n_images: int
+    duplicate_groups: int
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    test_in_train: int | None = None
+
+
+# --- folds -----------------------------------------------------------------------------------------------
+
+def check_n_folds(n_folds: int, labels: np.ndarray | None = None, groups: np.ndarray | None = None,
+                  class_names: Sequence[str] = ()) -> None:
+    """Refuse a fold count that cannot give every fold at least one distinct image of every class."""
+    if n_folds < 2:
+        raise ConfigError(f"--folds {n_folds}: cross-validation needs at least 2 folds")
+    if labels is None:
+        return
+    groups = np.arange(len(labels)) if groups is None else groups
+    for c, name in enumerate(class_names):
+        members = labels == c
+        distinct = len(np.unique(groups[members]))  # identical copies can only ever sit in one fold
+        if n_folds > distinct:
+            copies = f" ({int(members.sum())} files; identical copies count once)" \
+                if distinct < members.sum() else ""
+            raise ConfigError(f"--folds {n_folds}: class {name!r} has only {distinct} distinct images"
+                              f"{copies}, so some folds would hold none of it; use --folds "
+                              f"{max(distinct, 2)} or fewer")
+
+
+def assign_folds(labels: np.ndarray, groups: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
+    """Fold number (1..k) per image from StratifiedGroupKFold: a group never straddles two folds."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    folds = np.zeros(len(labels), dtype=np.int64)
+    for i, (_, held_out) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups), start=1):
+        folds[held_out] = i
+    empty = [i for i in range(1, n_folds + 1) if not (folds == i).any()]
+    if empty:
+        raise DataError(f"fold(s) {empty} came out empty; use fewer --folds")
+    return folds
+
+
+def plan_folds(cfg: Config, n_folds: int) -> FoldPlan:
+    """Decode the training folder once (files in a stable order), group duplicates and assign seeded folds."""
+    check_n_folds(n_folds)
+    loaded, groups = train.prepare_data(cfg)
+    check_n_folds(n_folds, loaded.labels, groups, loaded.class_names)
+    return FoldPlan(loaded, groups, assign_folds(loaded.labels, groups, n_folds, cfg.seed), n_folds)
+
+
+def write_folds(run_dir: Path, plan: FoldPlan) -> None:
+    """folds.csv: every image with its class, duplicate group and fold (--resume reads the folds back)."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["path", "label", "class", "group", "fold"])
+    names = plan.loaded.class_names
+    for p, y, g, f in zip(plan.loaded.paths, plan.loaded.labels, plan.groups, plan.folds, strict=True):
+        w.writerow([p, int(y), names[int(y)], int(g), int(f)])
+    atomic_write_text(run_dir / "folds.csv", buf.getvalue())
+
+
+def read_folds(run_dir: Path, loaded: LoadedImages) -> tuple[np.ndarray, np.ndarray]:
+    """(groups, folds) from folds.csv, after checking it lists exactly the images decoded now."""
+    import pandas as pd
+
+    path = run_dir / "folds.csv"
+    if not path.is_file():
+        raise RunError(f"{run_dir} has no folds.csv, so its folds cannot be reused; start a new kfold run")
+    df = pd.read_csv(path)
+    saved, now = df["path"].tolist(), list(loaded.paths)
+    if saved != now:
+        gone, new = sorted(set(saved) - set(now)), sorted(set(now) - set(saved))
+        example = (new + gone)[0] if new or gone else "the file order"
+        raise RunError(f"the data folder changed since {run_dir.name} started ({len(new)} image(s) new, "
+                       f"{len(gone)} missing or unreadable, e.g. {example}); resuming would not reuse the "
+                       "same folds, so start a new kfold run")
+    if not np.array_equal(df["label"].to_numpy(), loaded.labels):
+        raise RunError(f"class labels in {path} differ from the data folder's; start a new kfold run")
+    return df["group"].to_numpy(dtype=np.int64), df["fold"].to_numpy(dtype=np.int64)
+
+
+# --- running ---------------------------------------------------------------------------------------------
+
+def run_kfold(cfg: Config, n_folds: int, test_dir: str | Path | None = None,
+              fold_callbacks: FoldCallbacks | None = None, log: Log | None = None) -> KFoldResult:
+    """The ``kfold`` command: a new runs/kfold/<run>/ with one complete train run per fold and the summaries.
+
+    1. decode, group duplicates and assign folds (a bad --folds fails here, before any run directory exists)
+    2. write config.yaml, meta.json and folds.csv
+    3. fit each fold with train.fit_and_report, then summarise (and score the test folder)
+    """
+    from .models import get_spec
+
+    get_spec(cfg.model.arch)  # fail on a bad architecture before decoding anything
+    log = log or _quiet
+    plan = plan_folds(cfg, n_folds)
+    run_dir = new_run_dir(cfg.runs_dir, "kfold", cfg.model.arch, cfg.name)
+    start_run(run_dir, cfg, "kfold", n_folds=n_folds, test_dir=str(test_dir) if test_dir else None)
+    with run_status(run_dir):
+        write_folds(run_dir, plan)
+        write_skipped(run_dir, plan.loaded.skipped)
+        write_meta(run_dir, **_plan_meta(cfg, plan))
+        return _run(cfg, run_dir, plan, test_dir, fold_callbacks, log)
+
+
+def resume_kfold(run_dir: str | Path, test_dir: str | Path | None = None,
+                 fold_callbacks: FoldCallbacks | None = None, log: Log | None = None) -> KFoldResult:
+    """Finish a kfold run: the same config and folds.csv, training only folds without a complete marker.
+
+    ``test_dir`` overrides the test folder the run was started with (None keeps it).
+    """
+    from .config import build, read_yaml
+    from .runs import now
+
+    run_dir = Path(run_dir)
+    meta = read_meta(run_dir)
+    if meta.get("command") != "kfold":
+        raise RunError(f"{run_dir} is not a kfold run (its meta.json says command {meta.get('command')!r})")
+    cfg = build(Config, read_yaml(run_dir / "config.yaml"))
+    log = log or _quiet
+    loaded, _ = train.prepare_data(cfg)
+    groups, folds = read_folds(run_dir, loaded)
+    plan = FoldPlan(loaded, groups, folds, int(meta["n_folds"]))
+    test_dir = test_dir or meta.get("test_dir")
+    write_meta(run_dir, status="running", test_dir=str(test_dir) if test_dir else None,
+               resumed=[*meta.get("resumed", []), now()])
+    with run_status(run_dir):
+        return _run(cfg, run_dir, plan, test_dir, fold_callbacks, log)
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def _plan_meta(cfg: Config, plan: FoldPlan) -> dict[str, Any]:
+    sizes = np.bincount(plan.groups)
+    return dict(arch=cfg.model.arch, class_names=list(plan.loaded.class_names),
+                n_images=len(plan.loaded.paths), skipped=len(plan.loaded.skipped),
+                group_duplicates=cfg.data.group_duplicates,
+                duplicate_groups=multi_member_groups(plan.groups),
+                images_in_duplicate_groups=int(sizes[sizes > 1].sum()),
+                fold_sizes={str(i): int((plan.folds == i).sum()) for i in range(1, plan.n_folds + 1)})
+
+
+def _run(cfg: Config, run_dir: Path, plan: FoldPlan, test_dir, fold_callbacks, log: Log) -> KFoldResult:
+    k = plan.n_folds
+    result = KFoldResult(run_dir, k, [], [], len(plan.loaded.paths), multi_member_groups(plan.groups))
+    log(f"{result.n_images} images, {k} folds; {result.duplicate_groups} groups hold more than one image "
+        f"(data.group_duplicates: {cfg.data.group_duplicates}) and never straddle a fold boundary")
+    for i in range(1, k + 1):
+        fold_dir = run_dir / f"fold_{i}"
+        if fold_complete(fold_dir):
+            log(f"fold {i}/{k}: already complete, reused")
+            result.reused.append(i)
+            continue
+        callbacks = tuple(fold_callbacks(i, k)) if fold_callbacks else ()
+        try:
+            fit_fold(cfg, run_dir, fold_dir, plan, i, callbacks)
+        finally:
+            _record_fold_status(run_dir, fold_dir, i)
+        result.trained.append(i)
+    result.rows = summarize(cfg, run_dir, plan)
+    if test_dir:
+        log(f"scoring the {k} fold models and their ensemble on {test_dir}")
+        test_rows, result.test_in_train = evaluate_test(cfg, run_dir, plan, test_dir)
+        result.rows += test_rows
+    write_summary(run_dir, result, cfg)
+    return result
+
+
+def fold_complete(fold_dir: Path) -> bool:
+    """A fold counts as done only when its own meta.json says complete and its model and metrics exist."""
+    try:
+        status = read_meta(fold_dir).get("status")
+    except RunError:
+        return False
+    return status == "complete" and all((fold_dir / f).is_file() for f in ("model.keras", "metrics.json",
+                                                                            "predictions.csv"))
+
+
+def fit_fold(cfg: Config, run_dir: Path, fold_dir: Path, plan: FoldPlan, fold: int,
+             callbacks: tuple = ()) -> None:
+    """One fold as a complete train run in ``fold_dir``: train on the other folds, validate on this one."""
+    if fold_dir.exists():  # left by a failed or interrupted attempt: start the fold afresh
+        shutil.rmtree(fold_dir)
+    fold_dir.mkdir(parents=True)
+    train_idx, val_idx = np.flatnonzero(plan.folds != fold), np.flatnonzero(plan.folds == fold)
+    start_run(fold_dir, cfg, "train", kfold_run=str(run_dir), fold=fold, n_folds=plan.n_folds)
+    with run_status(fold_dir):
+        train.write_split(fold_dir, plan.loaded, train_idx, val_idx)
+        write_meta(fold_dir, n_images=len(plan.loaded.paths),
+                   duplicate_groups=multi_member_groups(plan.groups))
+        train.fit_and_report(cfg, fold_dir, plan.loaded, train_idx, val_idx, callbacks)
+
+
+def _record_fold_status(run_dir: Path, fold_dir: Path, fold: int) -> None:
+    try:
+        status = read_meta(fold_dir).get("status", "unknown")
+    except RunError:
+        status = "failed"
+    statuses = dict(read_meta(run_dir).get("fold_status", {}))
+    statuses[str(fold)] = status
+    write_meta(run_dir, fold_status=statuses)
+
+
+# --- summaries -------------------------------------------------------------------------------------------
+
+def _row(model: str, data: str, m: dict[str, Any]) -> dict[str, Any]:
+    lo, hi = m.get("accuracy_ci95", (float("nan"), float("nan")))
+    return {"model": model, "data": data, "n": m.get("n"), **{k: m[k] for k in METRICS},
+            "accuracy_ci_low": lo, "accuracy_ci_high": hi}
+
+
+def _mean_std_rows(rows: list[dict[str, Any]], data: str) -> list[dict[str, Any]]:
+    """Mean and sample standard deviation (ddof=1) of each headline metric over the fold rows."""
+    values = {k: np.array([r[k] for r in rows], dtype=float) for k in METRICS}
+    nan = float("nan")
+    mean = {"model": "mean", "data": data, "n": None, **{k: float(v.mean()) for k, v in values.items()},
+            "accuracy_ci_low": nan, "accuracy_ci_high": nan}
+    std = {"model": "std", "data": data, "n": None,
+           **{k: float(v.std(ddof=1)) if len(v) > 1 else nan for k, v in values.items()},
+           "accuracy_ci_low": nan, "accuracy_ci_high": nan}
+    return [mean, std]
+
+
+def summarize(cfg: Config, run_dir: Path, plan: FoldPlan) -> list[dict[str, Any]]:
+    """Per-fold validation rows read back from the fold directories, their mean and std, and pooled OOF.
+
+    Writes oof_predictions.csv, oof_metrics.json and the OOF confusion matrices and per-fold accuracy plot.
+    """
+    import json
+
+    k, names = plan.n_folds, plan.loaded.class_names
+    fold_rows = []
+    for i in range(1, k + 1):
+        m = json.loads((run_dir / f"fold_{i}" / "metrics.json").read_text())
+        fold_rows.append(_row(f"fold_{i}", "val", m))
+    probs = read_oof(run_dir, plan)
+    pooled = compute_metrics(plan.loaded.labels, probs, names, cfg.eval.bootstrap, cfg.seed)
+    _write_oof(run_dir, plan, probs)
+    atomic_write_json(run_dir / "oof_metrics.json", pooled)
+    cm = np.asarray(pooled["confusion_matrix"])
+    atomic_save_figure(plots.confusion_matrix_figure(cm, list(names), title="pooled out-of-fold confusion"),
+                       run_dir / "plots" / "confusion_matrix_oof.png")
+    atomic_save_figure(plots.confusion_matrix_figure(cm, list(names), normalize=True,
+                                                     title="pooled out-of-fold confusion matrix (recall)"),
+                       run_dir / "plots" / "confusion_matrix_oof_normalized.png")
+    atomic_save_figure(_accuracy_figure(fold_rows, f"{cfg.model.arch}: accuracy on each held-out fold"),
+                       run_dir / "plots" / "fold_accuracy.png")
+    return [*fold_rows, *_mean_std_rows(fold_rows, "val"), _row("pooled_oof", "val", pooled)]
+
+
+def read_oof(run_dir: Path, plan: FoldPlan) -> np.ndarray:
+    """(n, classes) out-of-fold probabilities in folds.csv order, from each fold's predictions.csv."""
+    import pandas as pd
+
+    names = plan.loaded.class_names
+    index = {p: i for i, p in enumerate(plan.loaded.paths)}
+    probs = np.full((len(index), len(names)), np.nan)
+    for i in range(1, plan.n_folds + 1):
+        df = pd.read_csv(run_dir / f"fold_{i}" / "predictions.csv")
+        rows = [index.get(p, -1) for p in df["path"]]
+        expected = set(np.flatnonzero(plan.folds == i).tolist())
+        if -1 in rows or set(rows) != expected or len(rows) != len(expected):
+            raise RunError(f"fold_{i}/predictions.csv does not list exactly the images folds.csv holds out "
+                           f"in fold {i}; rerun that fold (delete fold_{i}/ and use --resume)")
+        probs[rows] = df[[f"p_{c}" for c in names]].to_numpy(dtype=float)
+    return probs
+
+
+def _write_oof(run_dir: Path, plan: FoldPlan, probs: np.ndarray) -> None:
+    """oof_predictions.csv: every image exactly once: true class, fold, prediction and probabilities."""
+    names = plan.loaded.class_names
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["path", "true", "fold", "predicted", *[f"p_{c}" for c in names]])
+    for p, y, f, row in zip(plan.loaded.paths, plan.loaded.labels, plan.folds, probs, strict=True):
+        w.writerow([p, names[int(y)], int(f), names[int(np.argmax(row))], *[f"{v:.6f}" for v in row]])
+    atomic_write_text(run_dir / "oof_predictions.csv", buf.getvalue())
+
+
+def evaluate_test(cfg: Config, run_dir: Path, plan: FoldPlan,
+                  test_dir: str | Path) -> tuple[list[dict[str, Any]], int]:
+    """Score every fold model and the ensemble (mean probabilities) on a test folder decoded once.
+
+    Returns the test rows and how many test images have a pixel-identical copy in the training folder.
+    """
+    import keras
+
+    from . import models  # noqa: F401  (registers the custom layers)
+
+    names = plan.loaded.class_names
+    listing = list_images(test_dir, cfg.data.classes, require_all=False)
+    if tuple(listing.class_names) != tuple(names):
+        raise DataError(f"{test_dir} classes {listing.class_names} differ from the training classes {names}")
+    test = load_images(listing, cfg.data.image_size, train.channels_of(cfg))
+    seen = set(plan.loaded.digests)
+    in_train = sum(d in seen for d in test.digests)
+    rows, all_probs = [], []
+    for i in range(1, plan.n_folds + 1):
+        fold_dir = run_dir / f"fold_{i}"
+        model = keras.models.load_model(fold_dir / "model.keras", safe_mode=True)
+        probs = predict(model, test.images, cfg.train.batch_size, cfg.eval.tta)
+        all_probs.append(probs)
+        m = compute_metrics(test.labels, probs, names, cfg.eval.bootstrap, cfg.seed)
+        _write_test(fold_dir / "test", m, test, probs, f"fold {i} model on {test_dir}")
+        rows.append(_row(f"fold_{i}", "test", m))
+        del model
+        keras.backend.clear_session()
+    ensemble = np.mean(all_probs, axis=0)
+    m = compute_metrics(test.labels, ensemble, names, cfg.eval.bootstrap, cfg.seed)
+    _write_test(run_dir / "ensemble_test", m, test, ensemble,
+                f"ensemble of {plan.n_folds} fold models (mean probabilities) on {test_dir}")
+    write_skipped(run_dir / "ensemble_test", test.skipped)
+    rows += [*_mean_std_rows(rows, "test"), _row("ensemble", "test", m)]
+    bars = [r for r in rows if r["model"] not in ("mean", "std")]
+    atomic_save_figure(_accuracy_figure(bars, f"{cfg.model.arch}: test accuracy"),
+                       run_dir / "plots" / "test_accuracy.png")
+    write_meta(run_dir, test_dir=str(test_dir), n_test=m["n"], test_images_in_training_folder=in_train)
+    return rows, in_train
+
+
+def _write_test(out: Path, m: dict[str, Any], test: LoadedImages, probs: np.ndarray, title: str) -> None:
+    write_metrics(out, m, title)
+    write_predictions(out / "predictions.csv", test.paths, test.labels, probs, test.class_names)
+
+
+def _accuracy_figure(rows: list[dict[str, Any]], title: str):
+    return plots.bar_figure([r["model"] for r in rows], [r["accuracy"] for r in rows],
+                            [(r["accuracy_ci_low"], r["accuracy_ci_high"]) for r in rows],
+                            ylabel="accuracy (95% bootstrap CI)", title=title)
+
+
+SUMMARY_COLUMNS = ["model", "data", "n", *METRICS, "accuracy_ci_low", "accuracy_ci_high"]
+
+
+def write_summary(run_dir: Path, result: KFoldResult, cfg: Config) -> None:
+    """summary.csv (full precision, one row per fold, mean, std, pooled OOF, test rows) and summary.md."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(SUMMARY_COLUMNS)
+    for r in result.rows:
+        w.writerow([_cell(r[c]) for c in SUMMARY_COLUMNS])
+    atomic_write_text(run_dir / "summary.csv", buf.getvalue())
+    atomic_write_text(run_dir / "summary.md", summary_markdown(run_dir, result, cfg))
+
+
+def _cell(v: Any) -> Any:
+    """Floats at full precision (repr), so summary.csv reproduces the fold numbers exactly."""
+    return "" if v is None else repr(float(v)) if isinstance(v, float) else v
+
+
+def summary_markdown(run_dir: Path, result: KFoldResult, cfg: Config) -> str:
+    meta = read_meta(run_dir)
+    header = ["| model | n | loss | accuracy | 95% CI | AUC | macro F1 |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# {result.n_folds}-fold cross-validation: {cfg.model.arch}", "",
+        f"- data: `{cfg.data.path}`, {result.n_images} images, "
+        f"classes {', '.join(meta.get('class_names', []))}",
+        f"- folds: scikit-learn StratifiedGroupKFold (shuffled, seed {cfg.seed}) over duplicate groups "
+        f"(`data.group_duplicates: {cfg.data.group_duplicates}`): {result.duplicate_groups} groups hold more "
+        f"than one image ({meta.get('images_in_duplicate_groups', '?')} images); each group sits in one fold",
+        f"- every fold: a fresh model trained as `train` trains ({cfg.train.epochs} epochs at most, early "
+        "stopping on validation loss); its best model is scored on the held-out fold",
+        "- mean and std are over the folds (std: sample, ddof=1); pooled_oof scores all held-out "
+        "predictions at once",
+        f"- accuracy over the folds: {_mean_pm_std(result.rows, 'val')}",
+        "", "## Held-out folds", "", *header,
+        *_table_rows([r for r in result.rows if r["data"] == "val"]),
+    ]
+    test = [r for r in result.rows if r["data"] == "test"]
+    if test:
+        lines += ["", f"## Test folder `{meta.get('test_dir')}`", "",
+                  "Each fold model, their mean and std, and the ensemble (the mean of the fold models' "
+                  "probabilities).",
+                  f"Test images with a pixel-identical copy in the training folder: {result.test_in_train} "
+                  "(they are scored as well; their scores are not independent of training).", "",
+                  *header, *_table_rows(test)]
+    return "\n".join(lines) + "\n"
+
+
+def _mean_pm_std(rows: list[dict[str, Any]], data: str, key: str = "accuracy") -> str:
+    by = {r["model"]: r[key] for r in rows if r["data"] == data}
+    return f"{by['mean']:.4f} +- {by['std']:.4f}" if "mean" in by else "n/a"
+
+
+def _table_rows(rows: list[dict[str, Any]]) -> list[str]:
+    out = []
+    for r in rows:
+        lo, hi = r["accuracy_ci_low"], r["accuracy_ci_high"]
+        ci = "" if np.isnan(lo) else f"{lo:.4f} - {hi:.4f}"
+        name = {"mean": "**mean**", "std": "**std**"}.get(r["model"], r["model"])
+        n = "" if r["n"] is None else r["n"]
+        out.append(f"| {name} | {n} | {r['loss']:.4f} | {r['accuracy']:.4f} | {ci} | {r['auc']:.4f} "
+                   f"| {r['macro_f1']:.4f} |")
+    return out

@@ -1,0 +1,266 @@
+"""kfold: leakage-free folds, the out-of-fold file, summaries recomputed from the fold runs, resume, test."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from braintumor.cli import app
+from tests.conftest import FAST, make_dataset
+
+runner = CliRunner()
+METRICS = ["loss", "accuracy", "auc", "macro_f1"]
+
+
+def plant_copies(root: Path) -> dict[str, list[str]]:
+    """Identical copies of a few images: byte copies, a re-encoded copy and one filed under another class."""
+    copies = {
+        "glioma/img_000.png": ["glioma/img_000_copy.png", "glioma/zz_resaved.png"],
+        "meningioma/img_001.png": ["meningioma/img_001_copy.png"],
+        "glioma/img_002.png": ["notumor/from_glioma.png"],
+    }
+    for src, dsts in copies.items():
+        for dst in dsts:
+            if "resaved" in dst:  # same pixels, different bytes
+                Image.open(root / src).save(root / dst, compress_level=1)
+            else:
+                shutil.copy(root / src, root / dst)
+    return copies
+
+
+def pixel_hash(path: str) -> str:
+    return hashlib.sha1(np.asarray(Image.open(path)).tobytes()).hexdigest()
+
+
+def all_images(root: Path) -> list[str]:
+    return sorted(str(p) for p in root.rglob("*.png"))
+
+
+def kfold(*args: str):
+    return runner.invoke(app, ["kfold", "--arch", "customnet", *FAST, *args])
+
+
+def only_run(runs: Path) -> Path:
+    found = [p for p in (runs / "kfold").iterdir() if p.is_dir()]
+    assert len(found) == 1, found
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory):
+    """One complete 3-fold run with a test folder (shared by the read-only tests below)."""
+    tmp = tmp_path_factory.mktemp("kfold")
+    data = make_dataset(tmp / "data", per_class=8)
+    copies = plant_copies(data)
+    test = make_dataset(tmp / "test", per_class=3, seed=1)
+    shutil.copy(data / "pituitary" / "img_004.png", test / "pituitary" / "leaked.png")
+    result = kfold("--data", str(data), "--folds", "3", "--test", str(test), "--runs-dir", str(tmp / "runs"))
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return {"run": only_run(tmp / "runs"), "data": data, "copies": copies, "output": result.output}
+
+
+def test_no_group_straddles_folds(done):
+    run, data = done["run"], done["data"]
+    folds = pd.read_csv(run / "folds.csv")
+    assert folds.groupby("group")["fold"].nunique().max() == 1
+    fold_of = dict(zip(folds["path"], folds["fold"], strict=True))
+    for src, dsts in done["copies"].items():
+        assert {fold_of[str(data / p)] for p in [src, *dsts]} == {fold_of[str(data / src)]}
+    # independently of the code under test: no training image has the pixels of a held-out one
+    for i in (1, 2, 3):
+        split = pd.read_csv(run / f"fold_{i}" / "split.csv")
+        assert set(split.loc[split["split"] == "val", "path"]) == set(folds.loc[folds["fold"] == i, "path"])
+        seen = {pixel_hash(p) for p in split.loc[split["split"] == "train", "path"]}
+        assert not seen & {pixel_hash(p) for p in split.loc[split["split"] == "val", "path"]}
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["duplicate_groups"] == 3  # the three planted groups
+    assert meta["images_in_duplicate_groups"] == 7
+    assert "3 duplicate groups" in done["output"]
+
+
+def test_oof_holds_every_image_exactly_once(done):
+    run, data = done["run"], done["data"]
+    oof = pd.read_csv(run / "oof_predictions.csv")
+    assert sorted(oof["path"]) == all_images(data)
+    assert oof["path"].is_unique
+    folds = pd.read_csv(run / "folds.csv")
+    assert oof["fold"].tolist() == folds["fold"].tolist()
+    probs = oof[[c for c in oof.columns if c.startswith("p_")]].to_numpy()
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+    assert (run / "plots" / "confusion_matrix_oof.png").is_file()
+    assert (run / "plots" / "fold_accuracy.png").is_file()
+
+
+def test_summary_equals_numbers_recomputed_from_fold_runs(done):
+    run = done["run"]
+    summary = pd.read_csv(run / "summary.csv")
+    val = summary[summary["data"] == "val"].set_index("model")
+    per_fold = {m: [] for m in METRICS}
+    for i in (1, 2, 3):
+        fold = run / f"fold_{i}"
+        assert json.loads((fold / "meta.json").read_text())["status"] == "complete"
+        assert {"model.keras", "history.csv", "metrics.md", "predictions.csv", "config.yaml"} <= {
+            p.name for p in fold.iterdir()}
+        m = json.loads((fold / "metrics.json").read_text())
+        for k in METRICS:
+            assert val.loc[f"fold_{i}", k] == pytest.approx(m[k], abs=1e-12)
+            per_fold[k].append(m[k])
+    for k in METRICS:
+        assert val.loc["mean", k] == pytest.approx(np.mean(per_fold[k]), abs=1e-12)
+        assert val.loc["std", k] == pytest.approx(np.std(per_fold[k], ddof=1), abs=1e-12)
+    md = (run / "summary.md").read_text()
+    assert "**mean**" in md and "**std**" in md and "fold_3" in md
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["status"] == "complete"
+    assert meta["fold_status"] == {"1": "complete", "2": "complete", "3": "complete"}
+    assert "fold 3/3" in done["output"]
+
+
+def test_test_folder_gives_fold_and_ensemble_rows_with_intervals(done):
+    run = done["run"]
+    summary = pd.read_csv(run / "summary.csv")
+    test = summary[summary["data"] == "test"].set_index("model")
+    assert {"fold_1", "fold_2", "fold_3", "mean", "std", "ensemble"} <= set(test.index)
+    for model in ("fold_1", "ensemble"):
+        lo, acc, hi = test.loc[model, ["accuracy_ci_low", "accuracy", "accuracy_ci_high"]]
+        assert 0 <= lo <= acc <= hi <= 1
+        assert test.loc[model, "n"] == 13
+    # the ensemble is the mean of the fold models' probabilities
+    cols = [f"p_{c}" for c in ("glioma", "meningioma", "notumor", "pituitary")]
+    folds = [pd.read_csv(run / f"fold_{i}" / "test" / "predictions.csv")[cols].to_numpy() for i in (1, 2, 3)]
+    ensemble = pd.read_csv(run / "ensemble_test" / "predictions.csv")[cols].to_numpy()
+    assert np.allclose(ensemble, np.mean(folds, axis=0), atol=1e-5)
+    assert "| ensemble |" in (run / "summary.md").read_text()
+    assert json.loads((run / "meta.json").read_text())["test_images_in_training_folder"] == 1
+
+
+def test_resume_rejects_changed_settings(done):
+    run = str(done["run"])
+    result = runner.invoke(app, ["kfold", "--resume", run, "--epochs", "3"])
+    assert result.exit_code == 2 and "drop --epochs" in result.output
+    result = runner.invoke(app, ["kfold", "--resume", run, "--folds", "4"])
+    assert result.exit_code == 2 and "started with 3 folds" in result.output
+
+
+def test_resume_retrains_only_folds_without_complete_marker(tmp_path, monkeypatch):
+    from braintumor import train
+
+    data = make_dataset(tmp_path / "data", per_class=6)
+    plant_copies(data)
+    runs = tmp_path / "runs"
+    real = train.fit_and_report
+    calls: list[str] = []
+
+    def crash_on_second_fold(cfg, run_dir, *args, **kw):
+        calls.append(run_dir.name)
+        if run_dir.name == "fold_2":
+            raise RuntimeError("simulated crash in fold 2")
+        return real(cfg, run_dir, *args, **kw)
+
+    monkeypatch.setattr(train, "fit_and_report", crash_on_second_fold)
+    result = kfold("--data", str(data), "--folds", "3", "--runs-dir", str(runs))
+    assert result.exit_code == 1 and isinstance(result.exception, RuntimeError)
+    run = only_run(runs)
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["status"] == "failed" and meta["fold_status"] == {"1": "complete", "2": "failed"}
+    assert json.loads((run / "fold_2" / "meta.json").read_text())["status"] == "failed"
+    fold1_model = (run / "fold_1" / "model.keras").stat().st_mtime_ns
+    folds_csv = (run / "folds.csv").read_text()
+
+    def counted(cfg, run_dir, *args, **kw):
+        calls.append(run_dir.name)
+        return real(cfg, run_dir, *args, **kw)
+
+    calls.clear()
+    monkeypatch.setattr(train, "fit_and_report", counted)
+    result = runner.invoke(app, ["kfold", "--resume", str(run)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert calls == ["fold_2", "fold_3"]
+    assert (run / "fold_1" / "model.keras").stat().st_mtime_ns == fold1_model
+    assert (run / "folds.csv").read_text() == folds_csv
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["status"] == "complete" and len(meta["resumed"]) == 1
+    assert len(pd.read_csv(run / "oof_predictions.csv")) == len(all_images(data))
+    assert "reused complete folds: 1" in result.output
+
+    # a data folder that changed since the run started cannot reuse its folds
+    Image.fromarray(np.full((40, 40), 7, np.uint8)).save(data / "glioma" / "new.png")
+    result = runner.invoke(app, ["kfold", "--resume", str(run)])
+    assert result.exit_code == 1 and "data folder changed" in result.output
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    from braintumor import train
+
+    def refuse(*a, **kw):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(train, "fit_and_report", refuse)
+
+
+def test_too_few_folds_is_an_error_before_training(tmp_path, no_training):
+    data = make_dataset(tmp_path / "data", per_class=4)
+    result = kfold("--data", str(data), "--folds", "1", "--runs-dir", str(tmp_path / "runs"))
+    assert result.exit_code == 2
+    assert "--folds 1: cross-validation needs at least 2 folds" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_more_folds_than_the_smallest_class_is_an_error_before_training(tmp_path, no_training):
+    data = make_dataset(tmp_path / "data", per_class=5)
+    for i in (3, 4):
+        (data / "meningioma" / f"img_{i:03d}.png").unlink()
+    shutil.copy(data / "meningioma" / "img_000.png", data / "meningioma" / "copy.png")  # 4 files, 3 distinct
+    result = kfold("--data", str(data), "--folds", "4", "--runs-dir", str(tmp_path / "runs"))
+    assert result.exit_code == 2
+    out = " ".join(result.output.split())
+    assert "class 'meningioma' has only 3 distinct images (4 files; identical copies count once)" in out
+    assert "use --folds 3 or fewer" in out
+    assert not (tmp_path / "runs" / "kfold").exists() or not any((tmp_path / "runs" / "kfold").iterdir())
+
+
+def test_folds_are_seeded_stratified_and_respect_groups():
+    from braintumor.kfold import assign_folds
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], 30)
+    groups = np.arange(90)
+    groups[rng.choice(90, 20, replace=False)] = rng.integers(0, 5, 20)  # a few large duplicate groups
+    a = assign_folds(labels, groups, 5, seed=1)
+    assert np.array_equal(a, assign_folds(labels, groups, 5, seed=1))
+    assert not np.array_equal(a, assign_folds(labels, groups, 5, seed=2))
+    assert set(a) == {1, 2, 3, 4, 5}
+    for g in np.unique(groups):
+        assert len(set(a[groups == g])) == 1
+
+
+def test_near_grouping_keeps_perceptual_neighbours_in_one_fold(tmp_path):
+    from braintumor.config import load_config
+    from braintumor.kfold import plan_folds
+
+    data = make_dataset(tmp_path / "data", per_class=6)
+    arr = np.asarray(Image.open(data / "glioma" / "img_000.png")).copy()
+    arr[0, 0] = arr[0, 0] + 1  # not identical, perceptually the same
+    Image.fromarray(arr).save(data / "glioma" / "near.png")
+    near_path, orig = str(data / "glioma" / "near.png"), str(data / "glioma" / "img_000.png")
+
+    def plan(mode: str):
+        cfg = load_config("customnet", flags={"data": str(data), "image_size": 32},
+                          sets=[f"data.group_duplicates={mode}"])
+        p = plan_folds(cfg, 3)
+        idx = {q: i for i, q in enumerate(p.loaded.paths)}
+        return p, idx[near_path], idx[orig]
+
+    p, i, j = plan("exact")
+    assert p.groups[i] != p.groups[j]
+    p, i, j = plan("near")
+    assert p.groups[i] == p.groups[j] and p.folds[i] == p.folds[j]
