@@ -128,7 +128,7 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     top = float(arr.max()) if arr.size else 0.0
     if top > 255:
         arr = arr * (255.0 / top)
-    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), mode="L")
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
 
 def decode(source: str | Path | bytes, max_pixels: int | None = None) -> Image.Image:

@@ -124,7 +124,7 @@ def fit_and_report(cfg: Config, run_dir: Path, loaded: LoadedImages, train_idx: 
                           jit_compile=tcfg.jit_compile)
         cbs = _callbacks(cfg, run_dir, phase_lr, checkpoint, timer, append=first > 0) + list(callbacks)
         hist = model.fit(train_ds, validation_data=val_ds, epochs=last, initial_epoch=first, class_weight=weights,
-                         callbacks=cbs, verbose=0)
+                         callbacks=cbs, verbose=0, shuffle=False)  # tf.data shuffles itself
         stopped = len(hist.epoch) < last - first  # early stopping ends both phases
     train_seconds = time.perf_counter() - started
     if not best_path.is_file():  # validation loss never finite: keep the last model rather than nothing

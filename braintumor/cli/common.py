@@ -54,7 +54,7 @@ def metrics_table(m: dict, title: str) -> Table:
 
 
 def print_run_dir(path: Path) -> None:
-    console.print(f"run directory: [bold]{path}[/]", highlight=False)
+    console.print(f"run directory: [bold]{path}[/]", highlight=False, soft_wrap=True)
 
 
 def not_yet(name: str) -> None:

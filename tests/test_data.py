@@ -1,0 +1,157 @@
+"""Class-name canonicalisation, every image kind we promise to read, skipping broken files, splits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from braintumor.data import (canonical_class, class_weights, list_images, load_images, make_dataset, oversample,
+                             read_image, split_train_val)
+from braintumor.dedup import exact_groups
+from braintumor.errors import DataError
+from tests.conftest import make_dataset as make_folder
+
+
+@pytest.mark.parametrize("folder, expected", [
+    ("glioma", "glioma"), ("glioma_tumor", "glioma"), ("Glioma Tumour", "glioma"), ("Meningioma", "meningioma"),
+    ("meningioma_tumor", "meningioma"), ("no_tumor", "notumor"), ("no tumor", "notumor"), ("notumor", "notumor"),
+    ("No-Tumour", "notumor"), ("pituitary_tumor", "pituitary"), ("PITUITARY", "pituitary"), ("yes", None),
+    ("cat", None),
+])
+def test_canonical_class(folder, expected):
+    assert canonical_class(folder) == expected
+
+
+def test_wild_spellings_map_to_fixed_order(tmp_path: Path):
+    root = make_folder(tmp_path / "d", per_class=2, folders=("pituitary_tumor", "no_tumor", "Meningioma",
+                                                              "glioma_tumor"))
+    listing = list_images(root)
+    assert listing.class_names == ("glioma", "meningioma", "notumor", "pituitary")
+    # the folder listed first (pituitary_tumor) still gets label 3
+    for path, label in zip(listing.paths, listing.labels):
+        assert canonical_class(Path(path).parent.name) == listing.class_names[label]
+
+
+def test_unknown_folder_says_to_list_classes(tmp_path: Path):
+    root = make_folder(tmp_path / "d", per_class=1, folders=("glioma", "cat"))
+    with pytest.raises(DataError, match=r"'cat'.*data.classes"):
+        list_images(root)
+
+
+def test_missing_class_is_named(tmp_path: Path):
+    root = make_folder(tmp_path / "d", per_class=1, folders=("glioma", "notumor"))
+    with pytest.raises(DataError, match=r"no folder for class\(es\) meningioma, pituitary"):
+        list_images(root)
+    assert list_images(root, require_all=False).class_names[2] == "notumor"
+
+
+def test_configured_other_classes(tmp_path: Path):
+    root = make_folder(tmp_path / "d", per_class=1, folders=("Dog", "cat"))
+    listing = list_images(root, classes=("cat", "dog"))
+    assert listing.class_names == ("cat", "dog")
+    assert sorted(listing.labels.tolist()) == [0, 1]
+
+
+def test_two_folders_for_one_class_is_an_error(tmp_path: Path):
+    root = make_folder(tmp_path / "d", per_class=1, folders=("no_tumor", "notumor"))
+    with pytest.raises(DataError, match="keep one"):
+        list_images(root)
+
+
+def _odd_images(d: Path) -> dict[str, Path]:
+    rng = np.random.default_rng(0)
+    gray = (rng.random((50, 70)) * 255).astype(np.uint8)
+    rgb = np.stack([gray] * 3, axis=-1)
+    files = {}
+
+    def save(name, img, **kw):
+        files[name] = d / name
+        img.save(files[name], **kw)
+
+    save("gray.png", Image.fromarray(gray))
+    save("rgb.jpg", Image.fromarray(rgb))
+    rgba = Image.fromarray(np.dstack([rgb, np.full_like(gray, 128)]), "RGBA")
+    save("rgba.png", rgba)
+    save("palette.png", Image.fromarray(rgb).convert("P"))
+    save("gray16.png", Image.fromarray(gray.astype(np.uint16) * 257))
+    save("image.bmp", Image.fromarray(rgb))
+    save("cmyk.jpg", Image.fromarray(rgb).convert("CMYK"))
+    save("la.png", Image.fromarray(gray).convert("LA"))
+    return files
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_every_image_kind_loads(tmp_path: Path, channels: int):
+    files = _odd_images(tmp_path)
+    for name, path in files.items():
+        arr = read_image(path, 32, channels)
+        assert arr.shape == (32, 32, channels) and arr.dtype == np.uint8, name
+        assert arr.max() > 0, f"{name} decoded to black"
+    # 16-bit is scaled to 8-bit, not clipped to white
+    assert 0 < read_image(files["gray16.png"], 32, 1).mean() < 250
+
+
+def test_broken_files_are_skipped_and_listed(tmp_path: Path):
+    root = make_folder(tmp_path / "d", per_class=3)
+    (root / "glioma" / "empty.png").write_bytes(b"")
+    (root / "notumor" / "text.jpg").write_bytes(b"this is not a jpeg")
+    good = root / "meningioma" / "img_000.png"
+    (root / "meningioma" / "truncated.png").write_bytes(good.read_bytes()[:60])
+    (root / "glioma" / "notes.txt").write_text("ignored: not an image extension")
+    listing = list_images(root)
+    loaded = load_images(listing, 32)
+    assert len(loaded.paths) == 12
+    assert sorted(Path(p).name for p, _ in loaded.skipped) == ["empty.png", "text.jpg", "truncated.png"]
+    assert all("not a readable image" in why for _, why in loaded.skipped)
+
+
+def test_nothing_readable_is_a_clear_error(tmp_path: Path):
+    d = tmp_path / "d" / "glioma"
+    d.mkdir(parents=True)
+    (d / "x.jpg").write_bytes(b"junk")
+    with pytest.raises(DataError, match="none of the 1 image files"):
+        load_images(list_images(tmp_path / "d", require_all=False), 32)
+
+
+def test_missing_folder_says_what_to_pass(tmp_path: Path):
+    with pytest.raises(DataError, match="--data DIR"):
+        list_images(tmp_path / "nope")
+
+
+def test_split_is_stratified_and_keeps_copies_together():
+    labels = np.repeat(np.arange(4), 20)
+    digests = [f"img{i}" for i in range(80)]
+    for i in range(0, 80, 10):  # plant copies: image i+1 duplicates image i
+        digests[i + 1] = digests[i]
+    groups = exact_groups(digests)
+    tr, va = split_train_val(labels, groups, 0.2, seed=1)
+    assert set(tr).isdisjoint(va) and len(tr) + len(va) == 80
+    assert set(groups[tr]).isdisjoint(groups[va])
+    assert np.all(np.bincount(labels[va], minlength=4) >= 3)  # every class is in validation
+    tr2, va2 = split_train_val(labels, groups, 0.2, seed=1)
+    assert np.array_equal(va, va2)  # seeded
+
+
+def test_class_weights_and_oversampling():
+    labels = np.array([0] * 6 + [1] * 2 + [2] * 4)
+    w = class_weights(labels, 4)
+    assert w[0] == pytest.approx(12 / (3 * 6)) and w[1] == pytest.approx(12 / (3 * 2)) and w[3] == 1.0
+    idx = oversample(np.arange(12), labels, seed=0)
+    assert np.bincount(labels[idx]).tolist() == [6, 6, 6]
+
+
+def test_pipeline_batches_float_pixels_and_one_hot():
+    from braintumor.config import AugmentConfig
+
+    images = np.random.default_rng(0).integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
+    labels = np.arange(10) % 4
+    plain = next(iter(make_dataset(images, labels, 4, 4)))
+    assert plain[0].shape == (4, 32, 32, 3) and plain[0].dtype.name == "float32"
+    assert np.array_equal(plain[0].numpy(), images[:4].astype(np.float32))  # no scaling outside the model
+    assert np.array_equal(plain[1].numpy(), np.eye(4)[labels[:4]])
+    aug = AugmentConfig(flip_vertical=True, rotation=0.1, zoom=0.2, brightness=0.2, contrast=0.2, erasing=1.0)
+    x, _ = next(iter(make_dataset(images, labels, 4, 10, training=True, augment=aug, seed=0)))
+    assert x.shape == (10, 32, 32, 3) and float(x.numpy().min()) >= 0 and float(x.numpy().max()) <= 255
