@@ -2,11 +2,90 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
 from . import command
-from .common import not_yet
+from .common import RunsDir, console
+
+
+def _opt(flag: str, help: str, *short: str):
+    env = "BRAINTUMOR_" + flag.lstrip("-").replace("-", "_").upper()
+    return typer.Option(flag, *short, help=f"{help} Env: {env}.")
+
+
+Run = Annotated[str | None, _opt("--run", "Train run directory to serve, or 'latest' (default).", "-r")]
+Host = Annotated[str | None, _opt("--host", "Address to bind (default 127.0.0.1: this machine only; 0.0.0.0 "
+                                  "exposes it to the network).")]
+Port = Annotated[int | None, _opt("--port", "TCP port (default 8000).", "-p")]
+MaxUploadBytes = Annotated[int | None, _opt("--max-upload-bytes", "Largest accepted file in bytes "
+                                            "(default 20 MiB).")]
+MaxPixels = Annotated[int | None, _opt("--max-pixels", "Largest accepted image in width x height pixels, "
+                                       "checked before decoding (default 40,000,000).")]
+MaxBatchFiles = Annotated[int | None, _opt("--max-batch-files", "Most files in one /predict/batch request "
+                                           "(default 16).")]
+Concurrency = Annotated[int | None, _opt("--concurrency", "Images decoded and inferred at once (default: the "
+                                         "CPUs available, at most 8).")]
+QueueTimeout = Annotated[float | None, _opt("--queue-timeout", "Seconds a request may wait for a free slot "
+                                            "before 503 (default 30).")]
+CorsOrigin = Annotated[list[str] | None, typer.Option("--cors-origin", help="Allow browser pages from this "
+                                                      "origin (repeatable; default: none, no CORS headers). "
+                                                      "Env: BRAINTUMOR_CORS_ORIGINS, comma-separated.")]
+LogLevel = Annotated[str | None, _opt("--log-level", "critical, error, warning, info (default) or debug.")]
 
 
 @command("serve")
-def serve() -> None:
-    """Not built yet."""
-    not_yet("serve")
+def serve(run: Run = None, host: Host = None, port: Port = None, max_upload_bytes: MaxUploadBytes = None,
+          max_pixels: MaxPixels = None, max_batch_files: MaxBatchFiles = None,
+          concurrency: Concurrency = None, queue_timeout: QueueTimeout = None, cors_origin: CorsOrigin = None,
+          log_level: LogLevel = None, runs_dir: RunsDir = None) -> None:
+    """Serve a trained model over HTTP: /predict, /predict/batch, /cam, /model, /health, a page at /, /docs.
+
+    Example: braintumor serve --run runs/train/20260101-120000-customnet --port 8000
+    """
+    from ..evaluate import load_run
+    from ..runs import resolve_run
+    from ..serve.settings import load_settings
+
+    settings = load_settings(dict(
+        run=None if run == "latest" else run, host=host, port=port, max_upload_bytes=max_upload_bytes,
+        max_pixels=max_pixels, max_batch_files=max_batch_files, concurrency=concurrency,
+        queue_timeout=queue_timeout, cors_origins=cors_origin or None, log_level=log_level,
+        runs_dir=str(runs_dir) if runs_dir else None))
+    # Fail here, in one red line, rather than inside the server's start-up.
+    run_dir = resolve_run(None if settings.run == "latest" else settings.run, Path(settings.runs_dir))
+    meta = load_run(run_dir, with_model=False).meta
+    settings = _replace(settings, run=str(run_dir))
+
+    shown = "localhost" if settings.host in ("127.0.0.1", "::1") else settings.host
+    url = f"http://{shown}:{settings.port}/"
+    console.print(f"serving [bold]{meta.get('arch')}[/] from {run_dir} at [bold]{url}[/] (docs at /docs); "
+                  "Ctrl-C stops", highlight=False, soft_wrap=True)
+    if settings.host not in ("127.0.0.1", "localhost", "::1"):
+        console.print(f"[yellow]listening on {settings.host}: reachable from the network, without "
+                      "authentication[/]", soft_wrap=True)
+    run_server(settings)
+
+
+def _replace(settings, **changes):
+    import dataclasses
+
+    return dataclasses.replace(settings, **changes)
+
+
+def run_server(settings) -> None:
+    """uvicorn in this process; the app loads and warms up the model in its lifespan, before any request."""
+    import copy
+
+    import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
+
+    from ..serve.app import create_app
+
+    log_config = copy.deepcopy(LOGGING_CONFIG)
+    log_config["loggers"]["braintumor"] = {"handlers": ["default"], "level": settings.log_level.upper(),
+                                           "propagate": False}
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
+                log_config=log_config, access_log=False, server_header=False, timeout_graceful_shutdown=10)

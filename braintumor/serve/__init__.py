@@ -1,0 +1,1 @@
+"""`braintumor serve`: a FastAPI service for one train run (app.py wiring, settings, schemas, predictor)."""

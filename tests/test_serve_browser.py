@@ -1,0 +1,146 @@
+"""The page at / in a real headless browser (Debian's chromium driven by playwright): upload, bars, heatmap.
+
+Needs `apt-get install -y chromium` and `pip install playwright` (never `playwright install`: it downloads).
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import CLASSES, FAST, blob_image, make_dataset
+
+CHROMIUM = "/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else shutil.which("chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+pytest.importorskip("fastapi", reason="the [serve] extra (fastapi, uvicorn, python-multipart) is missing")
+pytest.importorskip("playwright.sync_api", reason="playwright is not installed: pip install playwright")
+if not CHROMIUM:
+    pytest.skip("no chromium at /usr/bin/chromium or on PATH (apt-get install -y chromium)",
+                allow_module_level=True)
+
+from playwright.sync_api import expect, sync_playwright  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The app under uvicorn in a thread on a free loopback port, with a tiny freshly trained run."""
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from braintumor.cli import app as cli
+    from braintumor.serve.app import create_app
+    from braintumor.serve.settings import ServeSettings
+
+    root = tmp_path_factory.mktemp("browser")
+    data = make_dataset(root / "data", per_class=6)
+    result = CliRunner().invoke(cli, ["train", "--arch", "customnet", "--data", str(data),
+                                      "--runs-dir", str(root / "runs"), *FAST])
+    assert result.exit_code == 0, result.output
+    (run,) = (root / "runs" / "train").iterdir()
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = create_app(ServeSettings(run=str(run), concurrency=2))
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not srv.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(15)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    """A page that may talk to the server only; anything else is refused and recorded."""
+    context = browser.new_context()
+    p = context.new_page()
+    p.elsewhere, p.problems = [], []
+    allowed = urlsplit(server).netloc
+
+    def route(r):
+        if urlsplit(r.request.url).netloc == allowed:
+            r.continue_()
+        else:
+            p.elsewhere.append(r.request.url)
+            r.abort()
+
+    p.route("**/*", route)
+    p.on("pageerror", lambda e: p.problems.append(str(e)))
+    p.on("console", lambda m: p.problems.append(m.text) if m.type == "error" else None)
+    p.goto(server + "/")
+    yield p
+    context.close()
+
+
+def wait_until(ready, seconds: float) -> None:
+    """Poll from Python: the page's CSP (script-src 'self') forbids wait_for_function's string evaluation."""
+    deadline = time.monotonic() + seconds
+    while not ready():
+        assert time.monotonic() < deadline, f"not within {seconds} s"
+        time.sleep(0.1)
+
+
+def scan(path: Path, label: int = 0) -> Path:
+    buf = io.BytesIO()
+    Image.fromarray(blob_image(label, 96, np.random.default_rng(label))).convert("RGB").save(buf, "JPEG")
+    path.write_bytes(buf.getvalue())
+    return path
+
+
+def test_upload_shows_probability_bars_and_heatmap(page, tmp_path):
+    expect(page.locator("#model")).to_contain_text("customnet", timeout=20_000)
+    page.set_input_files("#file", str(scan(tmp_path / "scan.jpg", label=3)))
+
+    page.wait_for_selector("#bars .bar", timeout=30_000)
+    bars = page.locator("#bars .bar")
+    assert bars.count() == len(CLASSES)
+    names = [bars.nth(i).get_attribute("data-class") for i in range(bars.count())]
+    assert sorted(names) == sorted(CLASSES)
+    widths = [float(bars.nth(i).locator(".fill").evaluate("e => parseFloat(e.style.width)"))
+              for i in range(bars.count())]
+    assert widths == sorted(widths, reverse=True) and sum(widths) == pytest.approx(100, abs=1)
+    assert bars.first.evaluate("e => e.classList.contains('top')")
+
+    # the heatmap: a PNG the browser decoded, at the model's input size
+    wait_until(lambda: page.eval_on_selector("#heatmap", "e => e.complete && e.naturalWidth") > 0, 30)
+    assert page.eval_on_selector("#heatmap", "e => [e.naturalWidth, e.naturalHeight]") == [32, 32]
+    assert page.eval_on_selector("#heatmap", "e => e.src.startsWith('blob:')")
+    assert names[0] in page.inner_text("#heatmap-caption")
+    assert page.eval_on_selector("#preview", "e => e.naturalWidth") == 96
+    assert "error" not in (page.get_attribute("#status", "class") or "")
+    assert not page.problems and not page.elsewhere, (page.problems, page.elsewhere)
+
+
+def test_a_file_that_is_not_an_image_shows_the_reason(page, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image\n" * 10)
+    page.set_input_files("#file", str(notes))
+    page.wait_for_selector("#status.error", timeout=20_000)
+    assert "not a readable image" in page.inner_text("#status")
+    assert page.locator("#bars .bar").count() == 0
+    assert not page.elsewhere, page.elsewhere
