@@ -68,3 +68,124 @@ def bar_figure(labels: list[str], values: list[float], errors: list[tuple[float,
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def class_distribution_figure(per_class: dict[str, dict[str, int]], title: str = ""):
+    """Images per class, one bar per split side by side, each bar labelled with its count and share."""
+    splits = list(per_class)
+    classes = list(next(iter(per_class.values()))) if per_class else []
+    fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(classes) + 2), 4))
+    width = 0.8 / max(1, len(splits))
+    x = np.arange(len(classes))
+    for k, split in enumerate(splits):
+        counts = [per_class[split][c] for c in classes]
+        total = max(1, sum(counts))
+        bars = ax.bar(x + (k - (len(splits) - 1) / 2) * width, counts, width, label=split)
+        ax.bar_label(bars, [f"{n}\n{n / total:.0%}" for n in counts], fontsize=8)
+    ax.set_xticks(x, classes)
+    ax.set_ylabel("images")
+    ax.margins(y=0.18)
+    ax.grid(axis="y", alpha=0.3)
+    if len(splits) > 1:
+        ax.legend()
+    ax.set_title(title or "class distribution")
+    fig.tight_layout()
+    return fig
+
+
+def overlaid_histograms_figure(values: dict[str, dict[str, np.ndarray]], xlabel: str, title: str = "",
+                               bins: int = 40):
+    """One panel per split; in each, a density histogram per class drawn over the others."""
+    fig, axes = plt.subplots(1, max(1, len(values)), figsize=(5.5 * max(1, len(values)), 3.8), squeeze=False)
+    for ax, (split, by_class) in zip(axes[0], values.items(), strict=False):
+        every = np.concatenate([v for v in by_class.values() if len(v)]) if by_class else np.zeros(0)
+        edges = np.histogram_bin_edges(every, bins=bins) if len(every) else bins
+        for cls, v in by_class.items():
+            if len(v):
+                ax.hist(v, bins=edges, density=True, histtype="stepfilled", alpha=0.35, label=cls)
+                edge = ax.patches[-1].get_facecolor()[:3]
+                ax.hist(v, bins=edges, density=True, histtype="step", color=edge)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("density")
+        ax.set_title(split)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _strip(images: list[np.ndarray], gap: int, every: int = 0, wide_gap: int = 0) -> np.ndarray:
+    """(h, w, 3) uint8 images side by side on white, with a wider gap after every ``every`` images."""
+    h = max(im.shape[0] for im in images)
+    parts = []
+    for k, im in enumerate(images):
+        if k:
+            width = wide_gap if every and k % every == 0 else gap
+            parts.append(np.full((h, width, 3), 255, np.uint8))
+        parts.append(im)
+    return np.concatenate(parts, axis=1)
+
+
+def sample_grid_figure(rows: list[list[np.ndarray]], row_labels: list[str], title: str = ""):
+    """Same-size (h, w, 3) uint8 images, one labelled row each; one axes per row keeps this fast."""
+    ncols = max([len(r) for r in rows] + [1])
+    fig, axes = plt.subplots(max(1, len(rows)), 1, figsize=(1.6 * ncols + 1.0, 1.7 * max(1, len(rows))),
+                             squeeze=False)
+    for ax, row, label in zip(axes[:, 0], rows, row_labels, strict=False):
+        if row:
+            ax.imshow(_strip(row, gap=4))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        ax.set_ylabel(label, rotation=0, ha="right", va="center")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def pair_montage_figure(rows: list[tuple[str, list[tuple[np.ndarray, np.ndarray, str]]]], pairs_per_row: int,
+                        title: str = ""):
+    """Rows of same-size image pairs (a, b, caption) side by side, each row labelled (e.g. a distance)."""
+    nrows = max(1, len(rows))
+    size = (3.2 * max(1, pairs_per_row) + 1.4, 2.1 * nrows)
+    fig, axes = plt.subplots(nrows, 1, figsize=size, squeeze=False)
+    for ax, (label, pairs) in zip(axes[:, 0], rows, strict=False):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        ax.set_ylabel(label if pairs else f"{label}\n(no pair)", rotation=0, ha="right", va="center",
+                      fontsize=9)
+        if not pairs:
+            continue
+        images = [im for a, b, _ in pairs for im in (a, b)]
+        w, gap, wide = images[0].shape[1], 3, 24
+        ax.imshow(_strip(images, gap, every=2, wide_gap=wide))
+        for k, (_, _, caption) in enumerate(pairs):
+            x = k * (2 * w + gap + wide)
+            ax.text(x, images[0].shape[0] + 4, caption, fontsize=5.5, va="top", ha="left")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def distance_histogram_figure(distances: dict[str, np.ndarray], threshold: int, max_distance: int = 32):
+    """Distance from each image to its nearest other image (bits), bars per set, threshold marked."""
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    x = np.arange(max_distance + 1)
+    width = 0.8 / max(1, len(distances))
+    for k, (name, d) in enumerate(distances.items()):
+        d = np.asarray(d)
+        counts = np.bincount(d[d <= max_distance].astype(int), minlength=max_distance + 1)
+        ax.bar(x + (k - (len(distances) - 1) / 2) * width, counts, width, label=name)
+    ax.axvline(threshold + 0.5, color="red", ls="--", label=f"threshold ({threshold})")
+    ax.set_xlabel("pHash distance to the nearest other image (bits)")
+    ax.set_ylabel("images")
+    ax.set_xlim(-0.8, max_distance + 0.8)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend()
+    ax.set_title("nearest-neighbour distance")
+    fig.tight_layout()
+    return fig

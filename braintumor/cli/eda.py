@@ -2,11 +2,124 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.panel import Panel
+from rich.table import Table
+
+from ..eda import DEFAULT_NEAR_THRESHOLD, run_eda
 from . import command
-from .common import not_yet
+from .common import Name, RunsDir, console, print_run_dir
+from .progress import make_progress
 
 
 @command("eda")
-def eda() -> None:
-    """Not built yet."""
-    not_yet("eda")
+def eda(
+    data: Annotated[Path, typer.Option(
+        "--data", "-d", help="Folder with one sub-folder per class (the training split with --test).")],
+    test: Annotated[Path | None, typer.Option(
+        "--test", "-t", help="A second folder (the test split): copies across the two are leakage.")] = None,
+    near_threshold: Annotated[int, typer.Option(
+        "--near-threshold", min=0, max=64,
+        help="pHash distance (bits of 64) up to which two images count as near copies.",
+    )] = DEFAULT_NEAR_THRESHOLD,
+    samples: Annotated[int, typer.Option(
+        "--samples", min=1, max=20, help="Images per class in samples.png.")] = 6,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for the sample grid and the example pairs.")] = 0,
+    name: Name = None,
+    runs_dir: RunsDir = None,
+) -> None:
+    """Report on a dataset: classes, pixel statistics, image properties, duplicates and train/test leakage.
+
+    Writes runs/eda/<timestamp>/ (report.md, summary.json, duplicates.csv and figures).
+
+    Example: braintumor eda --data data/Training --test data/Testing
+    """
+    with make_progress() as progress:
+        tasks: dict[str, int] = {}
+
+        def on_progress(split: str, done: int, total: int) -> None:
+            if split not in tasks:
+                tasks[split] = progress.add_task(f"reading {split}", total=total)
+            progress.update(tasks[split], completed=done)
+
+        out, s = run_eda(data, test, near_threshold=near_threshold, runs_dir=runs_dir or Path("runs"),
+                         name=name, samples_per_class=samples, seed=seed, progress=on_progress)
+    console.print(summary_table(s))
+    console.print(duplicates_table(s))
+    if s["unreadable"]:
+        console.print(f"[yellow]{len(s['unreadable'])} unreadable file(s)[/], listed with the reason in "
+                      "report.md", highlight=False)
+    if s["cross_split_exact"] is not None:
+        console.print(leakage_panel(s))
+    elif s["near_duplicate_groups"]:
+        console.print(f"[yellow]{s['near_duplicate_images']} images sit in {s['near_duplicate_groups']} "
+                      "duplicate groups[/]: keep copies on one side of every split (train groups exact "
+                      "copies by default; --set data.group_duplicates=near --set "
+                      f"data.near_threshold={s['near_threshold']} for near copies too)",
+                      highlight=False)
+    console.print(f"took {s['duration_s']:.1f} s", highlight=False)
+    print_run_dir(out)
+
+
+def summary_table(s: dict) -> Table:
+    """Images and class balance per split."""
+    names = list(s["images"])
+    t = Table(title="dataset", header_style="bold")
+    t.add_column("class")
+    for n in names:
+        t.add_column(n, justify="right")
+    for c in s["class_names"]:
+        t.add_row(c, *(f"{s['per_class'][n][c]}  ({s['class_share'][n][c]:.0%})" for n in names))
+    t.add_row("[bold]images[/]", *(f"[bold]{s['images'][n]}[/]" for n in names))
+    t.add_row("imbalance (max/min)", *(_ratio(s["imbalance_ratio"][n]) for n in names))
+    t.add_row("unreadable", *(str(sum(u["split"] == n for u in s["unreadable"])) for n in names))
+    return t
+
+
+def duplicates_table(s: dict) -> Table:
+    """Duplicate groups within each split, at the threshold and at each reporting distance."""
+    names = list(s["images"])
+    t = Table(title=f"duplicates (near: pHash distance <= {s['near_threshold']})", header_style="bold")
+    t.add_column("")
+    for n in names:
+        t.add_column(f"within {n}", justify="right")
+    if len(names) > 1:
+        t.add_column(f"{names[1]} images with a {names[0]} copy", justify="right")
+    w = s["within_split"]
+    cross = len(names) > 1
+
+    def row(label: str, values: list[str], cross_value: str = "") -> None:
+        t.add_row(label, *values, *([cross_value] if cross else []))
+
+    row("exact: groups (images)", [f"{w[n]['exact_groups']} ({w[n]['exact_images']})" for n in names],
+        str(s["cross_split_exact"]) if cross else "")
+    row("near: groups (images)", [f"{w[n]['near_groups']} ({w[n]['near_images']})" for n in names],
+        str(s["cross_split_near"]) if cross else "")
+    for d in w[names[0]]["by_distance"]:
+        row(f"  distance <= {d}",
+            [f"{w[n]['by_distance'][d]['groups']} ({w[n]['by_distance'][d]['images']})" for n in names],
+            str(s["cross_split_by_distance"][d]) if cross else "")
+    return t
+
+
+def leakage_panel(s: dict) -> Panel:
+    """Red and loud when test images have training copies; green otherwise."""
+    n = s["images"]["test"]
+    exact, near = s["cross_split_exact"], s["cross_split_near"]
+    if not near:
+        return Panel(f"no leakage: none of the {n} test images is an exact or near copy of a training image",
+                     border_style="green")
+    text = (f"[bold]LEAKAGE: {exact} of {n} test images ({exact / n:.1%}) are exact copies of training "
+            f"images; {near} ({near / n:.1%}) are within pHash distance {s['near_threshold']}.[/]\n"
+            "Test scores on this split overstate accuracy on unseen images. "
+            "Evaluate on the de-duplicated test set:\n"
+            f"  braintumor evaluate RUN --data {s['splits']['test']} "
+            f"--exclude-duplicates-of {s['splits']['train']}")
+    return Panel(text, title="[bold]train/test leakage[/]", border_style="bold red", style="red")
+
+
+def _ratio(r: float | None) -> str:
+    return "-" if r is None else f"{r:.2f}"
