@@ -20,6 +20,10 @@ def evaluate(
                                                 "(default: the run's eval.tta).")] = None,
     name: Name = None,
     runs_dir: RunsDir = None,
+    exclude_duplicates_of: Annotated[Path | None, typer.Option(
+        "--exclude-duplicates-of",
+        help="A training folder: leave out images that are exact or near copies of its images "
+        "(see braintumor eda) and score the rest.")] = None,
 ) -> None:
     """Score a trained model on a folder; writes runs/evaluate/<timestamp>-<arch>/ (metrics, predictions, plots).
 
@@ -30,6 +34,12 @@ def evaluate(
 
     runs_root = runs_dir or Path("runs")
     run_dir = resolve_run(None if run == "latest" else run, runs_root)
-    out, metrics = run_evaluate(run_dir, data, runs_dir=runs_root, name=name, tta=tta)
+    out, metrics = run_evaluate(run_dir, data, runs_dir=runs_root, name=name, tta=tta,
+                                exclude_duplicates_of=exclude_duplicates_of)
+    if "excluded_duplicates" in metrics:
+        x = metrics["excluded_duplicates"]
+        console.print(f"[bold yellow]left out {x['total']} images[/] that are copies of {x['of']} "
+                      f"({x['exact']} exact, {x['near']} near, pHash distance <= {x['near_threshold']}); "
+                      f"scored the other {x['kept']}; the list is in excluded.csv", highlight=False)
     console.print(metrics_table(metrics, f"{run_dir.name} on {data or 'its validation split'}"))
     print_run_dir(out)

@@ -1,0 +1,217 @@
+"""eda on synthetic splits with planted copies: counts, duplicates, leakage, files; evaluate's exclusion."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from braintumor import dedup
+from braintumor.cli import app
+from braintumor.eda import DEFAULT_NEAR_THRESHOLD
+from tests.conftest import CLASSES, FAST, blob_image
+
+runner = CliRunner()
+
+TRAIN_PER_CLASS, TEST_PER_CLASS = 6, 4
+WITHIN_TRAIN_EXACT = [("glioma", 0), ("notumor", 1)]  # byte copies under a second name, inside train
+WITHIN_TRAIN_REENCODED = [("pituitary", 2)]  # the same pixels saved again at JPEG quality 80, inside train
+LEAK_EXACT = [("glioma", 3), ("meningioma", 3), ("pituitary", 4)]  # train files copied into test
+LEAK_REENCODED = [("meningioma", 5), ("notumor", 5)]  # train images re-encoded into test
+N_TRAIN = 4 * TRAIN_PER_CLASS + len(WITHIN_TRAIN_EXACT) + len(WITHIN_TRAIN_REENCODED)
+N_TEST = 4 * TEST_PER_CLASS + len(LEAK_EXACT) + len(LEAK_REENCODED)
+
+
+def smooth_image(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A smooth random gray image with the class's bright square: distinct images sit >= 10 pHash bits apart
+    (blob_image's noise leaves only the square in a pHash, so two of them can hash alike)."""
+    img = np.asarray(Image.fromarray((rng.random((6, 6)) * 160).astype(np.uint8)).resize((size, size),
+                                                                                         Image.BICUBIC)).copy()
+    img[blob_image(label, size, rng) >= 200] = 230
+    return img
+
+
+def save_jpeg(path: Path, arr: np.ndarray, quality: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path, quality=quality)
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory) -> tuple[Path, Path]:
+    """train/ and test/ folders (JPEG quality 95) with the planted copies above and one unreadable file."""
+    root = tmp_path_factory.mktemp("eda")
+    rng = np.random.default_rng(7)
+    pixels = {}
+    for split, n in (("train", TRAIN_PER_CLASS), ("test", TEST_PER_CLASS)):
+        for label, c in enumerate(CLASSES):
+            for i in range(n):
+                pixels[split, c, i] = smooth_image(label, 48, rng)
+                save_jpeg(root / split / c / f"{i:02d}.jpg", pixels[split, c, i], 95)
+    train, test = root / "train", root / "test"
+    for c, i in WITHIN_TRAIN_EXACT:
+        shutil.copy(train / c / f"{i:02d}.jpg", train / c / f"{i:02d}_copy.jpg")
+    for c, i in WITHIN_TRAIN_REENCODED:
+        save_jpeg(train / c / f"{i:02d}_q80.jpg", pixels["train", c, i], 80)
+    for c, i in LEAK_EXACT:
+        shutil.copy(train / c / f"{i:02d}.jpg", test / c / f"leak_{i:02d}.jpg")
+    for c, i in LEAK_REENCODED:
+        save_jpeg(test / c / f"leak_{i:02d}_q80.jpg", pixels["train", c, i], 80)
+    (train / "notumor" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    return train, test
+
+
+def run_eda(*args: str) -> tuple[object, Path | None]:
+    r = runner.invoke(app, ["eda", *args])
+    found = sorted(Path(args[args.index("--runs-dir") + 1], "eda").glob("*")) if "--runs-dir" in args else []
+    return r, (found[-1] if found else None)
+
+
+@pytest.fixture(scope="module")
+def two_split_run(splits, tmp_path_factory):
+    train, test = splits
+    runs = tmp_path_factory.mktemp("runs")
+    r, out = run_eda("--data", str(train), "--test", str(test), "--runs-dir", str(runs))
+    assert r.exit_code == 0, r.output
+    return r, out, json.loads((out / "summary.json").read_text())
+
+
+def test_leakage_counts_match_what_was_planted(two_split_run):
+    _, _, s = two_split_run
+    assert s["images"] == {"train": N_TRAIN, "test": N_TEST}
+    assert s["per_class"]["train"] == {"glioma": 7, "meningioma": 6, "notumor": 7, "pituitary": 7}
+    assert s["near_threshold"] == DEFAULT_NEAR_THRESHOLD
+    # test -> train: every planted copy found, no distinct image flagged
+    assert s["cross_split_exact"] == len(LEAK_EXACT)
+    assert s["cross_split_near"] == len(LEAK_EXACT) + len(LEAK_REENCODED)
+    by = s["cross_split_by_distance"]
+    assert set(by) == {"0", "2", "4", "8"}
+    planted = len(LEAK_EXACT) + len(LEAK_REENCODED)
+    assert len(LEAK_EXACT) <= by["0"] <= by["2"] == by["4"] == by["8"] == planted
+    # train -> test: the same copies seen from the other side
+    assert s["train_images_with_test_copy"] == {"exact": len(LEAK_EXACT),
+                                                "near": len(LEAK_EXACT) + len(LEAK_REENCODED)}
+
+
+def test_duplicate_groups_match_what_was_planted(two_split_run):
+    _, _, s = two_split_run
+    within_train, within_test = s["within_split"]["train"], s["within_split"]["test"]
+    assert (within_train["exact_groups"], within_train["exact_images"]) == (2, 4)
+    assert (within_train["near_groups"], within_train["near_images"]) == (3, 6)  # re-encoded: near, not exact
+    assert within_train["by_distance"]["8"]["groups"] == 3  # distinct images are far apart
+    assert (within_test["exact_groups"], within_test["near_groups"]) == (0, 0)
+    exact_groups = len(WITHIN_TRAIN_EXACT) + len(LEAK_EXACT)
+    near_groups = exact_groups + len(WITHIN_TRAIN_REENCODED) + len(LEAK_REENCODED)
+    assert (s["exact_duplicate_groups"], s["exact_duplicate_images"]) == (exact_groups, 2 * exact_groups)
+    assert (s["near_duplicate_groups"], s["near_duplicate_images"]) == (near_groups, 2 * near_groups)
+
+
+def test_run_directory_holds_report_figures_and_csv(two_split_run):
+    _, out, s = two_split_run
+    assert out.parent.name == "eda"
+    for name in ("report.md", "summary.json", "duplicates.csv", "meta.json", "class_distribution.png",
+                 "mean_pixel_histogram.png", "samples.png", "near_duplicates.png",
+                 "nearest_distance.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert json.loads((out / "meta.json").read_text())["status"] == "complete"
+    rows = list(csv.DictReader((out / "duplicates.csv").open()))
+    assert {"group", "path", "split", "kind"} <= set(rows[0])
+    assert len(rows) == s["near_duplicate_images"]
+    reencoded = [r for r in rows if "_q80" in r["path"]]
+    assert len(reencoded) == len(WITHIN_TRAIN_REENCODED) + len(LEAK_REENCODED)
+    assert all(r["kind"] == "near" for r in reencoded)
+    assert all(r["kind"] == "exact" for r in rows if "leak_" in r["path"] and "_q80" not in r["path"])
+    assert sum(r["cross_split"] == "True" for r in rows) == 2 * (len(LEAK_EXACT) + len(LEAK_REENCODED))
+    report = (out / "report.md").read_text()
+    figures = ("class_distribution", "mean_pixel_histogram", "samples", "near_duplicates", "nearest_distance")
+    assert all(f"({figure}.png)" in report for figure in figures)
+    assert "Leakage between splits" in report and "--exclude-duplicates-of" in report
+
+
+def test_unreadable_file_is_listed_with_its_reason(two_split_run):
+    r, _, s = two_split_run
+    assert [Path(u["path"]).name for u in s["unreadable"]] == ["broken.jpg"]
+    assert "not a readable image" in s["unreadable"][0]["reason"]
+    assert "1 unreadable file" in r.output
+
+
+def test_image_properties(two_split_run):
+    _, _, s = two_split_run
+    p = s["properties"]["train"]
+    assert p["sizes"] == {"48x48": N_TRAIN} and p["format"] == {"JPEG": N_TRAIN}
+    assert p["colour"] == {"grayscale": N_TRAIN}
+    assert set(s["pixel_mean"]["train"]) == set(CLASSES)
+
+
+def test_terminal_shows_leakage_loudly(two_split_run):
+    r, out, _ = two_split_run
+    assert "LEAKAGE: 3 of 21 test images" in r.output
+    assert "--exclude-duplicates-of" in r.output
+    assert str(out) in r.output.replace("\n", "")
+
+
+def test_single_split_has_no_cross_split_counts(splits, tmp_path):
+    train, _ = splits
+    r, out = run_eda("--data", str(train), "--runs-dir", str(tmp_path / "runs"), "--near-threshold", "8")
+    assert r.exit_code == 0, r.output
+    s = json.loads((out / "summary.json").read_text())
+    assert list(s["images"]) == ["train"] and s["near_threshold"] == 8
+    assert s["cross_split_exact"] is None and s["cross_split_by_distance"] is None
+    assert s["near_duplicate_groups"] == 3
+    assert "LEAKAGE" not in r.output and "duplicate groups" in r.output
+
+
+def test_clean_splits_say_no_leakage(splits, tmp_path):
+    _, test = splits
+    clean = tmp_path / "clean"
+    shutil.copytree(test, clean, ignore=shutil.ignore_patterns("leak_*"))
+    r, _ = run_eda("--data", str(splits[0]), "--test", str(clean), "--runs-dir", str(tmp_path / "runs"))
+    assert r.exit_code == 0, r.output
+    assert "no leakage" in r.output and "LEAKAGE" not in r.output
+
+
+def test_missing_folder_is_one_clear_error(tmp_path):
+    r, out = run_eda("--data", str(tmp_path / "nope"), "--runs-dir", str(tmp_path / "runs"))
+    assert r.exit_code == 1 and out is None
+    assert "does not exist" in r.stderr and "Traceback" not in r.output
+
+
+def test_near_threshold_out_of_range_is_refused(splits, tmp_path):
+    r = runner.invoke(app, ["eda", "--data", str(splits[0]), "--near-threshold", "65"])
+    assert r.exit_code == 2 and "--near-threshold" in r.stderr and "64" in r.stderr
+
+
+def test_evaluate_excludes_copies_of_the_training_folder(splits, tmp_path):
+    train, test = splits
+    runs = tmp_path / "runs"
+    r = runner.invoke(app, ["train", "--data", str(train), "--runs-dir", str(runs), *FAST])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["evaluate", "latest", "--data", str(test), "--exclude-duplicates-of", str(train),
+                            "--runs-dir", str(runs)])
+    assert r.exit_code == 0, r.output
+    out = sorted((runs / "evaluate").glob("*"))[-1]
+    m = json.loads((out / "metrics.json").read_text())
+    planted = len(LEAK_EXACT) + len(LEAK_REENCODED)
+    assert m["n"] == N_TEST - planted
+    assert m["excluded_duplicates"]["total"] == planted
+    assert (m["excluded_duplicates"]["exact"], m["excluded_duplicates"]["near"]) == (3, 2)
+    excluded = list(csv.DictReader((out / "excluded.csv").open()))
+    assert sorted(Path(x["path"]).name for x in excluded) == sorted(
+        [f"leak_{i:02d}.jpg" for _, i in LEAK_EXACT] + [f"leak_{i:02d}_q80.jpg" for _, i in LEAK_REENCODED])
+    assert f"left out {planted} images" in r.output
+
+
+def test_nearest_and_pairs_within():
+    h = np.array([0b0, 0b11, 0b1111, 0xFFFF], dtype=np.uint64)
+    dist, idx = dedup.nearest(h)
+    assert dist.tolist() == [2, 2, 2, 12] and idx.tolist() == [1, 0, 1, 2]
+    assert dedup.nearest(h[:1])[0].tolist() == [dedup.NO_NEIGHBOUR]
+    pairs, d = dedup.pairs_within(h, 4)
+    assert pairs.tolist() == [[0, 1], [0, 2], [1, 2]] and d.tolist() == [2, 4, 2]
+    assert dedup.groups_from_pairs(4, pairs[d <= 2]).tolist() == [0, 0, 0, 1]
+    assert dedup.exact_matches(["a", "b", "z"], ["b", "a", "a"]).tolist() == [1, 0, -1]
