@@ -142,7 +142,8 @@ def decode(source: str | Path | bytes, max_pixels: int | None = None) -> Image.I
     except DataError:
         raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise DataError(f"not a readable image ({type(e).__name__}: {e})") from e
+        reason = re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", "the upload", str(e))
+        raise DataError(f"not a readable image ({type(e).__name__}: {reason})") from e
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         return _to_8bit(img)
     if img.mode == "P":

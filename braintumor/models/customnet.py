@@ -14,11 +14,15 @@ from ..errors import ModelError
 from .layers import Preprocess
 from .registry import register
 
+# Keras' default 0.99 needs hundreds of steps before the moving statistics used at inference are any good; small
+# MRI datasets on a CPU give tens of steps per epoch, so early "best" models predicted one class. 0.9 settles fast.
+BN_MOMENTUM = 0.9
+
 
 def _conv(x, filters: int, cfg: ModelConfig, name: str, separable: bool):
     conv = layers.SeparableConv2D if separable else layers.Conv2D
     x = conv(filters, 3, padding="same", use_bias=False, name=name + "_conv")(x)
-    x = layers.BatchNormalization(name=name + "_bn")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=name + "_bn")(x)
     return layers.LeakyReLU(negative_slope=cfg.leaky_alpha, name=name + "_act")(x)
 
 
@@ -40,7 +44,7 @@ def _block(x, filters: int, cfg: ModelConfig, index: int):
     if cfg.residual:
         if shortcut.shape[-1] != filters:
             shortcut = layers.Conv2D(filters, 1, use_bias=False, name=name + "_proj")(shortcut)
-            shortcut = layers.BatchNormalization(name=name + "_proj_bn")(shortcut)
+            shortcut = layers.BatchNormalization(momentum=BN_MOMENTUM, name=name + "_proj_bn")(shortcut)
         x = layers.Add(name=name + "_add")([x, shortcut])
         x = layers.LeakyReLU(negative_slope=cfg.leaky_alpha, name=name + "_out")(x)
     return layers.MaxPooling2D(2, name=name + "_pool")(x)
@@ -59,7 +63,7 @@ def customnet(cfg: ModelConfig, num_classes: int, input_shape: tuple):
     x = layers.GlobalAveragePooling2D(name="head_pool")(x)
     for j, units in enumerate(cfg.dense_units, start=1):
         x = layers.Dense(units, use_bias=False, name=f"head_dense{j}")(x)
-        x = layers.BatchNormalization(name=f"head_dense{j}_bn")(x)
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"head_dense{j}_bn")(x)
         x = layers.LeakyReLU(negative_slope=cfg.leaky_alpha, name=f"head_dense{j}_act")(x)
         x = layers.Dropout(cfg.dropout, name=f"head_dense{j}_dropout")(x)
     if not cfg.dense_units:
