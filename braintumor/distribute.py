@@ -1,12 +1,24 @@
-"""Device placement for training: tf.distribute strategy, mixed precision, learning-rate scaling."""
+"""Device placement for training: tf.distribute strategy, mixed precision, learning-rate scaling.
+
+Semantics shared by every strategy: ``train.batch_size`` is the global batch. Keras' ``fit`` distributes the
+tf.data pipeline with the strategy, so each of N replicas gets batch_size / N images per step and the
+gradients are summed across replicas (the mean over the global batch); ``lr_scaling: linear`` multiplies the
+rate by N.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 
+import numpy as np
+
 from .config import TrainConfig
 from .errors import ConfigError
+
+# MultiWorkerMirroredStrategy configures collective ops once per process: a second one (the next kfold fold)
+# must reuse the first.
+_multiworker = None
 
 
 def gpus() -> list:
@@ -16,7 +28,12 @@ def gpus() -> list:
 
 
 def make_strategy(cfg: TrainConfig):
-    """The tf.distribute strategy ``train.strategy`` asks for; ``auto`` mirrors only over several GPUs."""
+    """The tf.distribute strategy ``train.strategy`` asks for; ``auto`` mirrors only over several GPUs.
+
+    ``mirrored`` replicates over every visible GPU, or over the logical CPU devices when there is no GPU (one
+    on a normal machine; tests split the CPU in two to exercise the real multi-replica path).
+    ``multiworker`` reads the cluster from ``TF_CONFIG`` and must be chosen before TensorFlow runs any op.
+    """
     import tensorflow as tf
 
     choice = cfg.strategy
@@ -24,19 +41,73 @@ def make_strategy(cfg: TrainConfig):
         choice = "mirrored" if len(gpus()) > 1 else "none"
     if choice == "none":
         return tf.distribute.get_strategy()  # the default, single-device strategy
-    if choice == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if "TF_CONFIG" not in os.environ:
-        raise ConfigError("train.strategy=multiworker needs the cluster in the TF_CONFIG environment variable")
+    strategy = tf.distribute.MirroredStrategy() if choice == "mirrored" else _multi_worker()
+    replicas = strategy.num_replicas_in_sync
+    if cfg.batch_size % replicas:
+        raise ConfigError(f"train.batch_size {cfg.batch_size} does not split evenly over the {replicas} "
+                          f"replicas of train.strategy={choice}; use a multiple of {replicas} (it is the "
+                          "global batch)")
+    return strategy
+
+
+def even_for_replicas(indices: np.ndarray, replicas: int, seed: int = 0) -> np.ndarray:
+    """A seeded subset of ``indices`` whose size is a multiple of ``replicas`` (at most replicas - 1 dropped).
+
+    Keras 3 under a tf.distribute strategy fails when a batch does not split evenly over the replicas:
+    evaluation stops with "Inputs to operation AddN ... must have the same size and shape"
+    (keras-team/keras#19246), and training stops when the last batch leaves a replica no image (batch norm of
+    an empty batch). With batch_size a multiple of the replica count (make_strategy checks it), a total that
+    is a multiple of N makes every batch split evenly. One device: ``indices`` unchanged.
+    """
+    indices = np.asarray(indices)
+    keep = len(indices) - len(indices) % max(1, replicas)
+    if replicas <= 1 or keep == len(indices) or keep == 0:
+        return indices
+    chosen = np.random.default_rng(seed).choice(len(indices), keep, replace=False)
+    return indices[np.sort(chosen)]
+
+
+def cluster_spec() -> dict:
+    """The parsed ``TF_CONFIG``; ConfigError says what is missing or malformed."""
+    raw = os.environ.get("TF_CONFIG")
+    example = ('e.g. TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+               '"task": {"type": "worker", "index": 0}}\'')
+    if not raw:
+        raise ConfigError("train.strategy=multiworker needs the cluster in the TF_CONFIG environment "
+                          f"variable, {example}")
     try:
-        json.loads(os.environ["TF_CONFIG"])
+        spec = json.loads(raw)
     except json.JSONDecodeError as e:
         raise ConfigError(f"TF_CONFIG is not valid JSON: {e}") from e
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    if not isinstance(spec, dict) or not isinstance(spec.get("cluster"), dict) or not spec["cluster"]:
+        raise ConfigError(f"TF_CONFIG has no 'cluster' mapping of job names to host:port lists; {example}")
+    task = spec.get("task")
+    if not isinstance(task, dict) or "type" not in task or "index" not in task:
+        raise ConfigError(f"TF_CONFIG has no 'task' with 'type' and 'index' (which worker this is); "
+                          f"{example}")
+    hosts = spec["cluster"].get(task["type"])
+    if not isinstance(hosts, list) or not 0 <= int(task["index"]) < len(hosts):
+        raise ConfigError(f"TF_CONFIG task {task['type']}:{task['index']} is not in the cluster "
+                          f"{spec['cluster']}")
+    return spec
+
+
+def _multi_worker():
+    import tensorflow as tf
+
+    global _multiworker
+    cluster_spec()
+    if _multiworker is None:
+        _multiworker = tf.distribute.MultiWorkerMirroredStrategy()
+    return _multiworker
 
 
 def configure_precision(cfg: TrainConfig) -> str:
-    """Set the global Keras dtype policy: mixed_float16 on GPUs only (auto/on), float32 otherwise."""
+    """Set the global Keras dtype policy: mixed_float16 on GPUs only (auto/on), float32 otherwise.
+
+    Every builder keeps its softmax layer in float32, so probabilities and the loss stay float32 either way;
+    Keras wraps the optimizer in a LossScaleOptimizer when the policy is mixed_float16.
+    """
     import keras
 
     use = cfg.mixed_precision == "on" or (cfg.mixed_precision == "auto" and bool(gpus()))

@@ -75,7 +75,7 @@ def fit_and_report(cfg: Config, run_dir: Path, loaded: LoadedImages, train_idx: 
 
     Shared by ``train`` and each ``kfold`` fold, so both follow exactly the same recipe.
     """
-    from .distribute import configure_precision, make_strategy, scaled_lr
+    from .distribute import configure_precision, even_for_replicas, make_strategy, scaled_lr
     from .models import build_model, get_spec
 
     # 1. a clean, seeded slate (kfold calls this once per fold)
@@ -87,9 +87,12 @@ def fit_and_report(cfg: Config, run_dir: Path, loaded: LoadedImages, train_idx: 
 
     # 2. pipelines: class weights come from this training part only
     fit_idx = oversample(train_idx, labels, cfg.seed) if cfg.data.oversample else train_idx
+    # several replicas: every batch must split evenly over them (a no-op on one device; see even_for_replicas)
+    fit_idx = even_for_replicas(fit_idx, strategy.num_replicas_in_sync, cfg.seed)
+    fit_val_idx = even_for_replicas(val_idx, strategy.num_replicas_in_sync, cfg.seed)
     train_ds = make_dataset(loaded.images[fit_idx], labels[fit_idx], k, tcfg.batch_size, training=True,
                             augment=cfg.data.augment, seed=cfg.seed)
-    val_ds = make_dataset(loaded.images[val_idx], labels[val_idx], k, tcfg.batch_size)
+    val_ds = make_dataset(loaded.images[fit_val_idx], labels[fit_val_idx], k, tcfg.batch_size)
     weights = class_weights(labels[train_idx], k) if cfg.data.class_weight == "balanced" else None
 
     # 3. model
