@@ -189,3 +189,47 @@ def distance_histogram_figure(distances: dict[str, np.ndarray], threshold: int, 
     ax.set_title("nearest-neighbour distance")
     fig.tight_layout()
     return fig
+
+
+def cam_panel_figure(image: np.ndarray, heatmap: np.ndarray, blended: np.ndarray, title: str = ""):
+    """Input, heatmap and overlay side by side (Grad-CAM); images are (h, w, 3) uint8, the heatmap [0, 1]."""
+    fig, axes = plt.subplots(1, 3, figsize=(9.6, 3.6))
+    axes[0].imshow(image)
+    axes[0].set_title("input")
+    im = axes[1].imshow(heatmap, cmap="jet", vmin=0, vmax=1)
+    axes[1].set_title("heatmap")
+    fig.colorbar(im, ax=axes[1], fraction=0.046, pad=0.04)
+    axes[2].imshow(blended)
+    axes[2].set_title("overlay")
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def image_grid_figure(rows: list[list[tuple]], row_labels: list[str], title: str = ""):
+    """A grid of images; each cell is (image, caption, ok): ok True/False frames it green/red, None plain."""
+    n_rows, n_cols = len(rows), max(len(r) for r in rows)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.3 * n_cols + 0.6, 2.5 * n_rows + 0.5), squeeze=False)
+    for i, row in enumerate(rows):
+        for j in range(n_cols):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j >= len(row):
+                ax.axis("off")
+                continue
+            image, caption, ok = row[j]
+            ax.imshow(image)
+            color = "black" if ok is None else ("#1a9850" if ok else "#d73027")
+            ax.set_title(caption, fontsize=8, color=color)
+            if ok is not None:
+                for spine in ax.spines.values():
+                    spine.set_edgecolor(color)
+                    spine.set_linewidth(3)
+        axes[i, 0].set_ylabel(row_labels[i], fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
