@@ -233,7 +233,7 @@ class EpochTimer(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._t)
         if logs is not None:
             logs["epoch_seconds"] = round(self.seconds[-1], 3)
-            logs["lr"] = float(np.asarray(self.model.optimizer.learning_rate))
+            logs.setdefault("learning_rate", float(np.asarray(self.model.optimizer.learning_rate)))
 
     def images_per_second(self, n: int) -> float | None:
         """Training throughput from the median epoch, leaving out the first (it traces and warms caches)."""
