@@ -56,6 +56,14 @@ def test_unknown_arch_suggests():
         load_config(arch="resnet5")
 
 
+def test_exponent_without_dot_is_a_number(tmp_path: Path):
+    """YAML 1.1 reads 3e-4 as text; the README's own example must still work."""
+    assert load_config(arch="customnet", sets=["train.lr=3e-4"]).train.lr == 3e-4
+    y = tmp_path / "c.yaml"
+    y.write_text("model: {arch: customnet}\ntrain: {lr: 5e-4}\n")
+    assert load_config(config_path=y).train.lr == 5e-4
+
+
 def test_set_parses_lists_and_types():
     assert parse_set("model.filters=[8, 16]") == ("model.filters", [8, 16])
     cfg = load_config(arch="customnet", sets=["model.filters=[8,16]", "data.classes=[a, b]", "eval.tta=true"])
