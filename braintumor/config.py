@@ -57,7 +57,7 @@ class ModelConfig:
     freeze_backbone_epochs: int = 0
     fine_tune_lr_factor: float = 0.1
     # CustomNet only
-    filters: tuple[int, ...] = (32, 64, 128, 256)
+    filters: tuple[int, ...] = (16, 32, 64, 128)
     convs_per_block: int = 2
     dense_units: tuple[int, ...] = (128,)
     leaky_alpha: float = 0.1
