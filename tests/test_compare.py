@@ -106,6 +106,14 @@ def test_markdown_to_stdout_and_sort_best_first(made):
     assert list(df["accuracy"]) == sorted(df["accuracy"], reverse=True)
 
 
+def test_without_arguments_it_compares_every_train_and_kfold_run(made, tmp_path):
+    r = invoke("compare", "--runs-dir", made.runs, "--no-measure", "--format", "csv")
+    assert r.exit_code == 0, r.output
+    assert sorted(pd.read_csv(__import__("io").StringIO(r.stdout))["run"]) == [made.a.name, made.b.name]
+    r = invoke("compare", "--runs-dir", tmp_path / "empty")
+    assert r.exit_code == 1 and "no runs under" in r.stderr
+
+
 def test_bad_sort_key_is_a_usage_error(made):
     r, out = compare(made, made.a, "--sort", "acuracy")
     assert r.exit_code == 2 and out is None

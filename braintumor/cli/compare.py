@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from ..errors import RunError
 from . import command
 from .common import Name, RunsDir, console, err_console
 
@@ -54,6 +55,9 @@ def compare(
     paths = list(runs or [])
     if not paths:
         paths = sorted(p for sub in ("train", "kfold") for p in (root / sub).glob("*") if p.is_dir())
+        if not paths:
+            raise RunError(f"no runs under {root}/train or {root}/kfold; pass run directories, e.g. "
+                           "braintumor compare runs/train/*")
     out, cmp = run_compare(paths, runs_dir=root, sort=sort, measure=measure, repeats=repeats, name=name)
 
     for path, why in cmp.skipped:
