@@ -96,24 +96,6 @@ def check_data(path: str | Path) -> Path:
     return p
 
 
-def epoch_clock():
-    """A Keras callback recording each epoch's wall time (no validation is passed, so it is training only)."""
-    import keras
-
-    class EpochClock(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.seconds: list[float] = []
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self._t = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.seconds.append(time.perf_counter() - self._t)
-
-    return EpochClock()
-
-
 def batch_clock():
     """A Keras callback recording the wall time of every training step (data wait included)."""
     import keras

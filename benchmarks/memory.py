@@ -31,6 +31,8 @@ def parse(argv=None):
     p.add_argument("--steps", type=int, default=10, help="training steps before stopping the epoch")
     p.add_argument("--full-epoch", action="store_true", help="train the whole epoch (slow on 2 cores)")
     p.add_argument("--repeats", type=int, default=2, help="fresh child processes")
+    p.add_argument("--budget-seconds", type=float, default=None,
+                   help="start no further repeat that would likely end after this (at least one runs)")
     p.add_argument("--per-class", type=int, default=0, help="use only this many images per class (0 = all)")
     p.add_argument("--quick", action="store_true", help="smoke test: 16 images/class, 64 px, 2 steps")
     p.add_argument("--out", default=None, help="write the results as JSON here")
@@ -102,6 +104,10 @@ def main(argv=None) -> dict:
         data = str(common.subset_folder(data, args.per_class, tempfile.mkdtemp(prefix="bench-data-")))
     started, runs = time.perf_counter(), []
     for i in range(args.repeats):
+        elapsed = time.perf_counter() - started
+        if runs and args.budget_seconds and elapsed * (i + 1) / i > args.budget_seconds:
+            common.log(f"stopping after {i} repeat(s): another would end past {args.budget_seconds:.0f}s")
+            break
         runs.append(one_run(args, data))
         common.log(f"repeat {i + 1}/{args.repeats}: peak RSS {runs[-1]['peak_rss_gib']:.2f} GiB "
                    f"({runs[-1]['images']} images at {runs[-1]['image_size']}px, {runs[-1]['seconds']}s)")

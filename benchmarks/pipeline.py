@@ -4,10 +4,13 @@ For each architecture, in one process:
 1. decode the data folder once, exactly as ``train`` does (``prepare_data``, ``split_train_val``);
 2. build and compile the model as ``fit_and_report`` does (strategy, precision policy, jit_compile);
 3. warm-up: a few steps through the real pipeline (traces the train step), timed per step to size the epochs;
-4. real: ``fit`` on the train path's own ``make_dataset(...)`` (shuffle, uint8 -> float32, augmentation,
-   prefetch), 1 + R epochs of S steps; the first epoch is dropped (new iterator, shuffle buffer fill);
-5. in-memory: the same compiled model fits S batches of already-made float32 tensors, 1 + R epochs of S steps;
-6. ratio = median real images/s / median in-memory images/s (target >= 0.90 after the first epoch).
+4. then 1 + R rounds, the first one dropped (warm-up), each two one-epoch ``fit`` calls of S steps back to
+   back on the same compiled model: real = the train path's own ``make_dataset(...)`` (shuffle, uint8 ->
+   float32, augmentation, prefetch); in-memory = S batches of float32 tensors already made. Alternating
+   (in ABBA order) keeps a busy or drifting machine from favouring either side;
+5. images/s of an epoch = images of steps 2..S over their summed step times (step 1 pays for a new
+   iterator, which a real epoch pays once per ~140 steps);
+6. ratio = the median over rounds of real / in-memory images/s (target >= 0.90).
 
 Throughput does not depend on weight values, so ImageNet architectures are built with ``weights: none`` (no
 download) and trained whole (no frozen phase). Also reported: the pipeline alone (no model), as a diagnostic.
@@ -16,6 +19,7 @@ download) and trained whole (no frozen phase). Also reported: the pipeline alone
 from __future__ import annotations
 
 import argparse
+import gc
 import tempfile
 import time
 
@@ -31,7 +35,7 @@ def parse(argv=None):
     p.add_argument("--repeats", type=int, default=3, help="timed epochs per side (after one warm-up epoch)")
     p.add_argument("--budget-seconds", type=float, default=450,
                    help="for all architectures together; epoch length adapts to it (default %(default)s)")
-    p.add_argument("--min-steps", type=int, default=3, help="fewest steps in a timed epoch")
+    p.add_argument("--min-steps", type=int, default=4, help="fewest steps in a timed epoch")
     p.add_argument("--per-class", type=int, default=0, help="use only this many images per class (0 = all)")
     p.add_argument("--quick", action="store_true", help="smoke test: 2 archs, 64 px, 16 images/class")
     p.add_argument("--out", default=None, help="write the results as JSON here")
@@ -97,11 +101,12 @@ def in_memory(images, labels, k: int, batch: int, steps: int):
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).repeat().prefetch(tf.data.AUTOTUNE)
 
 
-def timed_fit(model, ds, steps: int, repeats: int) -> list[float]:
-    """Images/s of each epoch after the first, for 1 + repeats epochs of ``steps`` steps."""
-    clock = common.epoch_clock()
-    model.fit(ds, steps_per_epoch=steps, epochs=1 + repeats, callbacks=[clock], verbose=0, shuffle=False)
-    return clock.seconds[1:]
+def timed_epoch(model, ds, steps: int, batch: int) -> float:
+    """Images/s of one ``steps``-step epoch, over steps 2..``steps`` (data wait included)."""
+    clock = common.batch_clock()
+    model.fit(ds, steps_per_epoch=steps, epochs=1, callbacks=[clock], verbose=0, shuffle=False)
+    gc.collect()  # free this epoch's iterator now, so its prefetch threads cannot run into the next epoch
+    return (steps - 1) * batch / sum(clock.seconds[1:])
 
 
 def pipeline_only(ds, batches: int) -> float:
@@ -137,18 +142,23 @@ def bench_arch(args, arch: str, data: str, loaded, fit_idx, budget: float) -> di
     common.log(f"{arch}: built in {build_s:.0f}s, warm step {step_s:.2f}s -> epochs of {steps} steps")
 
     # 3. real pipeline, then in-memory tensors, on the same compiled model
-    real_s = timed_fit(model, real, steps, args.repeats)
-    mem_s = timed_fit(model, in_memory(images, labels, k, b, steps), steps, args.repeats)
-    real_ips = [steps * b / s for s in real_s]
-    mem_ips = [steps * b / s for s in mem_s]
-    ratio = common.summary(real_ips)["median"] / common.summary(mem_ips)["median"]
+    memory = in_memory(images, labels, k, b, steps)
+    real_ips, mem_ips = [], []
+    for i in range(1 + args.repeats):
+        order = (real, memory) if i % 2 == 0 else (memory, real)  # ABBA: neither side always goes first
+        timed = {id(ds): timed_epoch(model, ds, steps, b) for ds in order}
+        real_ips.append(timed[id(real)])
+        mem_ips.append(timed[id(memory)])
+    real_ips, mem_ips = real_ips[1:], mem_ips[1:]  # the first round warms up (iterators, a possible retrace)
+    per_round = [r / m for r, m in zip(real_ips, mem_ips, strict=True)]
+    ratio = common.summary(per_round)["median"]
     alone = pipeline_only(make_dataset(images, labels, k, b, training=True, augment=cfg.data.augment,
                                        seed=cfg.seed).repeat(), batches=max(5, steps))
     result = {"arch": arch, "params": int(model.count_params()), "steps_per_epoch": steps, "batch_size": b,
               "real_images_per_second": common.summary(real_ips, 2),
               "memory_images_per_second": common.summary(mem_ips, 2),
               "ratio": round(ratio, 3),
-              "ratio_per_repeat": [round(r / m, 3) for r, m in zip(real_ips, mem_ips, strict=True)],
+              "ratio_per_repeat": [round(r, 3) for r in per_round],
               "pipeline_alone_images_per_second": round(alone, 1),
               "seconds": round(time.perf_counter() - started, 1)}
     common.log(f"{arch}: real {result['real_images_per_second']['median']} img/s, in-memory "

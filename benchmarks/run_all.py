@@ -32,16 +32,22 @@ def parse(argv=None):
     p.add_argument("--data", default=common.DEFAULT_DATA, help=common.DATA_HELP)
     p.add_argument("--quick", action="store_true", help="smoke-test every script with tiny settings")
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated: {', '.join(SECTIONS)}")
-    p.add_argument("--pipeline-budget", type=float, default=420, help="seconds for the pipeline benchmark")
+    p.add_argument("--pipeline-budget", type=float, default=360, help="seconds for the pipeline benchmark")
+    p.add_argument("--total-budget", type=float, default=14 * 60,
+                   help="seconds for everything; the memory benchmark (last) drops repeats to fit")
     p.add_argument("--out", default=None, help="results file (default benchmarks/results.md, or "
                                                "benchmarks/results-quick.md with --quick)")
     return p.parse_args(argv)
 
 
-def run_section(name: str, args, json_path: Path) -> tuple[dict | None, str | None, float]:
+def run_section(name: str, args, json_path: Path, left: float) -> tuple[dict | None, str | None, float]:
     cmd = [sys.executable, str(HERE / f"{name}.py"), "--data", args.data, "--out", str(json_path)]
-    cmd += ["--quick"] if args.quick else []
-    cmd += ["--budget-seconds", str(args.pipeline_budget)] if name == "pipeline" and not args.quick else []
+    if args.quick:
+        cmd += ["--quick"]
+    elif name == "pipeline":
+        cmd += ["--budget-seconds", str(args.pipeline_budget)]
+    elif name == "memory":
+        cmd += ["--budget-seconds", str(round(max(left, 0.0)))]
     common.log(f"== {name}: {' '.join(cmd[1:])}")
     started = time.perf_counter()
     proc = subprocess.run(cmd, stderr=subprocess.PIPE, text=True)
@@ -60,7 +66,9 @@ def main(argv=None) -> None:
     started, results, errors, seconds = time.perf_counter(), {}, {}, {}
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         for name in args.sections.split(","):
-            results[name], errors[name], seconds[name] = run_section(name, args, Path(tmp) / f"{name}.json")
+            left = args.total_budget - (time.perf_counter() - started)
+            results[name], errors[name], seconds[name] = run_section(name, args, Path(tmp) / f"{name}.json",
+                                                                     left)
             if errors[name]:
                 common.log(f"{name} FAILED: {errors[name].splitlines()[-1] if errors[name] else ''}")
     total = time.perf_counter() - started
@@ -70,7 +78,7 @@ def main(argv=None) -> None:
     out.with_suffix(".json").write_text(json.dumps(raw, indent=2) + "\n")
     common.log(f"wrote {out} ({total / 60:.1f} minutes in all)")
     if total > 15 * 60 and not args.quick:
-        common.log("warning: over the 15-minute budget; lower --pipeline-budget")
+        common.log("warning: over the 15-minute budget; lower --pipeline-budget or --total-budget")
 
 
 # ------------------------------------------------------------------------------------------------ results.md
