@@ -231,7 +231,8 @@ def build(cls: type, tree: dict[str, Any], prefix: str = ""):
     unknown = [k for k in tree if k not in names]
     if unknown:
         k = unknown[0]
-        raise ConfigError(f"unknown config key {prefix + str(k)!r}{_suggest(str(k), names)}; valid keys: {', '.join(names)}")
+        raise ConfigError(
+            f"unknown config key {prefix + str(k)!r}{_suggest(str(k), names)}; valid keys: {', '.join(names)}")
     kwargs = {}
     for name in names:
         if name in tree:

@@ -266,7 +266,11 @@ def oversample(indices: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray
 
 
 def augmenter(cfg: AugmentConfig, seed: int):
-    """A function (batch float32 0-255) -> augmented batch, built from Keras preprocessing layers."""
+    """A function (batch float32 0-255) -> augmented batch.
+
+    Rotation and zoom are one combined affine resampling (two Keras layers would resample twice, and resampling
+    is most of the pipeline's cost); flips, brightness and contrast are Keras preprocessing layers.
+    """
     import keras
     import tensorflow as tf
 
@@ -275,17 +279,15 @@ def augmenter(cfg: AugmentConfig, seed: int):
         "horizontal" if cfg.flip_horizontal else "vertical" if cfg.flip_vertical else None)
     if mode:
         layers.append(keras.layers.RandomFlip(mode, seed=seed))
-    if cfg.rotation > 0:
-        layers.append(keras.layers.RandomRotation(cfg.rotation, fill_mode="constant", seed=seed + 1))
-    if cfg.zoom > 0:
-        layers.append(keras.layers.RandomZoom(cfg.zoom, fill_mode="constant", seed=seed + 2))
     if cfg.brightness > 0:
         layers.append(keras.layers.RandomBrightness(cfg.brightness, value_range=(0, 255), seed=seed + 3))
     if cfg.contrast > 0:
         layers.append(keras.layers.RandomContrast(cfg.contrast, value_range=(0, 255), seed=seed + 4))
-    erase_p = cfg.erasing
+    rotation, zoom, erase_p = cfg.rotation, cfg.zoom, cfg.erasing
 
     def apply(x):
+        if rotation > 0 or zoom > 0:
+            x = _random_affine(x, rotation, zoom)
         for layer in layers:
             x = layer(x, training=True)
         if erase_p > 0:
@@ -293,6 +295,27 @@ def augmenter(cfg: AugmentConfig, seed: int):
         return tf.clip_by_value(x, 0.0, 255.0)
 
     return apply
+
+
+def _random_affine(x, rotation: float, zoom: float):
+    """Rotate by up to +-rotation of a full turn and magnify by 1 +- zoom about the centre, in one resampling."""
+    import math
+
+    import tensorflow as tf
+
+    shape = tf.shape(x)
+    b = shape[0]
+    h, w = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
+    theta = tf.random.uniform([b], -rotation, rotation) * 2.0 * math.pi
+    scale = tf.random.uniform([b], 1.0 - zoom, 1.0 + zoom)
+    cos, sin = tf.cos(theta) / scale, tf.sin(theta) / scale
+    cx, cy = (w - 1.0) / 2.0, (h - 1.0) / 2.0
+    # maps each output pixel to the input pixel it samples: rotate and shrink about the centre
+    transforms = tf.stack([cos, -sin, cx - cos * cx + sin * cy, sin, cos, cy - sin * cx - cos * cy,
+                           tf.zeros([b]), tf.zeros([b])], axis=1)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=x, transforms=transforms, output_shape=shape[1:3], fill_value=0.0, interpolation="BILINEAR",
+        fill_mode="CONSTANT")
 
 
 def _random_erase(x, p: float):
@@ -327,12 +350,16 @@ def make_dataset(
     """Batches of (float32 0-255 images, one-hot labels); shuffled and augmented when training."""
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((images, labels))  # the in-memory uint8 cache
+    # The uint8 array is the cache. Shuffle and batch indices, then gather each batch: a shuffle buffer of
+    # images would hold a second copy of the whole dataset.
+    images_t = tf.convert_to_tensor(images)
+    labels_t = tf.convert_to_tensor(np.asarray(labels, dtype=np.int64))
+    ds = tf.data.Dataset.range(len(labels))
     if training:
         ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
-    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(y, num_classes)),
-                num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(lambda i: (tf.cast(tf.gather(images_t, i), tf.float32),
+                           tf.one_hot(tf.gather(labels_t, i), num_classes)), num_parallel_calls=tf.data.AUTOTUNE)
     if training and augment is not None:
         aug = augmenter(augment, seed)
         ds = ds.map(lambda x, y: (aug(x), y), num_parallel_calls=tf.data.AUTOTUNE)

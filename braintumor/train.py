@@ -14,12 +14,18 @@ import numpy as np
 
 from . import plots
 from .config import Config
-from .data import (LoadedImages, class_weights, list_images, load_images, make_dataset, oversample,
-                   split_train_val)
+from .data import LoadedImages, class_weights, list_images, load_images, make_dataset, oversample, split_train_val
 from .dedup import duplicate_groups, multi_member_groups
 from .evaluate import compute_metrics, predict, write_metrics, write_predictions, write_skipped
-from .runs import (atomic_save_figure, atomic_save_model, atomic_write_text, new_run_dir, run_status, start_run,
-                   write_meta)
+from .runs import (
+    atomic_save_figure,
+    atomic_save_model,
+    atomic_write_text,
+    new_run_dir,
+    run_status,
+    start_run,
+    write_meta,
+)
 
 
 def channels_of(cfg: Config) -> int:
@@ -155,7 +161,9 @@ def _finite(x: float) -> float | None:
 def _freeze_epochs(cfg: Config) -> int:
     from .models import get_spec
 
-    return cfg.model.freeze_backbone_epochs if get_spec(cfg.model.arch).imagenet else 0
+    # freezing only makes sense for a pretrained backbone: random features are not worth a warm-up
+    pretrained = get_spec(cfg.model.arch).imagenet and cfg.model.weights != "none"
+    return cfg.model.freeze_backbone_epochs if pretrained else 0
 
 
 def _set_backbone_trainable(model, trainable: bool) -> None:
@@ -220,19 +228,26 @@ class BestCheckpoint(keras.callbacks.Callback):
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Adds epoch_seconds and the learning rate to each epoch's logs (so CSVLogger records them)."""
+    """Adds epoch_seconds (with validation), train_seconds (without) and the learning rate to each epoch's logs
+    (so CSVLogger records them); throughput uses the training part only."""
 
     def __init__(self):
         super().__init__()
         self.seconds: list[float] = []
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._t = time.perf_counter()
+        self._t, self._train_end = time.perf_counter(), None
+
+    def on_test_begin(self, logs=None):
+        if self._train_end is None:  # validation starts: the training part of the epoch is over
+            self._train_end = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._t)
+        end = self._train_end or time.perf_counter()
+        self.seconds.append(end - self._t)
         if logs is not None:
-            logs["epoch_seconds"] = round(self.seconds[-1], 3)
+            logs["epoch_seconds"] = round(time.perf_counter() - self._t, 3)
+            logs["train_seconds"] = round(self.seconds[-1], 3)
             logs.setdefault("learning_rate", float(np.asarray(self.model.optimizer.learning_rate)))
 
     def images_per_second(self, n: int) -> float | None:

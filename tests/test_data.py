@@ -8,8 +8,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from braintumor.data import (canonical_class, class_weights, list_images, load_images, make_dataset, oversample,
-                             read_image, split_train_val)
+from braintumor.data import (
+    canonical_class,
+    class_weights,
+    list_images,
+    load_images,
+    make_dataset,
+    oversample,
+    read_image,
+    split_train_val,
+)
 from braintumor.dedup import exact_groups
 from braintumor.errors import DataError
 from tests.conftest import make_dataset as make_folder
@@ -155,3 +163,25 @@ def test_pipeline_batches_float_pixels_and_one_hot():
     aug = AugmentConfig(flip_vertical=True, rotation=0.1, zoom=0.2, brightness=0.2, contrast=0.2, erasing=1.0)
     x, _ = next(iter(make_dataset(images, labels, 4, 10, training=True, augment=aug, seed=0)))
     assert x.shape == (10, 32, 32, 3) and float(x.numpy().min()) >= 0 and float(x.numpy().max()) <= 255
+
+
+def test_pipeline_holds_no_second_copy_and_visits_every_image_once_per_epoch():
+    """Shuffling indices (not images) still yields each image exactly once per epoch."""
+    images = np.arange(10, dtype=np.uint8)[:, None, None, None] * np.ones((1, 8, 8, 1), np.uint8)
+    ds = make_dataset(images, np.arange(10) % 4, 4, 3, training=True, seed=0)
+    for _ in range(2):
+        seen = np.concatenate([x.numpy()[:, 0, 0, 0] for x, _ in ds])
+        assert sorted(seen.tolist()) == list(range(10))
+
+
+def test_rotation_keeps_content_and_zoom_scales_it():
+    from braintumor.data import _random_affine
+
+    x = np.zeros((8, 40, 40, 1), np.float32)
+    x[:, 14:26, 14:26] = 255.0  # a centred 12x12 square
+    area = (x > 128).sum()
+    rotated = _random_affine(x, 0.125, 0.0).numpy()
+    assert abs((rotated > 128).sum() - area) / area < 0.25
+    assert rotated[:, 20, 20].min() == 255.0  # the centre stays put
+    zoomed_in = _random_affine(x, 0.0, 0.0).numpy()
+    assert np.allclose(zoomed_in, x)  # no rotation, no zoom: identity

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -12,19 +12,19 @@ from rich.table import Table
 console = Console()
 err_console = Console(stderr=True)
 
-Arch = Annotated[Optional[str], typer.Option("--arch", "-a", help="Architecture (config stem): customnet, resnet50, "
+Arch = Annotated[str | None, typer.Option("--arch", "-a", help="Architecture (config stem): customnet, resnet50, "
                                              "mobilenet, densenet, efficientnet.")]
-ConfigPath = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config, e.g. a run's config.yaml "
+ConfigPath = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config, e.g. a run's config.yaml "
                                                     "to reproduce it. Default: configs/<arch>.yaml.")]
-Data = Annotated[Optional[Path], typer.Option("--data", "-d", help="Folder with one sub-folder per class.")]
-Epochs = Annotated[Optional[int], typer.Option("--epochs", help="Maximum epochs (early stopping may end sooner).")]
-BatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="Global batch size.")]
-ImageSize = Annotated[Optional[int], typer.Option("--image-size", help="Square input size in pixels.")]
-Seed = Annotated[Optional[int], typer.Option("--seed", help="Seed for splits, initialisation and augmentation.")]
-Weights = Annotated[Optional[str], typer.Option("--weights", help="imagenet, none, or a weights file path.")]
-Name = Annotated[Optional[str], typer.Option("--name", help="Suffix for the run directory name.")]
-RunsDir = Annotated[Optional[Path], typer.Option("--runs-dir", help="Where run directories go (default: runs).")]
-Sets = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override any config key: "
+Data = Annotated[Path | None, typer.Option("--data", "-d", help="Folder with one sub-folder per class.")]
+Epochs = Annotated[int | None, typer.Option("--epochs", help="Maximum epochs (early stopping may end sooner).")]
+BatchSize = Annotated[int | None, typer.Option("--batch-size", help="Global batch size.")]
+ImageSize = Annotated[int | None, typer.Option("--image-size", help="Square input size in pixels.")]
+Seed = Annotated[int | None, typer.Option("--seed", help="Seed for splits, initialisation and augmentation.")]
+Weights = Annotated[str | None, typer.Option("--weights", help="imagenet, none, or a weights file path.")]
+Name = Annotated[str | None, typer.Option("--name", help="Suffix for the run directory name.")]
+RunsDir = Annotated[Path | None, typer.Option("--runs-dir", help="Where run directories go (default: runs).")]
+Sets = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override any config key: "
                                                    "--set train.lr=3e-4 (repeatable).")]
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -13,10 +13,10 @@ from .common import Name, RunsDir, console, metrics_table, print_run_dir
 
 @command("evaluate")
 def evaluate(
-    run: Annotated[Optional[str], typer.Argument(help="A train run directory, or 'latest'.")] = "latest",
-    data: Annotated[Optional[Path], typer.Option("--data", "-d", help="Folder of class sub-folders to score. "
+    run: Annotated[str | None, typer.Argument(help="A train run directory, or 'latest'.")] = "latest",
+    data: Annotated[Path | None, typer.Option("--data", "-d", help="Folder of class sub-folders to score. "
                                                  "Default: the run's own validation split.")] = None,
-    tta: Annotated[Optional[bool], typer.Option("--tta/--no-tta", help="Average over horizontal flips "
+    tta: Annotated[bool | None, typer.Option("--tta/--no-tta", help="Average over horizontal flips "
                                                 "(default: the run's eval.tta).")] = None,
     name: Name = None,
     runs_dir: RunsDir = None,

@@ -3,8 +3,23 @@
 from __future__ import annotations
 
 from . import command
-from .common import (Arch, BatchSize, ConfigPath, Data, Epochs, ImageSize, Name, RunsDir, Seed, Sets, Weights,
-                     console, metrics_table, print_run_dir, resolve_config)
+from .common import (
+    Arch,
+    BatchSize,
+    ConfigPath,
+    Data,
+    Epochs,
+    ImageSize,
+    Name,
+    RunsDir,
+    Seed,
+    Sets,
+    Weights,
+    console,
+    metrics_table,
+    print_run_dir,
+    resolve_config,
+)
 
 
 @command("train")
