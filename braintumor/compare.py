@@ -8,7 +8,6 @@ are never shown as if they were comparable.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 import string
@@ -27,6 +26,7 @@ from .runs import (
     atomic_write_text,
     new_run_dir,
     now,
+    read_json,
     read_meta,
     run_status,
     versions,
@@ -84,15 +84,6 @@ class Comparison:
 
 
 # --------------------------------------------------------------------------------------------- reading runs
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError as e:
-        raise RunError(f"{path.parent} has no {path.name}") from e
-    except json.JSONDecodeError as e:
-        raise RunError(f"{path} is damaged: {e}") from e
 
 
 def _f(x: Any) -> float:
@@ -182,7 +173,7 @@ def _fill_train_meta(row: Row, meta: dict[str, Any]) -> None:
 
 def _read_train(path: Path, meta: dict[str, Any]) -> Row:
     row = Row(run=path.name, kind="train", path=str(path))
-    _fill_metrics(row, _read_json(path / "metrics.json"))
+    _fill_metrics(row, read_json(path / "metrics.json"))
     _fill_train_meta(row, meta)
     row.eval_set = _val_description(_config(path))
     row.eval_key = _paths_key([path / "predictions.csv"]) or row.eval_set
@@ -192,7 +183,7 @@ def _read_train(path: Path, meta: dict[str, Any]) -> Row:
 
 def _read_evaluate(path: Path, meta: dict[str, Any]) -> Row:
     row = Row(run=path.name, kind="evaluate", path=str(path))
-    _fill_metrics(row, _read_json(path / "metrics.json"))
+    _fill_metrics(row, read_json(path / "metrics.json"))
     source = Path(meta.get("source_run", ""))
     if meta.get("source_run") and (source / "meta.json").is_file():
         _fill_train_meta(row, read_meta(source))
@@ -265,7 +256,7 @@ def _t_interval(mean: float, std: float, k: int) -> tuple[float, float]:
 def _read_kfold(path: Path, meta: dict[str, Any]) -> Row:
     row = Row(run=path.name, kind="kfold", path=str(path), ci_method="t over folds")
     folds = [d for d in _fold_dirs(path) if (d / "metrics.json").is_file()]
-    fold_metrics = [_read_json(d / "metrics.json") for d in folds]
+    fold_metrics = [read_json(d / "metrics.json") for d in folds]
     fold_metas = [read_meta(d) for d in folds if (d / "meta.json").is_file()]
     summary = read_summary(path / "summary.csv") if (path / "summary.csv").is_file() else None
 

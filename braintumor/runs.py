@@ -125,14 +125,19 @@ def write_meta(run_dir: Path, **fields: Any) -> dict[str, Any]:
     return meta
 
 
-def read_meta(run_dir: str | Path) -> dict[str, Any]:
-    path = Path(run_dir) / "meta.json"
+def read_json(path: str | Path, missing: str | None = None) -> dict[str, Any]:
+    """A run's JSON file; a missing or damaged one is a RunError (``missing`` words the first case)."""
+    path = Path(path)
     try:
         return json.loads(path.read_text())
     except FileNotFoundError as e:
-        raise RunError(f"{run_dir} is not a run directory (no meta.json)") from e
+        raise RunError(missing or f"{path.parent} has no {path.name}") from e
     except json.JSONDecodeError as e:
         raise RunError(f"{path} is damaged: {e}") from e
+
+
+def read_meta(run_dir: str | Path) -> dict[str, Any]:
+    return read_json(Path(run_dir) / "meta.json", f"{run_dir} is not a run directory (no meta.json)")
 
 
 def resolve_run(run: str | Path | None, runs_dir: str | Path = "runs", command: str = "train",
