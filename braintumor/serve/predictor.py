@@ -8,7 +8,6 @@ from __future__ import annotations
 import difflib
 import io
 import math
-import re
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +16,6 @@ from PIL import Image, UnidentifiedImageError
 
 from .. import __version__
 from ..errors import DataError
-
-_ADDRESS = re.compile(r" ?<_io\.BytesIO object at 0x[0-9a-f]+>")
 
 
 class UploadTooLarge(DataError):
@@ -132,11 +129,7 @@ class Predictor:
         if not data:
             raise DataError("file is empty: send the image file's content (curl -F file=@scan.jpg)")
         check_pixels(data, self.max_pixels)
-        try:
-            return read_image(data, self.size, self.channels, max_pixels=self.max_pixels)
-        except DataError as e:
-            # Pillow names the in-memory file by its address ("<_io.BytesIO object at 0x7f...>"): client noise
-            raise type(e)(_ADDRESS.sub("", str(e))) from None
+        return read_image(data, self.size, self.channels, max_pixels=self.max_pixels)
 
     def infer(self, images: np.ndarray) -> np.ndarray:
         """(n, size, size, channels) 0-255 -> (n, classes) float64 probabilities."""
