@@ -42,7 +42,7 @@ class DataConfig:
     image_size: int = 128
     color_mode: Literal["rgb", "grayscale"] = "rgb"
     val_split: float = 0.2
-    group_duplicates: Literal["none", "exact", "near"] = "exact"
+    group_duplicates: Literal["none", "exact", "near"] = "near"
     near_threshold: int = 2
     class_weight: Literal["none", "balanced"] = "none"
     oversample: bool = False
