@@ -416,6 +416,9 @@ def summary_markdown(run_dir: Path, result: KFoldResult, cfg: Config) -> str:
         f"than one image ({meta.get('images_in_duplicate_groups', '?')} images); each group sits in one fold",
         f"- every fold: a fresh model trained as `train` trains ({cfg.train.epochs} epochs at most, early "
         "stopping on validation loss); its best model is scored on the held-out fold",
+        "- caution: as in `train` (and the study), the held-out fold is also the validation data that picks each "
+        "fold's best epoch and drives the learning-rate schedule, so these figures lean slightly optimistic; "
+        "a `--test` folder (de-duplicated with `eda`) is the unbiased check",
         "- mean and std are over the folds (std: sample, ddof=1); pooled_oof scores all held-out "
         "predictions at once",
         f"- accuracy over the folds: {_mean_pm_std(result.rows, 'val')}",
