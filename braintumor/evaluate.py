@@ -113,11 +113,16 @@ def write_predictions(path: Path, paths: list[str], y_true, probs, class_names) 
 
 def predict(model, images: np.ndarray, batch_size: int = 64, tta: bool = False) -> np.ndarray:
     """Class probabilities for (n, h, w, c) uint8 images; ``tta`` averages with horizontal flips."""
-    x = images.astype(np.float32)
-    probs = model.predict(x, batch_size=batch_size, verbose=0)
-    if tta:
-        probs = (probs + model.predict(x[:, :, ::-1], batch_size=batch_size, verbose=0)) / 2
-    return np.asarray(probs, dtype=np.float64)
+    out = []
+    for start in range(0, len(images), batch_size):  # one float32 batch at a time, not 4x the whole set
+        x = images[start:start + batch_size].astype(np.float32)
+        p = np.asarray(model.predict_on_batch(x))
+        if tta:
+            p = (p + np.asarray(model.predict_on_batch(x[:, :, ::-1]))) / 2
+        out.append(p)
+    if not out:
+        return np.zeros((0, model.output_shape[-1]), dtype=np.float64)
+    return np.concatenate(out).astype(np.float64)
 
 
 @dataclass
