@@ -33,6 +33,7 @@ class AugmentConfig:
     brightness: float = 0.1  # fraction of the 0-255 range
     contrast: float = 0.1
     erasing: float = 0.0  # probability of blanking one random rectangle per image
+    mixup: float = 0.0  # MixUp Beta(alpha, alpha) concentration; 0 = off
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,8 @@ class TrainConfig:
     label_smoothing: float = 0.0
     lr_schedule: Literal["plateau", "cosine"] = "plateau"
     warmup_epochs: int = 0
-    early_stopping_patience: int = 8
+    early_stopping_patience: int = 8  # 0 = off
+    checkpoint: Literal["best", "last"] = "best"  # best: lowest validation loss; last: the final epoch
     reduce_lr_patience: int = 3
     reduce_lr_factor: float = 0.3
     min_lr: float = 1e-6

@@ -363,4 +363,14 @@ def make_dataset(
     if training and augment is not None:
         aug = augmenter(augment, seed)
         ds = ds.map(lambda x, y: (aug(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+        if augment.mixup > 0:  # blends image pairs and their labels within each batch (Keras' MixUp layer)
+            import keras
+
+            mix = keras.layers.MixUp(alpha=augment.mixup, seed=seed + 5)
+
+            def mixup(x, y):
+                out = mix({"images": x, "labels": y}, training=True)
+                return out["images"], out["labels"]
+
+            ds = ds.map(mixup, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)

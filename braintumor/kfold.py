@@ -14,7 +14,7 @@ import numpy as np
 
 from . import plots, train
 from .config import Config
-from .data import LoadedImages, list_images, load_images
+from .data import LoadedImages, list_images, load_images, split_train_val
 from .dedup import multi_member_groups
 from .errors import ConfigError, DataError, RunError
 from .evaluate import compute_metrics, predict, write_metrics, write_predictions, write_skipped
@@ -234,17 +234,27 @@ def fold_complete(fold_dir: Path) -> bool:
 
 def fit_fold(cfg: Config, run_dir: Path, fold_dir: Path, plan: FoldPlan, fold: int,
              callbacks: tuple = ()) -> None:
-    """One fold as a complete train run in ``fold_dir``: train on the other folds, validate on this one."""
+    """One fold as a complete train run in ``fold_dir``: train on the other folds, score on this one.
+
+    The held-out fold never steers training: when the recipe picks a best epoch, lowers the rate on plateaus or
+    stops early, a grouped inner split (``data.val_split`` of the training part) does that instead.
+    """
     if fold_dir.exists():  # left by a failed or interrupted attempt: start the fold afresh
         shutil.rmtree(fold_dir)
     fold_dir.mkdir(parents=True)
-    train_idx, val_idx = np.flatnonzero(plan.folds != fold), np.flatnonzero(plan.folds == fold)
+    train_idx, held_out = np.flatnonzero(plan.folds != fold), np.flatnonzero(plan.folds == fold)
+    tune_idx = None
+    if train.validation_steers(cfg):
+        inner_fit, inner_tune = split_train_val(plan.loaded.labels[train_idx], plan.groups[train_idx],
+                                                cfg.data.val_split, cfg.seed)
+        train_idx, tune_idx = train_idx[inner_fit], train_idx[inner_tune]
     start_run(fold_dir, cfg, "train", kfold_run=str(run_dir), fold=fold, n_folds=plan.n_folds)
     with run_status(fold_dir):
-        train.write_split(fold_dir, plan.loaded, train_idx, val_idx)
-        write_meta(fold_dir, n_images=len(plan.loaded.paths),
-                   duplicate_groups=multi_member_groups(plan.groups))
-        train.fit_and_report(cfg, fold_dir, plan.loaded, train_idx, val_idx, callbacks)
+        train.write_split(fold_dir, plan.loaded, train_idx, held_out, tune_idx)
+        write_meta(fold_dir, n_images=len(plan.loaded.paths), duplicate_groups=multi_member_groups(plan.groups),
+                   n_tune=None if tune_idx is None else int(len(tune_idx)))
+        train.fit_and_report(cfg, fold_dir, plan.loaded, train_idx, held_out if tune_idx is None else tune_idx,
+                             callbacks, score_idx=held_out, scored_on="held-out fold")
 
 
 def _record_fold_status(run_dir: Path, fold_dir: Path, fold: int) -> None:
@@ -414,11 +424,13 @@ def summary_markdown(run_dir: Path, result: KFoldResult, cfg: Config) -> str:
         f"- folds: scikit-learn StratifiedGroupKFold (shuffled, seed {cfg.seed}) over duplicate groups "
         f"(`data.group_duplicates: {cfg.data.group_duplicates}`): {result.duplicate_groups} groups hold more "
         f"than one image ({meta.get('images_in_duplicate_groups', '?')} images); each group sits in one fold",
-        f"- every fold: a fresh model trained as `train` trains ({cfg.train.epochs} epochs at most, early "
-        "stopping on validation loss); its best model is scored on the held-out fold",
-        "- caution: as in `train` (and the study), the held-out fold is also the validation data that picks each "
-        "fold's best epoch and drives the learning-rate schedule, so these figures lean slightly optimistic; "
-        "a `--test` folder (de-duplicated with `eda`) is the unbiased check",
+        f"- every fold: a fresh model trained as `train` trains ({_recipe(cfg)}), scored on the held-out fold",
+        "- the held-out fold never steers training: " + (
+            f"an inner split ({cfg.data.val_split:g} of each fold's training part, duplicate groups kept "
+            "together) picks the best epoch, lowers the rate and stops early, so the folds train on fewer images"
+            if train.validation_steers(cfg) else
+            "the recipe keeps the last epoch of a fixed schedule, so nothing is chosen by validation data "
+            "(the held-out fold only appears in the training curves)"),
         "- mean and std are over the folds (std: sample, ddof=1); pooled_oof scores all held-out "
         "predictions at once",
         f"- accuracy over the folds: {_mean_pm_std(result.rows, 'val')}",
@@ -434,6 +446,12 @@ def summary_markdown(run_dir: Path, result: KFoldResult, cfg: Config) -> str:
                   "(they are scored as well; their scores are not independent of training).", "",
                   *header, *_table_rows(test)]
     return "\n".join(lines) + "\n"
+
+
+def _recipe(cfg: Config) -> str:
+    t = cfg.train
+    stop = f", early stopping after {t.early_stopping_patience}" if t.early_stopping_patience > 0 else ""
+    return f"{t.epochs} epochs at most, {t.lr_schedule} schedule, {t.checkpoint} checkpoint{stop}"
 
 
 def _mean_pm_std(rows: list[dict[str, Any]], data: str, key: str = "accuracy") -> str:

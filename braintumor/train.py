@@ -62,10 +62,14 @@ def run_train(cfg: Config, callbacks: tuple = ()) -> tuple[Path, dict[str, Any]]
     return run_dir, metrics
 
 
-def write_split(run_dir: Path, loaded: LoadedImages, train_idx: np.ndarray, val_idx: np.ndarray) -> None:
-    """split.csv: which image went to training and which to validation (evaluate reuses it)."""
+def write_split(run_dir: Path, loaded: LoadedImages, train_idx: np.ndarray, val_idx: np.ndarray,
+                tune_idx: np.ndarray | None = None) -> None:
+    """split.csv: which image went to training, which was scored (val; evaluate reuses it) and, in kfold, which
+    inner split steered training (tune)."""
     side = np.full(len(loaded.paths), "", dtype=object)
     side[train_idx], side[val_idx] = "train", "val"
+    if tune_idx is not None:
+        side[tune_idx] = "tune"
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["path", "label", "class", "split"])
@@ -75,9 +79,21 @@ def write_split(run_dir: Path, loaded: LoadedImages, train_idx: np.ndarray, val_
     atomic_write_text(run_dir / "split.csv", buf.getvalue())
 
 
+def validation_steers(cfg: Config) -> bool:
+    """Whether validation data influences the fitted model (checkpoint choice, plateau LR, early stopping).
+
+    When it does not (cosine schedule, last checkpoint, no early stopping), the validation split is an unseen
+    hold-out and its score an honest estimate; when it does, kfold steers on an inner split instead.
+    """
+    t = cfg.train
+    return t.checkpoint == "best" or t.lr_schedule == "plateau" or t.early_stopping_patience > 0
+
+
 def fit_and_report(cfg: Config, run_dir: Path, loaded: LoadedImages, train_idx: np.ndarray,
-                   val_idx: np.ndarray, callbacks: tuple = ()) -> dict[str, Any]:
-    """Fit a fresh model on ``train_idx``, keep the best by validation loss, and write its metrics.
+                   val_idx: np.ndarray, callbacks: tuple = (), score_idx: np.ndarray | None = None,
+                   scored_on: str = "validation split") -> dict[str, Any]:
+    """Fit a fresh model on ``train_idx`` with ``val_idx`` as validation data, keep the best (by validation loss)
+    or the last model as ``train.checkpoint`` says, and write its metrics on ``score_idx`` (default ``val_idx``).
 
     Shared by ``train`` and each ``kfold`` fold, so both follow exactly the same recipe.
     """
@@ -115,7 +131,7 @@ def fit_and_report(cfg: Config, run_dir: Path, loaded: LoadedImages, train_idx: 
 
     # 4. fit (optionally in two phases: frozen backbone, then fine-tuning)
     best_path = run_dir / "model.keras"
-    checkpoint = BestCheckpoint(best_path)
+    checkpoint = BestCheckpoint(best_path, keep=tcfg.checkpoint)
     timer = EpochTimer()
     started = time.perf_counter()
     freeze = _freeze_epochs(cfg)
@@ -139,17 +155,23 @@ def fit_and_report(cfg: Config, run_dir: Path, loaded: LoadedImages, train_idx: 
     if not best_path.is_file():  # validation loss never finite: keep the last model rather than nothing
         atomic_save_model(model, best_path)
 
-    # 5. the best model, evaluated on the validation part
+    # 5. the kept model, scored on the validation (or, in kfold, held-out) part
+    steered_by_scored = score_idx is None  # the scored images are the validation data
+    score_idx = val_idx if score_idx is None else score_idx
     best = keras.models.load_model(best_path, safe_mode=True)
-    probs = predict(best, loaded.images[val_idx], tcfg.batch_size, cfg.eval.tta)
-    metrics = compute_metrics(labels[val_idx], probs, loaded.class_names, cfg.eval.bootstrap, cfg.seed)
-    write_metrics(run_dir, metrics, f"{cfg.model.arch}: best model on the validation split")
-    write_predictions(run_dir / "predictions.csv", [loaded.paths[i] for i in val_idx], labels[val_idx], probs,
+    probs = predict(best, loaded.images[score_idx], tcfg.batch_size, cfg.eval.tta)
+    metrics = compute_metrics(labels[score_idx], probs, loaded.class_names, cfg.eval.bootstrap, cfg.seed)
+    steers = validation_steers(cfg)
+    write_metrics(run_dir, metrics, f"{cfg.model.arch}: {tcfg.checkpoint} model on the {scored_on}"
+                  + (" (it also steered training)" if steers and steered_by_scored else ""))
+    write_predictions(run_dir / "predictions.csv", [loaded.paths[i] for i in score_idx], labels[score_idx], probs,
                       loaded.class_names)
     history = _read_history(run_dir / "history.csv")
     atomic_save_figure(plots.history_figure(history, f"{cfg.model.arch} training"), run_dir / "plots" / "history.png")
-    write_meta(run_dir, epochs_run=len(history.get("loss", [])), best_epoch=checkpoint.best_epoch,
-               best_val_loss=_finite(checkpoint.best), train_seconds=round(train_seconds, 2),
+    write_meta(run_dir, epochs_run=len(history.get("loss", [])), checkpoint=tcfg.checkpoint,
+               best_epoch=checkpoint.best_epoch, best_val_loss=_finite(checkpoint.best),
+               validation_steers_training=steers, n_scored=int(len(score_idx)),
+               train_seconds=round(train_seconds, 2),
                train_images_per_second=timer.images_per_second(len(fit_idx)))
     return metrics
 
@@ -198,7 +220,9 @@ def _callbacks(cfg: Config, run_dir: Path, lr: float, checkpoint, timer, append:
             cbs.append(LinearWarmup(lr, t.warmup_epochs))
         cbs.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=t.reduce_lr_factor,
                                                      patience=t.reduce_lr_patience, min_lr=t.min_lr, verbose=0))
-    cbs.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=t.early_stopping_patience, verbose=0))
+    if t.early_stopping_patience > 0:
+        cbs.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=t.early_stopping_patience,
+                                                 verbose=0))
     cbs.append(keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=append))  # one line per epoch
     return cbs
 
@@ -212,18 +236,22 @@ def _read_history(path: Path) -> dict[str, list[float]]:
 
 
 class BestCheckpoint(keras.callbacks.Callback):
-    """Saves the model whenever validation loss improves, atomically (Keras' ModelCheckpoint writes in place,
-    so a Ctrl-C mid-save could leave a broken file; this keeps the previous best intact)."""
+    """Saves the model whenever validation loss improves (``keep="best"``) or after every epoch (``"last"``),
+    atomically: Keras' ModelCheckpoint writes in place, so a Ctrl-C mid-save could leave a broken file; this keeps
+    the previous one intact, and an interrupted run always has a whole model."""
 
-    def __init__(self, path: Path, monitor: str = "val_loss"):
+    def __init__(self, path: Path, monitor: str = "val_loss", keep: str = "best"):
         super().__init__()
-        self.path, self.monitor = path, monitor
+        self.path, self.monitor, self.keep = path, monitor, keep
         self.best, self.best_epoch = math.inf, None
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
         if value is not None and math.isfinite(value) and value < self.best:
             self.best, self.best_epoch = float(value), epoch + 1
+            if self.keep == "best":
+                atomic_save_model(self.model, self.path)
+        if self.keep == "last":
             atomic_save_model(self.model, self.path)
 
 

@@ -185,3 +185,24 @@ def test_rotation_keeps_content_and_zoom_scales_it():
     assert rotated[:, 20, 20].min() == 255.0  # the centre stays put
     zoomed_in = _random_affine(x, 0.0, 0.0).numpy()
     assert np.allclose(zoomed_in, x)  # no rotation, no zoom: identity
+
+
+def test_mixup_blends_images_and_labels_within_a_batch():
+    from braintumor.config import AugmentConfig
+    from braintumor.data import make_dataset as batches
+
+    n = 32
+    x = np.zeros((n, 8, 8, 1), dtype=np.uint8)
+    x[: n // 2] = 200  # class 0 bright, class 1 dark
+    y = np.array([0] * (n // 2) + [1] * (n // 2))
+    off = AugmentConfig(flip_horizontal=False, rotation=0, zoom=0, brightness=0, contrast=0)
+    on = AugmentConfig(flip_horizontal=False, rotation=0, zoom=0, brightness=0, contrast=0, mixup=0.4)
+    xb, yb = next(iter(batches(x, y, 2, n, training=True, augment=off, seed=3)))
+    assert set(np.unique(yb.numpy())) == {0.0, 1.0}
+    xb, yb = next(iter(batches(x, y, 2, n, training=True, augment=on, seed=3)))
+    xb, yb = xb.numpy(), yb.numpy()
+    assert np.allclose(yb.sum(axis=1), 1.0, atol=1e-5)
+    soft = (yb[:, 0] > 0.01) & (yb[:, 0] < 0.99)
+    assert soft.any()  # some labels are blends
+    # each image is the same blend as its label: brightness = 200 * weight of class 0
+    assert np.allclose(xb.mean(axis=(1, 2, 3)), 200 * yb[:, 0], atol=0.5)

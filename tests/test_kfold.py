@@ -80,6 +80,13 @@ def test_no_group_straddles_folds(done):
         assert set(split.loc[split["split"] == "val", "path"]) == set(folds.loc[folds["fold"] == i, "path"])
         seen = {pixel_hash(p) for p in split.loc[split["split"] == "train", "path"]}
         assert not seen & {pixel_hash(p) for p in split.loc[split["split"] == "val", "path"]}
+        # the default recipe picks a best epoch: an inner split of the training folds steers it, never this fold
+        tune = split.loc[split["split"] == "tune", "path"]
+        assert len(tune) > 0 and set(tune) <= set(folds.loc[folds["fold"] != i, "path"])
+        assert not {pixel_hash(p) for p in tune} & {pixel_hash(p) for p in split.loc[split["split"] == "val", "path"]}
+        fold_meta = json.loads((run / f"fold_{i}" / "meta.json").read_text())
+        assert fold_meta["validation_steers_training"] is True
+        assert fold_meta["n_tune"] == len(tune) and fold_meta["n_scored"] == int((folds["fold"] == i).sum())
     meta = json.loads((run / "meta.json").read_text())
     assert meta["duplicate_groups"] == 3  # the three planted groups
     assert meta["images_in_duplicate_groups"] == 7
@@ -264,3 +271,23 @@ def test_near_grouping_keeps_perceptual_neighbours_in_one_fold(tmp_path):
     assert p.groups[i] != p.groups[j]
     p, i, j = plan("near")
     assert p.groups[i] == p.groups[j] and p.folds[i] == p.folds[j]
+
+
+def test_fixed_schedule_trains_on_every_other_fold_and_keeps_the_last_epoch(tmp_path):
+    """cosine + last checkpoint + no early stopping: nothing to steer, so no inner split and no lost images."""
+    data = make_dataset(tmp_path / "data", per_class=6)
+    result = kfold("--data", str(data), "--folds", "2", "--epochs", "2", "--runs-dir", str(tmp_path / "runs"),
+                   "--set", "train.lr_schedule=cosine", "--set", "train.checkpoint=last",
+                   "--set", "train.early_stopping_patience=0")
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    run = only_run(tmp_path / "runs")
+    folds = pd.read_csv(run / "folds.csv")
+    for i in (1, 2):
+        split = pd.read_csv(run / f"fold_{i}" / "split.csv")
+        assert "tune" not in set(split["split"])
+        assert set(split.loc[split["split"] == "train", "path"]) == set(folds.loc[folds["fold"] != i, "path"])
+        meta = json.loads((run / f"fold_{i}" / "meta.json").read_text())
+        assert meta["validation_steers_training"] is False and meta["checkpoint"] == "last"
+        assert meta["epochs_run"] == 2
+        assert "last model on the held-out fold" in (run / f"fold_{i}" / "metrics.md").read_text()
+    assert "keeps the last epoch of a fixed schedule" in (run / "summary.md").read_text()

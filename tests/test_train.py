@@ -141,7 +141,8 @@ def test_evaluate_without_runs_is_clear(tmp_path):
     assert result.exit_code == 1 and "no complete run" in result.output
 
 
-def test_interrupt_leaves_best_model_and_marks_run(tiny_data, runs_dir):
+@pytest.mark.parametrize("checkpoint", ["best", "last"])
+def test_interrupt_leaves_best_model_and_marks_run(tiny_data, runs_dir, checkpoint):
     import keras
 
     from braintumor.config import load_config
@@ -154,7 +155,8 @@ def test_interrupt_leaves_best_model_and_marks_run(tiny_data, runs_dir):
                 raise KeyboardInterrupt
 
     cfg = load_config(arch="customnet", flags={"data": str(tiny_data), "runs_dir": str(runs_dir), "epochs": 5,
-                                               "image_size": 32}, sets=["model.filters=[8,16]"])
+                                               "image_size": 32},
+                      sets=["model.filters=[8,16]", f"train.checkpoint={checkpoint}"])
     with pytest.raises(KeyboardInterrupt):
         run_train(cfg, callbacks=(CtrlC(),))
     (run,) = list((runs_dir / "train").iterdir())
