@@ -535,6 +535,9 @@ def run_cam(run_dir: str | Path, images: Sequence[str | Path] = (), *, gallery: 
     if method not in METHODS:
         raise ConfigError(f"unknown CAM method {method!r}; use one of: {', '.join(METHODS)}")
     run = load_run(run_dir)
+    if "ensemble_of" in run.meta:
+        raise ConfigError(f"{run_dir} is a k-fold ensemble; Grad-CAM explains one model: pass one of its folds, "
+                          f"e.g. --run {Path(run_dir) / run.meta['ensemble_of'][0]}")
     classes = run.class_names
     explained = None if class_name is None else class_index_of(class_name, classes)
     layer = layer or last_conv_layer(run.model)

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import plots
 from .config import Config
-from .errors import DataError
+from .errors import DataError, RunError
 from .runs import atomic_save_figure, atomic_write_json, atomic_write_text
 
 EPS = 1e-7  # same clipping as Keras' categorical cross-entropy
@@ -158,6 +158,8 @@ def load_run(run_dir: str | Path, with_model: bool = True) -> LoadedRun:
 
     run_dir = Path(run_dir)
     meta = read_meta(run_dir)
+    if meta.get("command") == "kfold":
+        return load_kfold_ensemble(run_dir, with_model)
     if "class_names" not in meta:
         raise RunError(f"{run_dir} is not a train run (meta.json has no class_names)")
     cfg = build(Config, read_yaml(run_dir / "config.yaml"))
@@ -168,6 +170,33 @@ def load_run(run_dir: str | Path, with_model: bool = True) -> LoadedRun:
             raise RunError(f"{run_dir} has no model.keras (status: {meta.get('status', 'unknown')})")
         model = keras.models.load_model(path, safe_mode=True)
     return LoadedRun(run_dir, cfg, meta, model)
+
+
+def load_kfold_ensemble(run_dir: Path, with_model: bool = True) -> LoadedRun:
+    """A kfold run as one model: the mean of its complete fold models' probabilities (a Keras model of its own,
+    so evaluate, serve and the benchmarks use it like a train run's model)."""
+    import keras
+
+    from .errors import RunError
+    from .kfold import fold_complete
+    from .runs import read_meta
+
+    folds = sorted((p for p in run_dir.glob("fold_*") if fold_complete(p)), key=lambda p: int(p.name[5:]))
+    if not folds:
+        raise RunError(f"{run_dir} has no complete fold yet; finish it with: braintumor kfold --resume {run_dir}")
+    first = load_run(folds[0], with_model=False)
+    meta = {**first.meta, **read_meta(run_dir), "ensemble_of": [p.name for p in folds],
+            "class_names": first.class_names, "image_size": first.image_size, "channels": first.channels}
+    model = None
+    if with_model:
+        members = [keras.models.load_model(p / "model.keras", safe_mode=True) for p in folds]
+        for p, m in zip(folds, members):
+            m.name = f"{p.name}_{m.name}"  # layer names must be unique inside the ensemble
+        inputs = keras.Input(shape=members[0].input_shape[1:], name="image")
+        outs = [m(inputs) for m in members]
+        out = keras.layers.Average(name="ensemble_mean")(outs) if len(outs) > 1 else outs[0]
+        model = keras.Model(inputs, out, name="kfold_ensemble")
+    return LoadedRun(run_dir, first.config, meta, model)
 
 
 def evaluate_folder(run: LoadedRun, data_dir: str | Path, tta: bool = False):
@@ -221,6 +250,9 @@ def run_evaluate(run_dir: str | Path, data: str | Path | None = None, *, runs_di
               data=str(data) if data else "validation split of the source run", tta=tta)
     with run_status(out):
         if data is None:
+            if "ensemble_of" in run.meta:
+                raise RunError(f"{run.path} is a k-fold ensemble: every image of its folder trained one of its "
+                               "models, so pass --data TEST_DIR (a folder it never saw)")
             loaded, probs = evaluate_paths(run, *read_split(run.path, "val"), tta=tta)
         else:
             loaded, probs = evaluate_folder(run, data, tta=tta)

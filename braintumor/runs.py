@@ -154,7 +154,8 @@ def resolve_run(run: str | Path | None, runs_dir: str | Path = "runs", command: 
     if not path.is_dir():
         raise RunError(f"run directory {path} does not exist")
     meta = read_meta(path)
-    if need_model and not (path / "model.keras").is_file():
+    kfold_models = meta.get("command") == "kfold" and any(path.glob("fold_*/model.keras"))
+    if need_model and not (path / "model.keras").is_file() and not kfold_models:
         raise RunError(f"{path} has no model.keras (status: {meta.get('status', 'unknown')})")
     return path
 

@@ -291,3 +291,28 @@ def test_fixed_schedule_trains_on_every_other_fold_and_keeps_the_last_epoch(tmp_
         assert meta["epochs_run"] == 2
         assert "last model on the held-out fold" in (run / f"fold_{i}" / "metrics.md").read_text()
     assert "keeps the last epoch of a fixed schedule" in (run / "summary.md").read_text()
+
+
+def test_evaluate_a_kfold_run_scores_the_ensemble_of_its_folds(done, tmp_path):
+    """`evaluate runs/kfold/<run> --data TEST` = the mean of the fold models, as kfold --test computed it."""
+    run = done["run"]
+    test_dir = json.loads((run / "meta.json").read_text())["test_dir"]
+    result = runner.invoke(app, ["evaluate", str(run), "--data", test_dir, "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    (out,) = list((tmp_path / "runs" / "evaluate").iterdir())
+    cols = [f"p_{c}" for c in ("glioma", "meningioma", "notumor", "pituitary")]
+    ours = pd.read_csv(out / "predictions.csv").sort_values("path")
+    theirs = pd.read_csv(run / "ensemble_test" / "predictions.csv").sort_values("path")
+    assert ours["path"].tolist() == theirs["path"].tolist()
+    assert np.allclose(ours[cols].to_numpy(), theirs[cols].to_numpy(), atol=1e-5)
+    assert json.loads((out / "metrics.json").read_text())["n"] == 13
+
+
+def test_a_kfold_ensemble_needs_a_test_folder_and_cannot_be_explained(done, tmp_path):
+    run = done["run"]
+    result = runner.invoke(app, ["evaluate", str(run), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code != 0 and "pass --data TEST_DIR" in result.output
+    image = next(done["data"].rglob("*.png"))
+    result = runner.invoke(app, ["cam", str(image), "--run", str(run), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code != 0 and "fold_1" in result.output
+    assert not (tmp_path / "runs" / "cam").exists() or not any((tmp_path / "runs" / "cam").iterdir())

@@ -438,3 +438,26 @@ def test_real_server_process(run_dir):
     assert "POST /predict 200" in out and "POST /predict 413" in out  # one log line per request ...
     assert "patient-jane-doe" not in out  # ... without file names or content
     assert "Traceback" not in out
+
+
+def test_a_kfold_run_is_served_as_the_mean_of_its_folds(run_dir, predictor, tmp_path):
+    """Two identical folds: the ensemble must give the single model's probabilities; /cam says why it can't."""
+    import json
+    import shutil
+
+    kfold_dir = tmp_path / "kfold" / "run"
+    for i in (1, 2):
+        shutil.copytree(run_dir, kfold_dir / f"fold_{i}")
+    shutil.copy(run_dir / "config.yaml", kfold_dir / "config.yaml")
+    (kfold_dir / "meta.json").write_text(json.dumps({"command": "kfold", "status": "complete", "n_folds": 2}))
+    ensemble = Predictor.load(kfold_dir)
+    assert ensemble.run.meta["ensemble_of"] == ["fold_1", "fold_2"]
+    blob = image_bytes(label=2)
+    single, probs = predictor.predict(blob)
+    index, ens_probs = ensemble.predict(blob)
+    assert index == single
+    assert all(abs(ens_probs[k] - probs[k]) < 1e-5 for k in probs)
+    with TestClient(create_app(settings(), ensemble)) as c:
+        r = c.post("/cam", files={"file": ("x.png", blob, "image/png")})
+        assert r.status_code == 400 and "ensemble" in r.json()["detail"] and "fold_1" in r.json()["detail"]
+        assert c.post("/predict", files={"file": ("x.png", blob, "image/png")}).status_code == 200

@@ -13,7 +13,9 @@ from .common import Name, RunsDir, console, metrics_table, print_run_dir
 
 @command("evaluate")
 def evaluate(
-    run: Annotated[str | None, typer.Argument(help="A train run directory, or 'latest'.")] = "latest",
+    run: Annotated[str | None, typer.Argument(
+        help="A train run directory; a kfold run directory (the mean of its fold models' probabilities: pass "
+        "--data); or 'latest' (the newest complete train run).")] = "latest",
     data: Annotated[Path | None, typer.Option("--data", "-d", help="Folder of class sub-folders to score. "
                                                  "Default: the run's own validation split.")] = None,
     tta: Annotated[bool | None, typer.Option("--tta/--no-tta", help="Average over horizontal flips "

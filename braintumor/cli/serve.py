@@ -16,7 +16,8 @@ def _opt(flag: str, help: str, *short: str):
     return typer.Option(flag, *short, help=f"{help} Env: {env}.")
 
 
-Run = Annotated[str | None, _opt("--run", "Train run directory to serve, or 'latest' (default).", "-r")]
+Run = Annotated[str | None, _opt("--run", "Train run directory to serve, a kfold run directory (the mean of its "
+                                           "fold models), or 'latest' (default).", "-r")]
 Host = Annotated[str | None, _opt("--host", "Address to bind (default 127.0.0.1: this machine only; 0.0.0.0 "
                                   "exposes it to the network).")]
 Port = Annotated[int | None, _opt("--port", "TCP port (default 8000).", "-p")]

@@ -118,6 +118,7 @@ class Predictor:
         """Run Grad-CAM once (building its gradient graph); raises whatever cam raises."""
         from .. import cam
 
+        self._check_explainable()
         cam.gradcam(self.model, np.zeros((self.size, self.size, self.channels), np.float32), class_index=0)
 
     # --- the steps of a request ---------------------------------------------------------------------------
@@ -169,10 +170,18 @@ class Predictor:
         raise UnknownClass(f"unknown class {value!r}{hint}; this model's classes are "
                            f"{', '.join(self.class_names)} (or their index 0-{len(self.class_names) - 1})")
 
+    def _check_explainable(self) -> None:
+        if "ensemble_of" in self.run.meta:
+            from ..errors import ModelError
+
+            raise ModelError("this server runs a k-fold ensemble, and Grad-CAM explains one model: serve one of "
+                             f"its folds for /cam (--run {self.run.path / self.run.meta['ensemble_of'][0]})")
+
     def cam(self, data: bytes, class_name: str | None = None) -> tuple[bytes, int, float]:
         """Grad-CAM overlay PNG for one upload: (png, explained class index, its probability)."""
         from .. import cam
 
+        self._check_explainable()
         target = self.class_index(class_name)  # before any work: a bad class= costs nothing
         image = self.image(data)
         probs = self.infer(image[None])[0]
