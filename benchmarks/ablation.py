@@ -48,7 +48,10 @@ LEVERS: dict[str, list[str]] = {
                    "data.augment.brightness=0", "data.augment.contrast=0"],
     "dropout_0.5": ["model.dropout=0.5"],
     "lr_2e-3": ["train.lr=2e-3"],
+    "ema": ["train.ema=0.99"],
     "double_epochs": [],  # handled by --epochs x2 in run_one
+    "size_96": ["data.image_size=96"],
+    "size_128": ["data.image_size=128"],
 }
 
 

@@ -79,6 +79,7 @@ class TrainConfig:
     warmup_epochs: int = 0
     early_stopping_patience: int = 8  # 0 = off
     checkpoint: Literal["best", "last"] = "best"  # best: lowest validation loss; last: the final epoch
+    ema: float = 0.0  # momentum of an exponential moving average of the weights, swapped in after fit; 0 = off
     reduce_lr_patience: int = 3
     reduce_lr_factor: float = 0.3
     min_lr: float = 1e-6

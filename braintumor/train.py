@@ -152,6 +152,8 @@ def fit_and_report(cfg: Config, run_dir: Path, loaded: LoadedImages, train_idx: 
                          callbacks=cbs, verbose=0, shuffle=False)  # tf.data shuffles itself
         stopped = len(hist.epoch) < last - first  # early stopping ends both phases
     train_seconds = time.perf_counter() - started
+    if tcfg.checkpoint == "last":  # the final weights (with train.ema, the averaged ones)
+        atomic_save_model(model, best_path)
     if not best_path.is_file():  # validation loss never finite: keep the last model rather than nothing
         atomic_save_model(model, best_path)
 
@@ -205,11 +207,13 @@ def _optimizer(tcfg, lr: float, steps_per_epoch: int, epochs: int):
         rate = keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=lr * 0.01 if warm else lr, decay_steps=max(1, epochs * steps_per_epoch - warm),
             alpha=min(1.0, tcfg.min_lr / lr), warmup_target=lr if warm else None, warmup_steps=warm)
+    ema = dict(use_ema=True, ema_momentum=tcfg.ema) if tcfg.ema > 0 else {}
     if tcfg.optimizer == "adamw":
-        return keras.optimizers.AdamW(rate, weight_decay=tcfg.weight_decay or 1e-4)
+        return keras.optimizers.AdamW(rate, weight_decay=tcfg.weight_decay or 1e-4, **ema)
     if tcfg.optimizer == "sgd":
-        return keras.optimizers.SGD(rate, momentum=0.9, nesterov=True, weight_decay=tcfg.weight_decay or None)
-    return keras.optimizers.Adam(rate, weight_decay=tcfg.weight_decay or None)
+        return keras.optimizers.SGD(rate, momentum=0.9, nesterov=True, weight_decay=tcfg.weight_decay or None,
+                                    **ema)
+    return keras.optimizers.Adam(rate, weight_decay=tcfg.weight_decay or None, **ema)
 
 
 def _callbacks(cfg: Config, run_dir: Path, lr: float, checkpoint, timer, append: bool) -> list:

@@ -170,3 +170,26 @@ def test_help_lists_every_subcommand():
     result = runner.invoke(app, ["--help"])
     for name in ("eda", "train", "kfold", "evaluate", "cam", "serve", "compare"):
         assert name in result.output
+
+
+def test_ema_weights_are_the_ones_saved_with_the_last_checkpoint(tiny_data, runs_dir):
+    """train.ema swaps the averaged weights in after fit; checkpoint: last must save those, not the raw ones."""
+    import keras
+
+    from braintumor.config import load_config
+    from braintumor.train import run_train
+
+    class RawWeights(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.kernel = np.array(self.model.get_layer("block1_1_conv").kernel)
+
+    raw = RawWeights()
+    cfg = load_config(arch="customnet", flags={"data": str(tiny_data), "runs_dir": str(runs_dir), "epochs": 2,
+                                               "image_size": 32},
+                      sets=["model.filters=[8,16]", "train.checkpoint=last", "train.ema=0.5",
+                            "train.lr_schedule=cosine", "train.early_stopping_patience=0", "eval.bootstrap=0"])
+    run, _ = run_train(cfg, callbacks=(raw,))
+    saved = np.array(keras.models.load_model(run / "model.keras").get_layer("block1_1_conv").kernel)
+    assert saved.shape == raw.kernel.shape and not np.allclose(saved, raw.kernel)
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["checkpoint"] == "last" and meta["epochs_run"] == 2 and meta["validation_steers_training"] is False
