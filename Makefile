@@ -8,8 +8,7 @@ install:
 	$(PY) -m pip install -e ".[serve,dev]"
 
 demo:
-	braintumor train --arch customnet --data $(DEMO)/train --epochs 30 --image-size 64 --batch-size 16 \
-		--set train.early_stopping_patience=12 --name demo
+	braintumor train --arch customnet --data $(DEMO)/train --batch-size 16 --name demo
 	braintumor evaluate latest --data $(DEMO)/test --name demo
 
 test:

@@ -113,6 +113,7 @@ def report(args, results: dict, errors: dict, seconds: dict, total: float) -> st
     lines += inference_section(results.get("inference"), errors.get("inference"), seconds.get("inference"))
     lines += memory_section(results.get("memory"), errors.get("memory"), seconds.get("memory"))
     lines += gpu_section()
+    lines += ablation_section()
     return "\n".join(lines) + "\n"
 
 
@@ -204,6 +205,13 @@ def gpu_section() -> list[str]:
     return lines + ["Not run: no GPU machine was available when these results were made. Run "
                     "`bash benchmarks/gpu_check.sh [DATA_DIR]` on one (it writes "
                     "benchmarks/gpu_check_output.txt, which the next `make bench` includes here)."]
+
+
+def ablation_section() -> list[str]:
+    """The CustomNet recipe ablation (issue 8) is hours of training, not part of make bench: its write-up,
+    benchmarks/ablation.md (table from `python benchmarks/ablation.py --table`), is carried into every results.md."""
+    path = HERE / "ablation.md"
+    return ["", path.read_text().strip()] if path.is_file() else []
 
 
 if __name__ == "__main__":

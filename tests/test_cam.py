@@ -51,7 +51,7 @@ def write_blob_data(root: Path, per_class: int, seed: int) -> Path:
 TRAIN = ["--arch", "customnet", "--epochs", "6", "--image-size", str(SIZE), "--batch-size", "4",
          "--set", "model.filters=[8,16]", "--set", "model.dense_units=[16]", "--set", "train.lr=0.003",
          "--set", "train.early_stopping_patience=10", "--set", "eval.bootstrap=0",
-         "--set", "data.classes=[blob,plain]"]
+         "--set", "data.classes=[blob,plain]", "--set", "data.color_mode=rgb"]
 
 
 @pytest.fixture(scope="module")

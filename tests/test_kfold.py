@@ -80,13 +80,11 @@ def test_no_group_straddles_folds(done):
         assert set(split.loc[split["split"] == "val", "path"]) == set(folds.loc[folds["fold"] == i, "path"])
         seen = {pixel_hash(p) for p in split.loc[split["split"] == "train", "path"]}
         assert not seen & {pixel_hash(p) for p in split.loc[split["split"] == "val", "path"]}
-        # the default recipe picks a best epoch: an inner split of the training folds steers it, never this fold
-        tune = split.loc[split["split"] == "tune", "path"]
-        assert len(tune) > 0 and set(tune) <= set(folds.loc[folds["fold"] != i, "path"])
-        assert not {pixel_hash(p) for p in tune} & {pixel_hash(p) for p in split.loc[split["split"] == "val", "path"]}
-        fold_meta = json.loads((run / f"fold_{i}" / "meta.json").read_text())
-        assert fold_meta["validation_steers_training"] is True
-        assert fold_meta["n_tune"] == len(tune) and fold_meta["n_scored"] == int((folds["fold"] == i).sum())
+        # the shipped recipe keeps the last epoch of a fixed schedule: it trains on every other fold, no tune split
+        assert "tune" not in set(split["split"])
+        assert set(split.loc[split["split"] == "train", "path"]) == set(folds.loc[folds["fold"] != i, "path"])
+        assert json.loads((run / f"fold_{i}" / "meta.json").read_text())["validation_steers_training"] is False
+    assert "keeps the last epoch of a fixed schedule" in (run / "summary.md").read_text()
     meta = json.loads((run / "meta.json").read_text())
     assert meta["duplicate_groups"] == 3  # the three planted groups
     assert meta["images_in_duplicate_groups"] == 7
@@ -273,24 +271,31 @@ def test_near_grouping_keeps_perceptual_neighbours_in_one_fold(tmp_path):
     assert p.groups[i] == p.groups[j] and p.folds[i] == p.folds[j]
 
 
-def test_fixed_schedule_trains_on_every_other_fold_and_keeps_the_last_epoch(tmp_path):
-    """cosine + last checkpoint + no early stopping: nothing to steer, so no inner split and no lost images."""
-    data = make_dataset(tmp_path / "data", per_class=6)
+def test_a_recipe_that_uses_validation_gets_an_inner_split_never_the_held_out_fold(tmp_path):
+    """best checkpoint + plateau + early stopping: an inner split of the training folds steers, never the fold."""
+    data = make_dataset(tmp_path / "data", per_class=8)
+    plant_copies(data)
     result = kfold("--data", str(data), "--folds", "2", "--epochs", "2", "--runs-dir", str(tmp_path / "runs"),
-                   "--set", "train.lr_schedule=cosine", "--set", "train.checkpoint=last",
-                   "--set", "train.early_stopping_patience=0")
+                   "--set", "train.lr_schedule=plateau", "--set", "train.checkpoint=best",
+                   "--set", "train.early_stopping_patience=3")
     assert result.exit_code == 0, result.output + repr(result.exception)
     run = only_run(tmp_path / "runs")
     folds = pd.read_csv(run / "folds.csv")
     for i in (1, 2):
         split = pd.read_csv(run / f"fold_{i}" / "split.csv")
-        assert "tune" not in set(split["split"])
-        assert set(split.loc[split["split"] == "train", "path"]) == set(folds.loc[folds["fold"] != i, "path"])
+        held_out = split.loc[split["split"] == "val", "path"]
+        tune = split.loc[split["split"] == "tune", "path"]
+        assert set(held_out) == set(folds.loc[folds["fold"] == i, "path"])
+        assert len(tune) > 0 and set(tune) <= set(folds.loc[folds["fold"] != i, "path"])
+        train_side = set(split.loc[split["split"] == "train", "path"])
+        assert not train_side & set(tune) and train_side | set(tune) == set(folds.loc[folds["fold"] != i, "path"])
+        assert not {pixel_hash(p) for p in tune} & {pixel_hash(p) for p in held_out}
+        assert not {pixel_hash(p) for p in tune} & {pixel_hash(p) for p in train_side}  # groups kept together
         meta = json.loads((run / f"fold_{i}" / "meta.json").read_text())
-        assert meta["validation_steers_training"] is False and meta["checkpoint"] == "last"
-        assert meta["epochs_run"] == 2
-        assert "last model on the held-out fold" in (run / f"fold_{i}" / "metrics.md").read_text()
-    assert "keeps the last epoch of a fixed schedule" in (run / "summary.md").read_text()
+        assert meta["validation_steers_training"] is True and meta["checkpoint"] == "best"
+        assert meta["n_tune"] == len(tune) and meta["n_scored"] == len(held_out)
+        assert "best model on the held-out fold" in (run / f"fold_{i}" / "metrics.md").read_text()
+    assert "an inner split" in (run / "summary.md").read_text()
 
 
 def test_evaluate_a_kfold_run_scores_the_ensemble_of_its_folds(done, tmp_path):

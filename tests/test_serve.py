@@ -24,6 +24,7 @@ from tests.conftest import CLASSES, FAST, blob_image, make_dataset
 pytest.importorskip("fastapi", reason="the [serve] extra (fastapi, uvicorn, python-multipart) is missing")
 from fastapi.testclient import TestClient  # noqa: E402
 
+from braintumor.config import load_config  # noqa: E402
 from braintumor.serve.app import create_app  # noqa: E402
 from braintumor.serve.predictor import Predictor  # noqa: E402
 from braintumor.serve.settings import ServeSettings, default_concurrency, load_settings  # noqa: E402
@@ -115,7 +116,8 @@ def test_model_describes_the_run_without_server_paths(client, run_dir):
     assert r.status_code == 200
     m = r.json()
     assert m["arch"] == "customnet" and m["classes"] == list(CLASSES)
-    assert m["input"]["height"] == m["input"]["width"] == 32 and m["input"]["channels"] == 3
+    channels = 1 if load_config("customnet").data.color_mode == "grayscale" else 3  # the shipped recipe's
+    assert m["input"]["height"] == m["input"]["width"] == 32 and m["input"]["channels"] == channels
     assert "[0, 1]" in m["preprocessing"]
     assert 0 <= m["metrics"]["accuracy"] <= 1 and "per_class" in m["metrics"]
     assert m["run"] == run_dir.name and m["version"]["braintumor"]
@@ -138,7 +140,8 @@ def test_predict_matches_the_training_preprocessing(client, predictor, fmt, mode
     assert body["class"] == max(body["probabilities"], key=body["probabilities"].get)
     assert body["latency_ms"] > 0
     # the same pixels training would have seen, through predict(): the served numbers are the model's numbers
-    expected = predictor.model.predict(read_image(data, 32, 3)[None].astype(np.float32), verbose=0)[0]
+    expected = predictor.model.predict(read_image(data, 32, predictor.channels)[None].astype(np.float32),
+                                       verbose=0)[0]
     np.testing.assert_allclose(list(body["probabilities"].values()), expected, atol=1e-5)
 
 

@@ -55,7 +55,8 @@ def test_run_directory_has_every_file(trained):
     assert lo <= m["accuracy"] <= hi
     meta = json.loads((run / "meta.json").read_text())
     assert meta["status"] == "complete"
-    assert meta["class_names"] == m["classes"] and meta["image_size"] == 32 and meta["channels"] == 3
+    gray = yaml.safe_load((run / "config.yaml").read_text())["data"]["color_mode"] == "grayscale"
+    assert meta["class_names"] == m["classes"] and meta["image_size"] == 32 and meta["channels"] == (1 if gray else 3)
     assert meta["seed"] == 42 and "tensorflow" in meta["versions"] and "caffe" not in meta["preprocessing"]
     assert meta["n_train"] + meta["n_val"] == 40 and meta["skipped"] == 1
     assert "broken.jpg" in (run / "skipped.txt").read_text()

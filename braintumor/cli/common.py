@@ -60,3 +60,9 @@ def print_run_dir(path: Path) -> None:
 def not_yet(name: str) -> None:
     err_console.print(f"[yellow]braintumor {name} is not built yet[/]")
     raise typer.Exit(2)
+
+
+def epochs_text(cfg) -> str:
+    """'30 epochs' for a fixed schedule, 'up to 30 epochs' when early stopping may end it sooner."""
+    n = cfg.train.epochs
+    return f"up to {n} epochs" if cfg.train.early_stopping_patience > 0 else f"{n} epochs"

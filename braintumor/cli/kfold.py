@@ -22,6 +22,7 @@ from .common import (
     Sets,
     Weights,
     console,
+    epochs_text,
     print_run_dir,
     resolve_config,
 )
@@ -68,7 +69,7 @@ def kfold(arch: Arch = None, config: ConfigPath = None, data: Data = None, epoch
                              runs_dir, set_)
         k = DEFAULT_FOLDS if folds is None else folds
         console.print(f"{k}-fold cross-validation of [bold]{cfg.model.arch}[/] on {cfg.data.path} at "
-                      f"{cfg.data.image_size}px, up to {cfg.train.epochs} epochs per fold", highlight=False)
+                      f"{cfg.data.image_size}px, {epochs_text(cfg)} per fold", highlight=False)
         with _FoldProgress(cfg.train.epochs) as progress:
             result = run_kfold(cfg, k, test, fold_callbacks=progress.callbacks, log=progress.log)
     console.print(summary_table(result.rows, f"{result.n_folds}-fold cross-validation"))

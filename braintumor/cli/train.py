@@ -16,6 +16,7 @@ from .common import (
     Sets,
     Weights,
     console,
+    epochs_text,
     metrics_table,
     print_run_dir,
     resolve_config,
@@ -35,7 +36,7 @@ def train(arch: Arch = None, config: ConfigPath = None, data: Data = None, epoch
     from .progress import keras_progress, make_progress
 
     console.print(f"training [bold]{cfg.model.arch}[/] on {cfg.data.path} at {cfg.data.image_size}px, "
-                  f"up to {cfg.train.epochs} epochs", highlight=False)
+                  f"{epochs_text(cfg)}", highlight=False)
     with make_progress() as progress:
         run_dir, metrics = run_train(cfg, callbacks=(keras_progress(progress, cfg.train.epochs),))
     console.print(metrics_table(metrics, "best model on the validation split"))
