@@ -450,8 +450,10 @@ def summary_markdown(run_dir: Path, result: KFoldResult, cfg: Config) -> str:
 
 def _recipe(cfg: Config) -> str:
     t = cfg.train
-    stop = f", early stopping after {t.early_stopping_patience}" if t.early_stopping_patience > 0 else ""
-    return f"{t.epochs} epochs at most, {t.lr_schedule} schedule, {t.checkpoint} checkpoint{stop}"
+    if t.early_stopping_patience > 0:
+        return (f"{t.epochs} epochs at most, {t.lr_schedule} schedule, {t.checkpoint} checkpoint, early stopping "
+                f"after {t.early_stopping_patience}")
+    return f"{t.epochs} epochs, {t.lr_schedule} schedule, {t.checkpoint} checkpoint"
 
 
 def _mean_pm_std(rows: list[dict[str, Any]], data: str, key: str = "accuracy") -> str:
