@@ -55,6 +55,17 @@ LEVERS: dict[str, list[str]] = {
 }
 
 
+def snapshot_config(runs_dir: Path) -> Path:
+    """Copy the shipped YAML once per sweep: a sweep is hours long, and re-reading a file someone edits mid-sweep
+    once killed one (a new key) and could silently mix recipes."""
+    from braintumor.config import configs_dir
+
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    snap = runs_dir / f"customnet-{time.strftime('%Y%m%d-%H%M%S')}.yaml"
+    snap.write_text((configs_dir() / "customnet.yaml").read_text())
+    return snap
+
+
 def run_one(lever: str, extra: list[str], args, plans: dict) -> dict:
     from braintumor import kfold
     from braintumor.config import load_config
@@ -64,7 +75,7 @@ def run_one(lever: str, extra: list[str], args, plans: dict) -> dict:
     epochs = args.epochs * (2 if lever == "double_epochs" else 1)
     sets = BASE + [f"data.image_size={args.size}", f"train.epochs={epochs}", "eval.bootstrap=1000",
                    *LEVERS.get(lever, []), *extra]
-    cfg = load_config("customnet", None, {"data": args.data, "runs_dir": args.runs_dir, "name": f"abl-{lever}"},
+    cfg = load_config("customnet", args.config, {"data": args.data, "runs_dir": args.runs_dir, "name": f"abl-{lever}"},
                       sets)
     key = (cfg.data.image_size, cfg.data.color_mode)
     if key not in plans:  # decode each size / colour once per sweep
@@ -96,7 +107,7 @@ def run_one(lever: str, extra: list[str], args, plans: dict) -> dict:
         "train_seconds": meta.get("train_seconds"), "wall_seconds": round(wall, 1),
         "train_images_per_second": meta.get("train_images_per_second"),
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2),
-        "run_dir": str(run_dir), "load_average_after": machine()["load_average"],
+        "run_dir": str(run_dir), "config": str(args.config), "load_average_after": machine()["load_average"],
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     with OUT.open("a") as f:
@@ -133,11 +144,15 @@ def main() -> None:
         rows = [json.loads(line) for line in OUT.read_text().splitlines() if line.strip()]
         print(table(rows))
         return
+    levers = [x for x in args.levers.split(",") if x]
+    unknown = [x for x in levers if x not in LEVERS]
+    if unknown:
+        raise SystemExit(f"unknown lever {unknown[0]!r}; choose from {', '.join(LEVERS)}")
     quiet_tensorflow()
+    args.config = snapshot_config(Path(args.runs_dir))
+    print(f"config: {args.config} (copied from configs/customnet.yaml now: editing the YAML cannot change this sweep)")
     plans: dict = {}
-    for lever in [x for x in args.levers.split(",") if x]:
-        if lever not in LEVERS:
-            raise SystemExit(f"unknown lever {lever!r}; choose from {', '.join(LEVERS)}")
+    for lever in levers:
         r = run_one(lever, args.extra, args, plans)
         print(f"{lever:16s} acc {r['accuracy']:.4f} tta {r.get('accuracy_tta', r['accuracy']):.4f} "
               f"train {r['train_seconds']:.0f}s", flush=True)
