@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 
@@ -90,6 +91,33 @@ def cluster_spec() -> dict:
         raise ConfigError(f"TF_CONFIG task {task['type']}:{task['index']} is not in the cluster "
                           f"{spec['cluster']}")
     return spec
+
+
+def is_chief(spec: dict) -> bool:
+    """The worker that owns the results: the ``chief`` task when the cluster has one, else worker 0."""
+    task = spec["task"]
+    if "chief" in spec["cluster"]:
+        return task["type"] == "chief"
+    return task["type"] == "worker" and int(task["index"]) == 0
+
+
+def runs_dir_for_this_worker(cfg) -> str | Path:
+    """Where this process writes its run directory: ``cfg.runs_dir``, except on a non-chief worker of
+    ``train.strategy: multiworker``, which gets a fresh temporary folder.
+
+    Every worker must run the same fit and saves (they take part in the collective ops), but only the chief's
+    run is the result; on a shared file system the others would otherwise add runs of their own beside it
+    (TensorFlow's multi-worker guide does the same with its checkpoints).
+    """
+    if cfg.train.strategy != "multiworker":
+        return cfg.runs_dir
+    spec = cluster_spec()
+    if is_chief(spec):
+        return cfg.runs_dir
+    import tempfile
+
+    task = spec["task"]
+    return tempfile.mkdtemp(prefix=f"braintumor-{task['type']}{task['index']}-")
 
 
 def _multi_worker():

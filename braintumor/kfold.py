@@ -148,7 +148,9 @@ def run_kfold(cfg: Config, n_folds: int, test_dir: str | Path | None = None,
     get_spec(cfg.model.arch)  # fail on a bad architecture before decoding anything
     log = log or _quiet
     plan = plan_folds(cfg, n_folds)
-    run_dir = new_run_dir(cfg.runs_dir, "kfold", cfg.model.arch, cfg.name)
+    from .distribute import runs_dir_for_this_worker
+
+    run_dir = new_run_dir(runs_dir_for_this_worker(cfg), "kfold", cfg.model.arch, cfg.name)
     start_run(run_dir, cfg, "kfold", n_folds=n_folds, test_dir=str(test_dir) if test_dir else None)
     with run_status(run_dir):
         write_folds(run_dir, plan)

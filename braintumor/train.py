@@ -46,10 +46,11 @@ def prepare_data(cfg: Config) -> tuple[LoadedImages, np.ndarray]:
 
 def run_train(cfg: Config, callbacks: tuple = ()) -> tuple[Path, dict[str, Any]]:
     """The ``train`` command: a new run directory with the best model and its validation metrics."""
+    from .distribute import runs_dir_for_this_worker
     from .models import get_spec
 
     get_spec(cfg.model.arch)  # fail on a bad architecture before any work
-    run_dir = new_run_dir(cfg.runs_dir, "train", cfg.model.arch, cfg.name)
+    run_dir = new_run_dir(runs_dir_for_this_worker(cfg), "train", cfg.model.arch, cfg.name)
     start_run(run_dir, cfg, "train")
     with run_status(run_dir):
         loaded, groups = prepare_data(cfg)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -17,10 +19,11 @@ from braintumor.distribute import (
     configure_precision,
     even_for_replicas,
     make_strategy,
+    runs_dir_for_this_worker,
     scaled_lr,
 )
 from braintumor.errors import ConfigError
-from tests.conftest import make_dataset
+from tests.conftest import FAST, make_dataset
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -68,6 +71,51 @@ def test_a_well_formed_tf_config_is_accepted(monkeypatch):
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b:1"]},
                                                 "task": {"type": "worker", "index": 1}}))
     assert cluster_spec()["task"]["index"] == 1
+
+
+def _cluster(task_type: str, index: int, chief: bool = False) -> str:
+    cluster = {"worker": ["a:1", "b:1"], **({"chief": ["c:1"]} if chief else {})}
+    return json.dumps({"cluster": cluster, "task": {"type": task_type, "index": index}})
+
+
+@pytest.mark.parametrize("task_type, index, chief, writes_to_runs", [
+    ("worker", 0, False, True),   # no chief job: worker 0 is the chief
+    ("worker", 1, False, False),
+    ("chief", 0, True, True),
+    ("worker", 0, True, False),   # with a chief job, every worker is a helper
+])
+def test_only_the_chief_worker_writes_into_runs(monkeypatch, tmp_path, task_type, index, chief, writes_to_runs):
+    from braintumor.config import load_config
+
+    monkeypatch.setenv("TF_CONFIG", _cluster(task_type, index, chief))
+    cfg = load_config("customnet", None, {"runs_dir": str(tmp_path / "runs")}, ["train.strategy=multiworker"])
+    got = Path(runs_dir_for_this_worker(cfg))
+    assert (got == tmp_path / "runs") is writes_to_runs
+    if not writes_to_runs:
+        assert got.is_dir() and not got.is_relative_to(tmp_path / "runs") and not any(got.iterdir())
+    plain = load_config("customnet", None, {"runs_dir": str(tmp_path / "runs")}, [])
+    assert runs_dir_for_this_worker(plain) == str(tmp_path / "runs")  # other strategies ignore TF_CONFIG
+
+
+def test_a_helper_worker_trains_but_leaves_no_run_in_runs(monkeypatch, tmp_path):
+    """The whole train command as worker 1 of 2 (the cluster itself replaced by the default strategy, since a
+    real MultiWorkerMirroredStrategy waits for its peer): it completes a run, in a temporary folder."""
+    import tensorflow as tf
+    from typer.testing import CliRunner
+
+    import braintumor.distribute as distribute
+    from braintumor.cli import app
+
+    monkeypatch.setenv("TF_CONFIG", _cluster("worker", 1))
+    monkeypatch.setattr(distribute, "_multi_worker", tf.distribute.get_strategy)
+    data, runs = make_dataset(tmp_path / "data", per_class=6), tmp_path / "runs"
+    res = CliRunner().invoke(app, ["train", "--arch", "customnet", "--data", str(data), "--runs-dir", str(runs),
+                                   *FAST, "--set", "train.strategy=multiworker"])
+    assert res.exit_code == 0, res.output
+    assert not runs.exists() or not any(runs.rglob("*"))
+    (model,) = Path(tempfile.gettempdir()).glob("braintumor-worker1-*/train/*/model.keras")
+    assert model.stat().st_size > 0
+    shutil.rmtree(model.parents[2])
 
 
 def test_mixed_precision_is_gpu_only_and_the_softmax_stays_float32():
