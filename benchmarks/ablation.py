@@ -119,10 +119,11 @@ def table(rows: list[dict]) -> str:
     lines = ["| lever | overrides | size | epochs | fold acc | 95% CI | + TTA | macro-F1 | train s | img/s |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        ci = r["accuracy_ci"] or [float("nan")] * 2
+        ci = r["accuracy_ci"] or [float("nan")] * 2  # of the recipe's own score (with TTA when eval.tta is on)
+        plain = r.get("accuracy_no_tta", r["accuracy"])  # runs of a recipe with eval.tta: true store it this way
         tta = r.get("accuracy_tta", r["accuracy"])
         lines.append(f"| {r['lever']} | {' '.join(r['sets']) or '-'} | {r['image_size']} | {r['epochs']} "
-                     f"| {r['accuracy']:.4f} | {ci[0]:.3f}-{ci[1]:.3f} | {tta:.4f} | {r['macro_f1']:.4f} "
+                     f"| {plain:.4f} | {ci[0]:.3f}-{ci[1]:.3f} | {tta:.4f} | {r['macro_f1']:.4f} "
                      f"| {r['train_seconds']:.0f} | {r['train_images_per_second']} |")
     return "\n".join(lines) + "\n"
 
