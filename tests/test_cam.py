@@ -117,7 +117,7 @@ def test_heatmap_mass_lies_on_the_blob(model, second_model, method):
     Why not "the peak is on the blob in every image of one model": which model a seed gives depends on the CPU
     (CPU training is not bit-reproducible; CI's seed-42 model failed that where ours passed), and Grad-CAM is
     not faithful on every model. Measured on the 2-core box (benchmarks/cam_localisation.py; about 90 trainings
-    of this recipe, of it with ReLU, and with a plateau schedule): the peak sat a cell off the blob, on its edge,
+    of this recipe and of a ReLU and a plateau-schedule variant): the peak sat a cell off the blob, on its edge,
     in about 1 model in 4; the mass share fell to chance (0.02-0.05) for one method in 3 of the 90 models and
     was 0.12-0.6 otherwise. Both models at chance is then about 1 run in 1,000, while a map that ignores the
     image, or is mirrored or transposed, scores near chance on both (transposed maps are scored as a control).

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -88,6 +87,7 @@ def test_only_the_chief_worker_writes_into_runs(monkeypatch, tmp_path, task_type
     from braintumor.config import load_config
 
     monkeypatch.setenv("TF_CONFIG", _cluster(task_type, index, chief))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # helpers' folders land here, not in /tmp
     cfg = load_config("customnet", None, {"runs_dir": str(tmp_path / "runs")}, ["train.strategy=multiworker"])
     got = Path(runs_dir_for_this_worker(cfg))
     assert (got == tmp_path / "runs") is writes_to_runs
@@ -108,14 +108,15 @@ def test_a_helper_worker_trains_but_leaves_no_run_in_runs(monkeypatch, tmp_path)
 
     monkeypatch.setenv("TF_CONFIG", _cluster("worker", 1))
     monkeypatch.setattr(distribute, "_multi_worker", tf.distribute.get_strategy)
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     data, runs = make_dataset(tmp_path / "data", per_class=6), tmp_path / "runs"
     res = CliRunner().invoke(app, ["train", "--arch", "customnet", "--data", str(data), "--runs-dir", str(runs),
                                    *FAST, "--set", "train.strategy=multiworker"])
     assert res.exit_code == 0, res.output
     assert not runs.exists() or not any(runs.rglob("*"))
-    (model,) = Path(tempfile.gettempdir()).glob("braintumor-worker1-*/train/*/model.keras")
+    (model,) = (tmp_path / "tmp").glob("braintumor-worker1-*/train/*/model.keras")
     assert model.stat().st_size > 0
-    shutil.rmtree(model.parents[2])
 
 
 def test_mixed_precision_is_gpu_only_and_the_softmax_stays_float32():
