@@ -43,9 +43,9 @@ def main() -> None:
     import test_cam as T  # the test's own task, recipe and held-out images
     from scipy.ndimage import binary_dilation
 
-    from braintumor import cam
     from braintumor.cli import app
-    from braintumor.evaluate import load_run
+    from braintumor.explain import gradcam
+    from braintumor.models.loading import load_run
 
     extra = [a for s in args.set for a in ("--set", s)]
     print(f"recipe: {' '.join(T.TRAIN + extra)}")
@@ -60,11 +60,11 @@ def main() -> None:
                 raise SystemExit(res.output)
             (run_dir,) = (root / "runs" / "train").iterdir()
             model = load_run(run_dir).model
-            for method in cam.METHODS:
+            for method in gradcam.METHODS:
                 right = peak = near = 0
                 mass = []
                 for gray in T.held_out_blobs():
-                    e = cam.explain(model, T.rgb(gray), method=method)
+                    e = gradcam.explain(model, T.rgb(gray), method=method)
                     blob = gray >= 200
                     y, x = np.unravel_index(np.argmax(e.heatmap), e.heatmap.shape)
                     right += e.predicted == 0

@@ -42,8 +42,8 @@ def parse(argv=None):
 
 def make_run(args) -> Path:
     """A real CustomNet train run on 8 images per class of the data folder (1 epoch)."""
+    from braintumor.commands.train import run_train
     from braintumor.config import load_config
-    from braintumor.train import run_train
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-inference-"))
     data = common.subset_folder(common.check_data(args.data), 8, tmp / "data")
@@ -101,7 +101,7 @@ def main(argv=None) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from braintumor.evaluate import load_run
+    from braintumor.models.loading import load_run
 
     started = time.perf_counter()
     run_dir = Path(args.run) if args.run else make_run(args)

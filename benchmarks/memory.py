@@ -48,8 +48,8 @@ def child(args) -> None:
     common.quiet_tensorflow()
     import keras
 
+    from braintumor.commands.train import run_train
     from braintumor.config import load_config
-    from braintumor.train import run_train
 
     class StopAfter(keras.callbacks.Callback):
         def __init__(self, steps: int):

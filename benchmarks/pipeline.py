@@ -48,8 +48,8 @@ def parse(argv=None):
 
 def load(args):
     """Decode once, as ``train`` does; returns (data folder, loaded images, training indices, seconds)."""
+    from braintumor.commands.train import prepare_data
     from braintumor.data import split_train_val
-    from braintumor.train import prepare_data
 
     data = str(common.check_data(args.data))
     if args.per_class:
@@ -121,7 +121,7 @@ def pipeline_only(ds, batches: int) -> float:
 
 
 def bench_arch(args, arch: str, data: str, loaded, fit_idx, budget: float) -> dict:
-    from braintumor.data import make_dataset
+    from braintumor.pipeline import make_dataset
 
     started = time.perf_counter()
     cfg = config_for(args, arch, data)

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
+import keras
 import numpy as np
+import tensorflow as tf
 
 from .config import TrainConfig
 from .errors import ConfigError
@@ -23,8 +26,6 @@ _multiworker = None
 
 
 def gpus() -> list:
-    import tensorflow as tf
-
     return tf.config.list_physical_devices("GPU")
 
 
@@ -35,8 +36,6 @@ def make_strategy(cfg: TrainConfig):
     on a normal machine; tests split the CPU in two to exercise the real multi-replica path).
     ``multiworker`` reads the cluster from ``TF_CONFIG`` and must be chosen before TensorFlow runs any op.
     """
-    import tensorflow as tf
-
     choice = cfg.strategy
     if choice == "auto":
         choice = "mirrored" if len(gpus()) > 1 else "none"
@@ -114,15 +113,12 @@ def runs_dir_for_this_worker(cfg) -> str | Path:
     spec = cluster_spec()
     if is_chief(spec):
         return cfg.runs_dir
-    import tempfile
 
     task = spec["task"]
     return tempfile.mkdtemp(prefix=f"braintumor-{task['type']}{task['index']}-")
 
 
 def _multi_worker():
-    import tensorflow as tf
-
     global _multiworker
     cluster_spec()
     if _multiworker is None:
@@ -136,8 +132,6 @@ def configure_precision(cfg: TrainConfig) -> str:
     Every builder keeps its softmax layer in float32, so probabilities and the loss stay float32 either way;
     Keras wraps the optimizer in a LossScaleOptimizer when the policy is mixed_float16.
     """
-    import keras
-
     use = cfg.mixed_precision == "on" or (cfg.mixed_precision == "auto" and bool(gpus()))
     if use and not gpus():
         raise ConfigError("train.mixed_precision=on needs a GPU; on a CPU it is slower, use auto or off")

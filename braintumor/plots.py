@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
+
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from .runs import atomic_write_bytes  # noqa: E402
 
 
 def confusion_matrix_figure(cm: np.ndarray, classes: list[str], normalize: bool = False, title: str = ""):
@@ -233,3 +238,11 @@ def image_grid_figure(rows: list[list[tuple]], row_labels: list[str], title: str
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def atomic_save_figure(fig, path: str | Path, dpi: int = 120) -> None:
+    """Save a matplotlib figure atomically as PNG and close it."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())

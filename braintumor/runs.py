@@ -13,6 +13,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy
+import numpy as np
+
 from . import __version__
 from .errors import RunError
 
@@ -60,8 +63,6 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 
 def _json_default(o: Any):
-    import numpy as np
-
     if isinstance(o, np.generic):
         return o.item()
     if isinstance(o, np.ndarray):
@@ -69,18 +70,6 @@ def _json_default(o: Any):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"cannot write {type(o).__name__} to JSON")
-
-
-def atomic_save_figure(fig, path: str | Path, dpi: int = 120) -> None:
-    """Save a matplotlib figure atomically as PNG and close it."""
-    import io
-
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def atomic_save_model(model, path: str | Path) -> None:
@@ -103,8 +92,7 @@ def git_commit() -> str | None:
 
 
 def versions() -> dict[str, str]:
-    import keras
-    import numpy
+    import keras  # lazy: TensorFlow takes seconds to import
     import tensorflow as tf
 
     return {
@@ -192,3 +180,19 @@ class run_status:
         else:
             write_meta(self.run_dir, status="failed", finished=now(), error=f"{exc_type.__name__}: {exc}")
         return False
+
+
+def write_skipped(out_dir: Path, skipped: list[tuple[str, str]]) -> None:
+    """skipped.txt: one unreadable file per line with the reason; written only when something was skipped."""
+    if skipped:
+        atomic_write_text(out_dir / "skipped.txt", "".join(f"{p}\t{why}\n" for p, why in skipped))
+
+
+def fold_complete(fold_dir: Path) -> bool:
+    """A fold counts as done only when its own meta.json says complete and its model and metrics exist."""
+    try:
+        status = read_meta(fold_dir).get("status")
+    except RunError:
+        return False
+    return status == "complete" and all((fold_dir / f).is_file() for f in ("model.keras", "metrics.json",
+                                                                            "predictions.csv"))

@@ -14,10 +14,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from braintumor import cam
 from braintumor.cli import app
 from braintumor.config import ModelConfig
 from braintumor.errors import ConfigError, ModelError
+from braintumor.explain import gradcam, graph, render
 from braintumor.models import available, build_model, get_spec
 
 runner = CliRunner()
@@ -67,7 +67,7 @@ def blob_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def model(blob_run):
-    from braintumor.evaluate import load_run
+    from braintumor.models.loading import load_run
 
     return load_run(blob_run).model
 
@@ -75,7 +75,7 @@ def model(blob_run):
 @pytest.fixture(scope="module")
 def second_model(tmp_path_factory):
     """The same recipe trained from another seed, in its own runs folder (blob_run's stays a single run)."""
-    from braintumor.evaluate import load_run
+    from braintumor.models.loading import load_run
 
     root = tmp_path_factory.mktemp("cam_seed7")
     data = write_blob_data(root / "data", per_class=150, seed=0)
@@ -110,7 +110,7 @@ def mass_share(heatmap: np.ndarray, region: np.ndarray) -> float:
     return float(heatmap[region].sum()) / total if total > 0 else 0.0
 
 
-@pytest.mark.parametrize("method", cam.METHODS)
+@pytest.mark.parametrize("method", gradcam.METHODS)
 def test_heatmap_mass_lies_on_the_blob(model, second_model, method):
     """The blob is 1/16 of the image; pooled over two trained models, the maps put well over that share on it.
 
@@ -127,7 +127,7 @@ def test_heatmap_mass_lies_on_the_blob(model, second_model, method):
     for m in (model, second_model):
         right = 0
         for gray in held_out_blobs():
-            e = cam.explain(m, rgb(gray), method=method)
+            e = gradcam.explain(m, rgb(gray), method=method)
             right += e.predicted == 0
             blob = gray >= 200
             shares.append(mass_share(e.heatmap, blob))
@@ -151,27 +151,27 @@ def test_gradcam_equals_cam_for_a_linear_head():
     for c in range(3):
         expected = np.maximum(maps @ kernel[:, c], 0)
         expected = expected / expected.max() if expected.max() > 0 else expected
-        got = cam.gradcam(model, image, class_index=c)
+        got = gradcam.gradcam(model, image, class_index=c)
         np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
 def test_explained_class_and_probabilities(model):
     image = rgb(blob_or_plain(True, np.random.default_rng(5)))
-    e = cam.explain(model, image, class_index=1)
+    e = gradcam.explain(model, image, class_index=1)
     assert e.class_index == 1 and e.predicted == 0
     np.testing.assert_allclose(e.probs, model.predict(image[None].astype("float32"), verbose=0)[0], atol=1e-5)
-    assert e.layer == cam.last_conv_layer(model) == "block2_2_act"  # the map before the last pooling
+    assert e.layer == graph.last_conv_layer(model) == "block2_2_act"  # the map before the last pooling
     with pytest.raises(ConfigError, match="out of range"):
-        cam.explain(model, image, class_index=2)
+        gradcam.explain(model, image, class_index=2)
     with pytest.raises(ConfigError, match="gradcam, gradcam\\+\\+"):
-        cam.explain(model, image, method="scorecam")
+        gradcam.explain(model, image, method="scorecam")
 
 
 def test_image_of_another_size_and_channels(model):
     """Any (h, w[, c]) image: resized like data.to_array for the model, heatmap back at the image's size."""
     gray = np.asarray(Image.fromarray(blob_or_plain(True, np.random.default_rng(8))).resize((50, 70)))
     for image in (gray, gray[..., None], rgb(gray).astype(np.float32)):
-        heat = cam.gradcam(model, image)
+        heat = gradcam.gradcam(model, image)
         assert heat.shape == (70, 50) and heat.dtype == np.float32
         assert 0.0 <= heat.min() and heat.max() == pytest.approx(1.0)
 
@@ -183,12 +183,12 @@ def test_image_of_another_size_and_channels(model):
 def test_every_architecture_gives_a_heatmap(arch):
     cfg = ModelConfig(arch=arch, weights="none", filters=(8, 16), dense_units=(16,))
     model = build_model(cfg, 4, (64, 64, 3))
-    layer = cam.last_conv_layer(model)
+    layer = graph.last_conv_layer(model)
     spec = get_spec(arch)
     assert layer == (spec.last_conv if spec.last_conv != "auto" else "block2_2_act")
     image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    for method in cam.METHODS:
-        heat = cam.gradcam(model, image, class_index=1, method=method)
+    for method in gradcam.METHODS:
+        heat = gradcam.gradcam(model, image, class_index=1, method=method)
         assert heat.shape == (64, 64) and heat.dtype == np.float32
         assert np.isfinite(heat).all() and heat.min() >= 0 and heat.max() <= 1
 
@@ -212,16 +212,16 @@ def test_nested_backbone_matches_the_flat_model(tmp_path):
     loaded = keras.models.load_model(tmp_path / "nested.keras")
     wrapped = keras.Sequential([keras.Input((64, 64, 3)), backbone, pool, dense])
 
-    assert cam.last_conv_layer(nested) == cam.last_conv_layer(loaded) == "out_relu"
-    assert "block_16_project" in cam.feature_layers(nested)
+    assert graph.last_conv_layer(nested) == graph.last_conv_layer(loaded) == "out_relu"
+    assert "block_16_project" in graph.feature_layers(nested)
     image = np.random.default_rng(2).integers(0, 256, (64, 64, 3)).astype(np.float32)
     nonzero = 0
     for layer in ("out_relu", "block_13_expand_relu"):
         for c in range(3):
-            want = cam.explain(flat, image, c, layer, "gradcam++")
+            want = gradcam.explain(flat, image, c, layer, "gradcam++")
             nonzero += want.heatmap.max() > 0
             for other in (nested, loaded, wrapped):
-                got = cam.explain(other, image, c, layer, "gradcam++")
+                got = gradcam.explain(other, image, c, layer, "gradcam++")
                 np.testing.assert_allclose(got.probs, want.probs, atol=1e-5)
                 np.testing.assert_allclose(got.heatmap, want.heatmap, atol=1e-4)
     assert nonzero >= 2  # the comparison compared real maps, not blanks
@@ -230,12 +230,12 @@ def test_nested_backbone_matches_the_flat_model(tmp_path):
 def test_wrong_layer_lists_valid_names(model):
     image = rgb(blob_or_plain(True, np.random.default_rng(0)))
     with pytest.raises(ModelError) as e:
-        cam.gradcam(model, image, layer="block2_2_actt")
+        gradcam.gradcam(model, image, layer="block2_2_actt")
     text = str(e.value)
     assert "no layer 'block2_2_actt'" in text and "did you mean 'block2_2_act'" in text
     assert all(name in text for name in ("block1_1_conv", "block2_2_act", "block2_pool"))
     with pytest.raises(ModelError, match="not a 4-D feature map.*valid layers"):
-        cam.gradcam(model, image, layer="predictions")
+        gradcam.gradcam(model, image, layer="predictions")
 
 
 # --- pictures -----------------------------------------------------------------------------------------------
@@ -246,12 +246,12 @@ def test_overlay_and_panel():
     heat = np.zeros((20, 30), np.float32)
     heat[5, 5] = 1.0
     for image in (gray, gray[..., None], rgb(gray)):
-        out = cam.overlay(image, heat)
+        out = render.overlay(image, heat)
         assert out.shape == (20, 30, 3) and out.dtype == np.uint8
-    np.testing.assert_array_equal(cam.overlay(gray, heat, alpha=0.0), rgb(gray))
-    hot, cold = cam.overlay(gray, heat, alpha=1.0)[5, 5], cam.overlay(gray, heat, alpha=1.0)[15, 25]
+    np.testing.assert_array_equal(render.overlay(gray, heat, alpha=0.0), rgb(gray))
+    hot, cold = render.overlay(gray, heat, alpha=1.0)[5, 5], render.overlay(gray, heat, alpha=1.0)[15, 25]
     assert hot[0] > hot[2] and cold[2] > cold[0]  # jet: red where it looked, blue elsewhere
-    png = cam.panel_png(gray, heat, "title")
+    png = render.panel_png(gray, heat, "title")
     img = Image.open(io.BytesIO(png))
     assert img.format == "PNG" and img.width > 2 * img.height
 

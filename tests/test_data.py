@@ -8,18 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from braintumor.data import (
-    canonical_class,
-    class_weights,
-    list_images,
-    load_images,
-    make_dataset,
-    oversample,
-    read_image,
-    split_train_val,
-)
+from braintumor.data import canonical_class, list_images, load_images, read_image, split_train_val
 from braintumor.dedup import exact_groups
 from braintumor.errors import DataError
+from braintumor.pipeline import class_weights, make_dataset, oversample
 from tests.conftest import make_dataset as make_folder
 
 
@@ -175,7 +167,7 @@ def test_pipeline_holds_no_second_copy_and_visits_every_image_once_per_epoch():
 
 
 def test_rotation_keeps_content_and_zoom_scales_it():
-    from braintumor.data import _random_affine
+    from braintumor.pipeline import _random_affine
 
     x = np.zeros((8, 40, 40, 1), np.float32)
     x[:, 14:26, 14:26] = 255.0  # a centred 12x12 square
@@ -189,7 +181,7 @@ def test_rotation_keeps_content_and_zoom_scales_it():
 
 def test_mixup_blends_images_and_labels_within_a_batch():
     from braintumor.config import AugmentConfig
-    from braintumor.data import make_dataset as batches
+    from braintumor.pipeline import make_dataset as batches
 
     n = 32
     x = np.zeros((n, 8, 8, 1), dtype=np.uint8)

@@ -153,10 +153,10 @@ TWO_REPLICAS = textwrap.dedent("""
     import pandas as pd
 
     from braintumor.config import AugmentConfig, ModelConfig, TrainConfig, load_config
-    from braintumor.data import make_dataset
+    from braintumor.pipeline import make_dataset
     from braintumor.distribute import make_strategy
     from braintumor.models import build_model
-    from braintumor.train import run_train
+    from braintumor.commands.train import run_train
 
     data, runs, out_path = sys.argv[1:4]
     out = {}

@@ -146,9 +146,9 @@ def test_evaluate_without_runs_is_clear(tmp_path):
 def test_interrupt_leaves_best_model_and_marks_run(tiny_data, runs_dir, checkpoint):
     import keras
 
+    from braintumor.commands.train import run_train
     from braintumor.config import load_config
     from braintumor.runs import read_meta
-    from braintumor.train import run_train
 
     class CtrlC(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -177,8 +177,8 @@ def test_ema_weights_are_the_ones_saved_with_the_last_checkpoint(tiny_data, runs
     """train.ema swaps the averaged weights in after fit; checkpoint: last must save those, not the raw ones."""
     import keras
 
+    from braintumor.commands.train import run_train
     from braintumor.config import load_config
-    from braintumor.train import run_train
 
     class RawWeights(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):

@@ -1,56 +1,9 @@
-"""The Typer app: each subcommand lives in its own module here and is a thin skin over the library.
-
-Library errors (BraintumorError) become one red line on stderr and exit code 2 (usage/config) or 1 (runtime);
-anything else is a bug and keeps its traceback. TensorFlow is imported only inside commands, so --help is fast.
-"""
+"""The Typer skin: each subcommand lives in its own module here and is a thin skin over ``commands``."""
 
 from __future__ import annotations
 
-import functools
-import os
-
-import typer
-
-from ..errors import BraintumorError
-from .common import err_console
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter off the terminal
-
-app = typer.Typer(
-    name="braintumor",
-    help="Brain-tumour MRI classification experiments: explore data, train and cross-validate CNNs, "
-    "explain them with Grad-CAM and serve them.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_show_locals=False,
-)
-
-
-def command(name: str, **kwargs):
-    """Register a subcommand whose BraintumorErrors reach the user as one clear line."""
-
-    def deco(fn):
-        @functools.wraps(fn)
-        def wrapper(*args, **kw):
-            try:
-                return fn(*args, **kw)
-            except BraintumorError as e:
-                err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-                raise typer.Exit(e.exit_code) from None
-            except KeyboardInterrupt:
-                err_console.print("[yellow]interrupted[/]: the run directory is marked interrupted; "
-                                  "model.keras holds the best model so far")
-                raise typer.Exit(130) from None
-
-        app.command(name, **kwargs)(wrapper)
-        return fn
-
-    return deco
-
-
-def main() -> None:
-    app()
-
-
 # Subcommands register themselves on import (order = order in --help).
-from . import eda, train, kfold, evaluate, cam, serve, compare  # noqa: E402,F401,I001
+from . import cam, compare, eda, evaluate, kfold, serve, train  # noqa: E402,F401,I001
+from .app import app, main
+
+__all__ = ["app", "main"]

@@ -6,9 +6,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
-from . import command
+from ..runs import resolve_run
+from .app import command
 from .common import Name, RunsDir, console, err_console, print_run_dir
+from .progress import make_progress
 
 
 @command("cam")
@@ -35,9 +38,7 @@ def cam(
     Examples: braintumor cam scan.png --class pituitary;
     braintumor cam --gallery data/Testing --per-class 4 --run runs/train/20260101-120000-customnet
     """
-    from ..cam import expand_images, run_cam
-    from ..runs import resolve_run
-    from .progress import make_progress
+    from ..commands.cam import expand_images, run_cam  # lazy: loads TensorFlow; --help stays fast
 
     runs_root = runs_dir or Path("runs")
     run_dir = resolve_run(None if run == "latest" else run, runs_root)
@@ -56,8 +57,6 @@ def cam(
 
 
 def _table(report, source: str):
-    from rich.table import Table
-
     label = "Grad-CAM++" if report.method == "gradcam++" else "Grad-CAM"
     t = Table(title=f"{label} of {source} at layer {report.layer}", header_style="bold")
     for col, justify in (("image", "left"), ("predicted", "left"), ("p", "right"), ("explained", "left"),

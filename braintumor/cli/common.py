@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ..config import load_config
+
 console = Console()
 err_console = Console(stderr=True)
 
@@ -30,8 +32,6 @@ Sets = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override an
 
 def resolve_config(arch, config, data, epochs, batch_size, image_size, seed, weights, name, runs_dir, sets):
     """Config from the shared flags, in the documented precedence."""
-    from ..config import load_config
-
     flags = dict(data=str(data) if data else None, epochs=epochs, batch_size=batch_size, image_size=image_size,
                  seed=seed, weights=weights, name=name, runs_dir=str(runs_dir) if runs_dir else None)
     return load_config(arch=arch, config_path=config, flags=flags, sets=sets or [])

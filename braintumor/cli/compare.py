@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.table import Table
 
 from ..errors import RunError
-from . import command
+from .app import command
 from .common import Name, RunsDir, console, err_console
 
 
@@ -49,7 +50,7 @@ def compare(
 
     Example: braintumor compare runs/train/* --sort accuracy --format md > table.md
     """
-    from ..compare import run_compare
+    from ..commands.compare import run_compare  # lazy: loads TensorFlow; --help stays fast
 
     root = runs_dir or Path("runs")
     paths = list(runs or [])
@@ -75,7 +76,7 @@ def compare(
                 console.print(f"cohort {letter}: {what}", highlight=False, soft_wrap=True)
         console.print(f"comparison: [bold]{out}[/]", highlight=False)
     else:
-        from ..compare import markdown, to_frame
+        from ..commands.compare import markdown, to_frame  # lazy: loads TensorFlow; --help stays fast
 
         sys.stdout.write(markdown(cmp) if fmt is Format.md else to_frame(cmp.rows).to_csv(index=False))
         err_console.print(f"comparison: {out}", highlight=False)
@@ -98,9 +99,7 @@ def terminal_table(cmp, width: int) -> tuple[Table, list[str]]:
 
     Columns that are the same in every row (kind, cohort) are left out too.
     """
-    from rich import box
-
-    from ..compare import display_cells
+    from ..commands.compare import display_cells  # lazy: loads TensorFlow; --help stays fast
 
     cells = [display_cells(r) for r in cmp.rows]
     for c in cells:

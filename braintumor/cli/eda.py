@@ -9,8 +9,8 @@ import typer
 from rich.panel import Panel
 from rich.table import Table
 
-from ..eda import DEFAULT_NEAR_THRESHOLD, run_eda
-from . import command
+from ..commands.eda import DEFAULT_NEAR_THRESHOLD, run_eda
+from .app import command
 from .common import Name, RunsDir, console, print_run_dir
 from .progress import make_progress
 

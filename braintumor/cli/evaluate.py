@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from . import command
+from ..runs import resolve_run
+from .app import command
 from .common import Name, RunsDir, console, metrics_table, print_run_dir
 
 
@@ -31,8 +32,7 @@ def evaluate(
 
     Example: braintumor evaluate runs/train/20260101-120000-customnet --data data/Testing
     """
-    from ..evaluate import run_evaluate
-    from ..runs import resolve_run
+    from ..commands.evaluate import run_evaluate  # lazy: loads TensorFlow; --help stays fast
 
     runs_root = runs_dir or Path("runs")
     run_dir = resolve_run(None if run == "latest" else run, runs_root)

@@ -8,7 +8,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from . import command
+from ..config import Config, build, read_yaml
+from ..errors import ConfigError
+from ..runs import read_meta
+from .app import command
 from .common import (
     Arch,
     BatchSize,
@@ -26,6 +29,7 @@ from .common import (
     print_run_dir,
     resolve_config,
 )
+from .progress import keras_progress, make_progress
 
 DEFAULT_FOLDS = 5
 
@@ -49,8 +53,7 @@ def kfold(arch: Arch = None, config: ConfigPath = None, data: Data = None, epoch
     Copies of one image (identical pixels; also perceptual neighbours with --set data.group_duplicates=near)
     always sit in the same fold. Example: braintumor kfold --arch customnet --folds 5 --data data/Training
     """
-    from ..errors import ConfigError
-    from ..kfold import resume_kfold, run_kfold
+    from ..commands.kfold import resume_kfold, run_kfold  # lazy: loads TensorFlow; --help stays fast
 
     if resume is not None:
         flags = (("--arch", arch), ("--config", config), ("--data", data), ("--epochs", epochs),
@@ -85,10 +88,6 @@ def kfold(arch: Arch = None, config: ConfigPath = None, data: Data = None, epoch
 
 def _resume_config(run_dir: Path, folds: int | None):
     """The run's saved config, after checking --folds (if given) matches the folds it was started with."""
-    from ..config import Config, build, read_yaml
-    from ..errors import ConfigError
-    from ..runs import read_meta
-
     saved = read_meta(run_dir).get("n_folds")
     if folds is not None and folds != saved:
         raise ConfigError(f"--folds {folds}: {run_dir} was started with {saved} folds and resumes with them; "
@@ -100,8 +99,6 @@ class _FoldProgress:
     """Rich progress for a kfold run: a fold i/k bar, and epoch and batch bars for the fold being trained."""
 
     def __init__(self, epochs: int):
-        from .progress import make_progress
-
         self.progress = make_progress()
         self.epochs = epochs
         self._fold_task = None
@@ -122,7 +119,6 @@ class _FoldProgress:
 
     def callbacks(self, fold: int, k: int) -> tuple:
         """Called by the library before each fold it trains (folds it reuses are skipped)."""
-        from .progress import keras_progress
 
         if self._fold_task is None:
             self._fold_task, self._k = self.progress.add_task("folds", total=k), k

@@ -14,7 +14,7 @@ def make_progress() -> Progress:
 
 def keras_progress(progress: Progress, epochs: int, label: str = ""):
     """A Keras callback showing epochs and batches in ``progress`` with the latest losses."""
-    import keras
+    import keras  # lazy: TensorFlow takes seconds to import
 
     class RichProgress(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):

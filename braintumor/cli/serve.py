@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from . import command
+from ..runs import resolve_run
+from ..serve.settings import load_settings
+from .app import command
 from .common import RunsDir, console
 
 
@@ -46,9 +50,7 @@ def serve(run: Run = None, host: Host = None, port: Port = None, max_upload_byte
 
     Example: braintumor serve --run runs/train/20260101-120000-customnet --port 8000
     """
-    from ..evaluate import load_run
-    from ..runs import resolve_run
-    from ..serve.settings import load_settings
+    from ..models.loading import load_run  # lazy: loads TensorFlow; --help stays fast
 
     settings = load_settings(dict(
         run=None if run == "latest" else run, host=host, port=port, max_upload_bytes=max_upload_bytes,
@@ -71,19 +73,15 @@ def serve(run: Run = None, host: Host = None, port: Port = None, max_upload_byte
 
 
 def _replace(settings, **changes):
-    import dataclasses
-
     return dataclasses.replace(settings, **changes)
 
 
 def run_server(settings) -> None:
     """uvicorn in this process; the app loads and warms up the model in its lifespan, before any request."""
-    import copy
-
-    import uvicorn
+    import uvicorn  # the serve extra is optional
     from uvicorn.config import LOGGING_CONFIG
 
-    from ..serve.app import create_app
+    from ..serve.app import create_app  # lazy: the serve extra (FastAPI) is optional
 
     log_config = copy.deepcopy(LOGGING_CONFIG)
     log_config["loggers"]["braintumor"] = {"handlers": ["default"], "level": settings.log_level.upper(),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import command
+from .app import command
 from .common import (
     Arch,
     BatchSize,
@@ -21,6 +21,7 @@ from .common import (
     print_run_dir,
     resolve_config,
 )
+from .progress import keras_progress, make_progress
 
 
 @command("train")
@@ -32,8 +33,7 @@ def train(arch: Arch = None, config: ConfigPath = None, data: Data = None, epoch
     Example: braintumor train --arch customnet --data data/Training --epochs 30 --image-size 128
     """
     cfg = resolve_config(arch, config, data, epochs, batch_size, image_size, seed, weights, name, runs_dir, set_)
-    from ..train import run_train
-    from .progress import keras_progress, make_progress
+    from ..commands.train import run_train  # lazy: loads TensorFlow; --help stays fast
 
     console.print(f"training [bold]{cfg.model.arch}[/] on {cfg.data.path} at {cfg.data.image_size}px, "
                   f"{epochs_text(cfg)}", highlight=False)

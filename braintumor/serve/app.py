@@ -11,11 +11,13 @@ from typing import Annotated, Any
 import anyio
 from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
 from ..errors import BraintumorError
+from ..runs import resolve_run
 from .predictor import Predictor, UploadTooLarge, check_bytes, check_pixels, human_bytes
 from .schemas import BatchItem, BatchPrediction, Health, ModelInfo, Prediction, Problem
 from .settings import MiB, ServeSettings
@@ -72,8 +74,6 @@ def create_app(settings: ServeSettings, predictor: Predictor | None = None) -> F
     # Outermost last: the log sees every response, the body limit runs before any multipart parsing.
     app.add_middleware(BodyLimit, settings=settings)
     if settings.cors_origins:
-        from fastapi.middleware.cors import CORSMiddleware
-
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                            allow_methods=["GET", "POST"], allow_headers=["*"],
                            expose_headers=["X-Class", "X-Class-Index", "X-Probability", "X-Latency-Ms"])
@@ -82,8 +82,6 @@ def create_app(settings: ServeSettings, predictor: Predictor | None = None) -> F
 
 
 def _load(settings: ServeSettings) -> Predictor:
-    from ..runs import resolve_run
-
     run_dir = resolve_run(settings.run, settings.runs_dir)
     predictor = Predictor.load(run_dir, settings.max_pixels)
     try:

@@ -7,15 +7,20 @@ from __future__ import annotations
 
 import difflib
 import io
+import json
 import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tensorflow as tf
 from PIL import Image, UnidentifiedImageError
 
 from .. import __version__
-from ..errors import DataError
+from ..data import read_image
+from ..errors import DataError, ModelError
+from ..explain import gradcam, render
+from ..models.loading import load_run
 
 
 class UploadTooLarge(DataError):
@@ -82,8 +87,6 @@ class Predictor:
     """A loaded train run ready to classify uploads. Thread-safe: the compiled call holds no Python state."""
 
     def __init__(self, run, max_pixels: int = 40_000_000):
-        import tensorflow as tf
-
         self.run = run
         self.model = run.model
         self.class_names = run.class_names
@@ -102,8 +105,6 @@ class Predictor:
     @classmethod
     def load(cls, run_dir: str | Path, max_pixels: int = 40_000_000, warm: bool = True) -> Predictor:
         """Load a train run's model (Keras safe mode) and warm it up."""
-        from ..evaluate import load_run
-
         predictor = cls(load_run(run_dir), max_pixels)
         if warm:
             predictor.warm_up()
@@ -116,17 +117,13 @@ class Predictor:
 
     def warm_up_cam(self) -> None:
         """Run Grad-CAM once (building its gradient graph); raises whatever cam raises."""
-        from .. import cam
-
         self._check_explainable()
-        cam.gradcam(self.model, np.zeros((self.size, self.size, self.channels), np.float32), class_index=0)
+        gradcam.gradcam(self.model, np.zeros((self.size, self.size, self.channels), np.float32), class_index=0)
 
     # --- the steps of a request ---------------------------------------------------------------------------
 
     def image(self, data: bytes) -> np.ndarray:
         """Upload bytes -> (size, size, channels) uint8, exactly as training decoded its images."""
-        from ..data import read_image
-
         if not data:
             raise DataError("file is empty: send the image file's content (curl -F file=@scan.jpg)")
         check_pixels(data, self.max_pixels)
@@ -172,29 +169,23 @@ class Predictor:
 
     def _check_explainable(self) -> None:
         if "ensemble_of" in self.run.meta:
-            from ..errors import ModelError
-
             raise ModelError("this server runs a k-fold ensemble, and Grad-CAM explains one model: serve one of "
                              f"its folds for /cam (--run {self.run.path / self.run.meta['ensemble_of'][0]})")
 
     def cam(self, data: bytes, class_name: str | None = None) -> tuple[bytes, int, float]:
         """Grad-CAM overlay PNG for one upload: (png, explained class index, its probability)."""
-        from .. import cam
-
         self._check_explainable()
         target = self.class_index(class_name)  # before any work: a bad class= costs nothing
         image = self.image(data)
         probs = self.infer(image[None])[0]
         index = int(np.argmax(probs)) if target is None else target
-        heatmap = cam.gradcam(self.model, image.astype(np.float32), class_index=index)
-        return png_bytes(cam.overlay(image, heatmap)), index, float(probs[index])
+        heatmap = gradcam.gradcam(self.model, image.astype(np.float32), class_index=index)
+        return png_bytes(render.overlay(image, heatmap)), index, float(probs[index])
 
     # --- description -------------------------------------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
         """What /model reports: architecture, classes, input, preprocessing, training metrics, versions."""
-        import json
-
         meta = self.run.meta
         metrics = {}
         path = Path(self.run.path) / "metrics.json"

@@ -7,6 +7,7 @@ are never shown as if they were comparable.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import math
 import re
@@ -16,12 +17,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
+import pandas as pd
+import tensorflow as tf
+from scipy import stats
 
-from . import plots
-from .errors import ConfigError, RunError
-from .runs import (
-    atomic_save_figure,
+from .. import models, plots  # noqa: F401  (models registers the custom layers for safe loading)
+from ..config import read_yaml
+from ..errors import ConfigError, RunError
+from ..plots import atomic_save_figure
+from ..runs import (
     atomic_write_json,
     atomic_write_text,
     new_run_dir,
@@ -117,8 +123,6 @@ def _check_complete(path: Path, meta: dict[str, Any]) -> None:
 
 def _paths_key(csv_paths: list[Path]) -> str | None:
     """Identity of the evaluated images: a hash of the sorted, distinct 'path' column of prediction files."""
-    import pandas as pd
-
     found = [p for p in csv_paths if p.is_file()]
     if not found:
         return None
@@ -133,8 +137,6 @@ def _paths_key(csv_paths: list[Path]) -> str | None:
 
 
 def _config(path: Path) -> dict[str, Any]:
-    from .config import read_yaml
-
     try:
         return read_yaml(path / "config.yaml") if (path / "config.yaml").is_file() else {}
     except Exception:  # a damaged config only costs descriptive fields
@@ -214,8 +216,6 @@ def read_summary(path: Path) -> dict[str, Any] | None:
     plus rows labelled mean and std, and columns loss, accuracy, auc, macro_f1. With a ``data`` column only
     its ``val`` rows count; other rows (pooled_oof, test-folder and ensemble rows) are ignored.
     """
-    import pandas as pd
-
     try:
         df = pd.read_csv(path)
     except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
@@ -245,8 +245,6 @@ def read_summary(path: Path) -> dict[str, Any] | None:
 
 def _t_interval(mean: float, std: float, k: int) -> tuple[float, float]:
     """95% t-interval for a mean over k folds (nan when k < 2)."""
-    from scipy import stats
-
     if k < 2 or not math.isfinite(std):
         return (math.nan, math.nan)
     half = float(stats.t.ppf(0.975, k - 1)) * std / math.sqrt(k)
@@ -358,8 +356,6 @@ def normalise_sort_key(key: str) -> str:
     k = {"f1": "macro_f1", "images_per_second": "train_images_per_second", "time": "train_seconds",
          "inference": "inference_ms", "name": "run"}.get(k, k)
     if k not in SORT_KEYS:
-        import difflib
-
         close = difflib.get_close_matches(k, list(SORT_KEYS), n=2, cutoff=0.5)
         hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
         raise ConfigError(f"--sort {key!r} is not a column{hint}; choose one of {', '.join(SORT_KEYS)}")
@@ -394,8 +390,6 @@ def single_image_ms(model, input_shape: tuple[int, ...], repeats: int = 30, warm
     The call is a ``tf.function`` without XLA (explicit, like training), traced and warmed up first; each
     timed call ends with ``.numpy()`` so the time includes getting the probabilities back.
     """
-    import tensorflow as tf
-
     fn = tf.function(lambda x: model(x, training=False), jit_compile=False, reduce_retracing=True)
     rng = np.random.default_rng(seed)
     x = tf.constant(rng.integers(0, 256, size=(1, *input_shape)).astype(np.float32))  # (1, h, w, c) 0-255
@@ -411,10 +405,6 @@ def single_image_ms(model, input_shape: tuple[int, ...], repeats: int = 30, warm
 
 def measure_inference(rows: list[Row], repeats: int = 30) -> None:
     """Fill inference_ms for rows that did not record it, by loading each model once and timing it here."""
-    import keras
-
-    from . import models  # noqa: F401  (registers the custom layers for safe loading)
-
     cache: dict[str, float] = {}
     for row in rows:
         if row.inference_source == "recorded":
@@ -440,8 +430,6 @@ CSV_COLUMNS = ["run", "kind", "arch", "params", "image_size", "epochs_run", "n_e
 
 
 def to_frame(rows: list[Row]):
-    import pandas as pd
-
     records = []
     for r in rows:
         d = asdict(r)

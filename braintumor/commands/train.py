@@ -11,20 +11,28 @@ from typing import Any
 
 import keras
 import numpy as np
+import pandas as pd
 
-from . import plots
-from .config import Config
-from .data import LoadedImages, class_weights, list_images, load_images, make_dataset, oversample, split_train_val
-from .dedup import duplicate_groups, multi_member_groups
-from .evaluate import compute_metrics, predict, write_metrics, write_predictions, write_skipped
-from .runs import (
-    atomic_save_figure,
+from .. import plots
+from ..config import Config
+from ..data import LoadedImages, list_images, load_images, split_train_val
+from ..dedup import duplicate_groups, multi_member_groups
+from ..distribute import configure_precision, even_for_replicas, make_strategy, runs_dir_for_this_worker, scaled_lr
+from ..errors import ConfigError
+from ..metrics import compute_metrics, write_metrics, write_predictions
+from ..models import build_model, get_spec
+from ..models.applications import backbone_layers
+from ..models.loading import predict
+from ..pipeline import class_weights, make_dataset, oversample
+from ..plots import atomic_save_figure
+from ..runs import (
     atomic_save_model,
     atomic_write_text,
     new_run_dir,
     run_status,
     start_run,
     write_meta,
+    write_skipped,
 )
 
 
@@ -34,8 +42,6 @@ def channels_of(cfg: Config) -> int:
 
 def prepare_data(cfg: Config) -> tuple[LoadedImages, np.ndarray]:
     """Decode the configured folder once and group duplicate images (the unit that splits never cut)."""
-    from .errors import ConfigError
-
     if not cfg.data.path:
         raise ConfigError("no data folder: pass --data DIR (a folder with one sub-folder per class)")
     listing = list_images(cfg.data.path, cfg.data.classes)
@@ -46,9 +52,6 @@ def prepare_data(cfg: Config) -> tuple[LoadedImages, np.ndarray]:
 
 def run_train(cfg: Config, callbacks: tuple = ()) -> tuple[Path, dict[str, Any]]:
     """The ``train`` command: a new run directory with the best model and its validation metrics."""
-    from .distribute import runs_dir_for_this_worker
-    from .models import get_spec
-
     get_spec(cfg.model.arch)  # fail on a bad architecture before any work
     run_dir = new_run_dir(runs_dir_for_this_worker(cfg), "train", cfg.model.arch, cfg.name)
     start_run(run_dir, cfg, "train")
@@ -98,9 +101,6 @@ def fit_and_report(cfg: Config, run_dir: Path, loaded: LoadedImages, train_idx: 
 
     Shared by ``train`` and each ``kfold`` fold, so both follow exactly the same recipe.
     """
-    from .distribute import configure_precision, even_for_replicas, make_strategy, scaled_lr
-    from .models import build_model, get_spec
-
     # 1. a clean, seeded slate (kfold calls this once per fold)
     keras.backend.clear_session()
     keras.utils.set_random_seed(cfg.seed)
@@ -184,8 +184,6 @@ def _finite(x: float) -> float | None:
 
 
 def _freeze_epochs(cfg: Config) -> int:
-    from .models import get_spec
-
     # freezing only makes sense for a pretrained backbone: random features are not worth a warm-up
     pretrained = get_spec(cfg.model.arch).imagenet and cfg.model.weights != "none"
     return cfg.model.freeze_backbone_epochs if pretrained else 0
@@ -193,8 +191,6 @@ def _freeze_epochs(cfg: Config) -> int:
 
 def _set_backbone_trainable(model, trainable: bool) -> None:
     """Freeze or unfreeze the pretrained backbone; its BatchNorm layers stay frozen (inference mode) when tuning."""
-    from .models.applications import backbone_layers
-
     if model.name == "customnet":
         return
     for layer in backbone_layers(model):
@@ -233,8 +229,6 @@ def _callbacks(cfg: Config, run_dir: Path, lr: float, checkpoint, timer, append:
 
 
 def _read_history(path: Path) -> dict[str, list[float]]:
-    import pandas as pd
-
     if not path.is_file():
         return {}
     return {c: pd.read_csv(path)[c].tolist() for c in pd.read_csv(path).columns}

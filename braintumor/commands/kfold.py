@@ -4,30 +4,41 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
 
-from . import plots, train
-from .config import Config
-from .data import LoadedImages, list_images, load_images, split_train_val
-from .dedup import multi_member_groups
-from .errors import ConfigError, DataError, RunError
-from .evaluate import compute_metrics, predict, write_metrics, write_predictions, write_skipped
-from .runs import (
-    atomic_save_figure,
+from .. import models, plots  # noqa: F401  (models registers the custom layers)
+from ..config import Config, build, read_yaml
+from ..data import LoadedImages, list_images, load_images, split_train_val
+from ..dedup import multi_member_groups
+from ..distribute import runs_dir_for_this_worker
+from ..errors import ConfigError, DataError, RunError
+from ..metrics import compute_metrics, write_metrics, write_predictions
+from ..models import get_spec
+from ..models.loading import predict
+from ..plots import atomic_save_figure
+from ..runs import (
     atomic_write_json,
     atomic_write_text,
+    fold_complete,
     new_run_dir,
+    now,
     read_meta,
     run_status,
     start_run,
     write_meta,
+    write_skipped,
 )
+from . import train
 
 # (fold 1..k, k) -> the Keras callbacks for that fold's fit (the CLI's progress display)
 FoldCallbacks = Callable[[int, int], Sequence[Any]]
@@ -82,8 +93,6 @@ def check_n_folds(n_folds: int, labels: np.ndarray | None = None, groups: np.nda
 
 def assign_folds(labels: np.ndarray, groups: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
     """Fold number (1..k) per image from StratifiedGroupKFold: a group never straddles two folds."""
-    from sklearn.model_selection import StratifiedGroupKFold
-
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     folds = np.zeros(len(labels), dtype=np.int64)
     for i, (_, held_out) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups), start=1):
@@ -115,8 +124,6 @@ def write_folds(run_dir: Path, plan: FoldPlan) -> None:
 
 def read_folds(run_dir: Path, loaded: LoadedImages) -> tuple[np.ndarray, np.ndarray]:
     """(groups, folds) from folds.csv, after checking it lists exactly the images decoded now."""
-    import pandas as pd
-
     path = run_dir / "folds.csv"
     if not path.is_file():
         raise RunError(f"{run_dir} has no folds.csv, so its folds cannot be reused; start a new kfold run")
@@ -143,12 +150,9 @@ def run_kfold(cfg: Config, n_folds: int, test_dir: str | Path | None = None,
     2. write config.yaml, meta.json and folds.csv
     3. fit each fold with train.fit_and_report, then summarise (and score the test folder)
     """
-    from .models import get_spec
-
     get_spec(cfg.model.arch)  # fail on a bad architecture before decoding anything
     log = log or _quiet
     plan = plan_folds(cfg, n_folds)
-    from .distribute import runs_dir_for_this_worker
 
     run_dir = new_run_dir(runs_dir_for_this_worker(cfg), "kfold", cfg.model.arch, cfg.name)
     start_run(run_dir, cfg, "kfold", n_folds=n_folds, test_dir=str(test_dir) if test_dir else None)
@@ -165,9 +169,6 @@ def resume_kfold(run_dir: str | Path, test_dir: str | Path | None = None,
 
     ``test_dir`` overrides the test folder the run was started with (None keeps it).
     """
-    from .config import build, read_yaml
-    from .runs import now
-
     run_dir = Path(run_dir)
     meta = read_meta(run_dir)
     if meta.get("command") != "kfold":
@@ -222,16 +223,6 @@ def _run(cfg: Config, run_dir: Path, plan: FoldPlan, test_dir, fold_callbacks, l
         result.rows += test_rows
     write_summary(run_dir, result, cfg)
     return result
-
-
-def fold_complete(fold_dir: Path) -> bool:
-    """A fold counts as done only when its own meta.json says complete and its model and metrics exist."""
-    try:
-        status = read_meta(fold_dir).get("status")
-    except RunError:
-        return False
-    return status == "complete" and all((fold_dir / f).is_file() for f in ("model.keras", "metrics.json",
-                                                                            "predictions.csv"))
 
 
 def fit_fold(cfg: Config, run_dir: Path, fold_dir: Path, plan: FoldPlan, fold: int,
@@ -294,8 +285,6 @@ def summarize(cfg: Config, run_dir: Path, plan: FoldPlan) -> list[dict[str, Any]
 
     Writes oof_predictions.csv, oof_metrics.json and the OOF confusion matrices and per-fold accuracy plot.
     """
-    import json
-
     k, names = plan.n_folds, plan.loaded.class_names
     fold_rows = []
     for i in range(1, k + 1):
@@ -318,8 +307,6 @@ def summarize(cfg: Config, run_dir: Path, plan: FoldPlan) -> list[dict[str, Any]
 
 def read_oof(run_dir: Path, plan: FoldPlan) -> np.ndarray:
     """(n, classes) out-of-fold probabilities in folds.csv order, from each fold's predictions.csv."""
-    import pandas as pd
-
     names = plan.loaded.class_names
     index = {p: i for i, p in enumerate(plan.loaded.paths)}
     probs = np.full((len(index), len(names)), np.nan)
@@ -351,10 +338,6 @@ def evaluate_test(cfg: Config, run_dir: Path, plan: FoldPlan,
 
     Returns the test rows and how many test images have a pixel-identical copy in the training folder.
     """
-    import keras
-
-    from . import models  # noqa: F401  (registers the custom layers)
-
     names = plan.loaded.class_names
     listing = list_images(test_dir, cfg.data.classes, require_all=False)
     if tuple(listing.class_names) != tuple(names):

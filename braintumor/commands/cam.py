@@ -1,0 +1,277 @@
+"""Grad-CAM and Grad-CAM++ heatmaps (pure), overlays and panels, and the ``cam`` run that writes them.
+
+Gradients come from a sub-model returning [feature map, input of the classifier's last layer], so the score
+explained is the pre-softmax logit (a confident softmax saturates and its gradient vanishes). Our registry
+models are flat, but a user's model whose backbone is a nested sub-model works too: the outer graph is cut
+around the sub-model into pre/inner/post parts, and the inner part returns the feature map from inside its own
+graph (KERAS-NOTES.md).
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import plots
+from ..data import IMAGE_EXTENSIONS, canonical_class, class_key, list_images, read_image
+from ..errors import ConfigError, DataError
+from ..explain.gradcam import METHODS, Explanation, explain, explainer
+from ..explain.graph import last_conv_layer
+from ..explain.render import as_rgb, figure_png, overlay, panel_png
+from ..models.loading import load_run
+from ..runs import atomic_write_bytes, atomic_write_text, new_run_dir, run_status, start_run, write_meta, write_skipped
+
+# --- finding the layer to explain ---------------------------------------------------------------------------
+
+
+# --- the explainer: x -> (feature map, logits, probabilities) -----------------------------------------------
+
+
+# --- heatmaps -----------------------------------------------------------------------------------------------
+
+
+# --- pictures -----------------------------------------------------------------------------------------------
+
+
+# --- the cam run --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CamRow:
+    """One explained image, as cam.csv lists it."""
+
+    image: str
+    predicted: str
+    probability: float
+    explained: str
+    explained_probability: float
+    png: str  # relative to the run directory
+    true: str | None = None  # known in --gallery mode
+
+    @property
+    def correct(self) -> bool | None:
+        return None if self.true is None else self.true == self.predicted
+
+
+GalleryCell = tuple[int, str, np.ndarray, Explanation]  # (true class, path, image, explanation)
+
+
+@dataclass
+class CamReport:
+    out_dir: Path
+    layer: str
+    method: str
+    rows: list[CamRow] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    figures: list[str] = field(default_factory=list)  # gallery grids, relative to out_dir
+
+
+def class_index_of(name: str, class_names: Sequence[str]) -> int:
+    """Index of a class given by name (any spelling data.py recognises); ConfigError naming the valid ones."""
+    names = list(class_names)
+    canon = canonical_class(name)
+    for match in (lambda c: c == name, lambda c: class_key(c) == class_key(name),
+                  lambda c: canon is not None and canonical_class(c) == canon):
+        hits = [i for i, c in enumerate(names) if match(c)]
+        if len(hits) == 1:
+            return hits[0]
+    close = difflib.get_close_matches(name, names, n=2, cutoff=0.5)
+    hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+    raise ConfigError(f"unknown class {name!r}{hint}; this model's classes are: {', '.join(names)}")
+
+
+def expand_images(sources: Sequence[str | Path]) -> list[str]:
+    """Image paths from files and folders (a folder contributes its image files, recursively, sorted)."""
+    out = []
+    for s in sources:
+        p = Path(s)
+        if p.is_dir():
+            out += sorted(str(f) for f in p.rglob("*") if f.is_file()
+                          and f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith("."))
+        else:
+            out.append(str(p))  # a missing or broken file is reported when it is read
+    return out
+
+
+def _png_name(path: str, taken: set[str], folder: str = "") -> str:
+    """``<folder>/<stem>.png``, numbered ``-2``, ``-3``... when two inputs share a stem."""
+    stem = Path(path).stem or "image"
+    name, i = f"{folder}{stem}.png", 1
+    while name.lower() in taken:
+        i += 1
+        name = f"{folder}{stem}-{i}.png"
+    taken.add(name.lower())
+    return name
+
+
+def _title(image: str, class_names: Sequence[str], e: Explanation, true: str | None = None) -> str:
+    pred = class_names[e.predicted]
+    line = f"predicted {pred} ({e.probs[e.predicted]:.2f})"
+    if e.class_index != e.predicted:
+        line += f", explaining {class_names[e.class_index]} ({e.probs[e.class_index]:.2f})"
+    if true is not None:
+        line += f", true {true}"
+    return f"{Path(image).name}: {line}\n{_label(e.method)} at {e.layer}"
+
+
+def _label(method: str) -> str:
+    return "Grad-CAM++" if method == "gradcam++" else "Grad-CAM"
+
+
+def gallery_picks(folder: str | Path, class_names: Sequence[str], config_classes, per_class: int,
+                  seed: int) -> dict[int, list[str]]:
+    """Seeded random order of each class's images in a folder of class sub-folders: class index -> paths."""
+    if per_class < 1:
+        raise ConfigError(f"--per-class must be at least 1, got {per_class}")
+    listing = list_images(folder, config_classes, require_all=False)
+    unknown = [c for c in listing.class_names if c not in class_names]
+    if unknown:
+        raise DataError(f"{folder} has classes {', '.join(unknown)} that the model does not know; "
+                        f"its classes are {', '.join(class_names)}")
+    rng = np.random.default_rng(seed)
+    order = {}
+    for label, cls in enumerate(listing.class_names):
+        paths = [p for p, y in zip(listing.paths, listing.labels, strict=True) if y == label]
+        if paths:
+            order[list(class_names).index(cls)] = [paths[i] for i in rng.permutation(len(paths))]
+    return order
+
+
+def run_cam(run_dir: str | Path, images: Sequence[str | Path] = (), *, gallery: str | Path | None = None,
+            per_class: int = 4, class_name: str | None = None, layer: str | None = None,
+            method: str = "gradcam", seed: int | None = None, runs_dir: str | Path = "runs",
+            name: str | None = None, on_image: Callable[[str], None] | None = None) -> CamReport:
+    """The ``cam`` command: explain images (or a seeded per-class gallery) into runs/cam/<timestamp>-<arch>/.
+
+    Writes one panel PNG per image (named after it), cam.csv, skipped.txt for unreadable images and, with
+    ``gallery``, gallery_<class>.png per class plus gallery.png. ``on_image(path)`` follows each image.
+    """
+    # 1. everything that can be wrong with the request fails before a run directory exists
+    files = expand_images(images)
+    if images and not files:
+        raise DataError(f"no image files in {', '.join(map(str, images))}")
+    if bool(files) == (gallery is not None):
+        raise ConfigError("pass image files (or folders of images) or --gallery DIR: one of the two")
+    if method not in METHODS:
+        raise ConfigError(f"unknown CAM method {method!r}; use one of: {', '.join(METHODS)}")
+    run = load_run(run_dir)
+    if "ensemble_of" in run.meta:
+        raise ConfigError(f"{run_dir} is a k-fold ensemble; Grad-CAM explains one model: pass one of its folds, "
+                          f"e.g. --run {Path(run_dir) / run.meta['ensemble_of'][0]}")
+    classes = run.class_names
+    explained = None if class_name is None else class_index_of(class_name, classes)
+    layer = layer or last_conv_layer(run.model)
+    explainer(run.model, layer)  # a wrong --layer fails here, listing the valid names
+    seed = run.config.seed if seed is None else seed
+    picks = gallery_picks(gallery, classes, run.config.data.classes, per_class, seed) if gallery else None
+
+    # 2. a run directory that says what was asked
+    out = new_run_dir(runs_dir, "cam", run.config.model.arch, name)
+    start_run(out, run.config, "cam", source_run=str(run.path), method=method, layer=layer,
+              explained_class=None if explained is None else classes[explained],
+              images=None if gallery else [str(p) for p in images],
+              gallery=None if gallery is None else str(gallery), per_class=per_class if gallery else None)
+    report = CamReport(out, layer, method)
+    with run_status(out):
+        # 3. one panel PNG per image; unreadable images are listed and skipped
+        todo = [(p, None) for p in files] if picks is None else _gallery_todo(picks)
+        cells = _explain_all(run, todo, explained, layer, method, per_class, report, on_image)
+        # 4. the table, the skipped list and the gallery figures
+        write_cam_csv(out / "cam.csv", report.rows)
+        write_skipped(out, report.skipped)
+        if picks is not None:
+            report.figures = write_gallery(out, cells, classes, method, layer)
+        write_meta(out, n=len(report.rows), skipped=len(report.skipped))
+        if not report.rows:
+            raise DataError(f"none of the {len(report.skipped)} images could be read; "
+                            f"see {out / 'skipped.txt'}")
+    return report
+
+
+def _gallery_todo(picks: dict[int, list[str]]) -> list[tuple[str, int]]:
+    return [(p, c) for c, paths in sorted(picks.items()) for p in paths]
+
+
+def _explain_all(run, todo: list[tuple[str, int | None]], explained: int | None, layer: str, method: str,
+                 per_class: int, report: CamReport, on_image) -> list[GalleryCell]:
+    """Explain each (path, true class or None) and write its panel; gallery classes stop at ``per_class``."""
+    classes = run.class_names
+    taken: set[str] = set()
+    cells: list[GalleryCell] = []
+    done = dict.fromkeys(range(len(classes)), 0)
+    for path, true in todo:
+        if true is not None and done[true] >= per_class:
+            continue  # the seeded order is longer than needed, so an unreadable pick is replaced
+        try:
+            image = read_image(path, run.image_size, run.channels)  # exactly the training preprocessing
+        except DataError as err:
+            report.skipped.append((path, str(err)))
+            continue
+        e = explain(run.model, image, explained, layer, method)
+        true_name = None if true is None else classes[true]
+        png = _png_name(path, taken, "" if true is None else f"{true_name}/")
+        title = _title(path, classes, e, true_name)
+        atomic_write_bytes(report.out_dir / png, panel_png(image, e.heatmap, title))
+        report.rows.append(CamRow(path, classes[e.predicted], float(e.probs[e.predicted]),
+                                  classes[e.class_index], float(e.probs[e.class_index]), png, true_name))
+        if true is not None:
+            done[true] += 1
+            cells.append((true, path, image, e))
+        if on_image:
+            on_image(path)
+    return cells
+
+
+def write_cam_csv(path: Path, rows: Sequence[CamRow]) -> None:
+    """cam.csv: image, predicted, probability, explained, explained_probability, true, correct, png."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["image", "predicted", "probability", "explained", "explained_probability", "true", "correct",
+                "png"])
+    for r in rows:
+        correct = "" if r.correct is None else str(r.correct).lower()
+        w.writerow([r.image, r.predicted, f"{r.probability:.6f}", r.explained,
+                    f"{r.explained_probability:.6f}", r.true or "", correct, r.png])
+    atomic_write_text(path, buf.getvalue())
+
+
+def write_gallery(out: Path, cells: list[GalleryCell], class_names: Sequence[str], method: str,
+                  layer: str) -> list[str]:
+    """gallery_<class>.png (inputs over overlays, one column per image) and gallery.png (a row per class)."""
+    label = _label(method)
+    written, overview_rows, overview_labels = [], [], []
+    for c, cls in enumerate(class_names):
+        mine = [(path, img, e) for true, path, img, e in cells if true == c]
+        if not mine:
+            continue
+        tiles = [_tile(img, e, class_names, c) for _, img, e in mine]
+        right = sum(t[2] for t in tiles)
+        inputs = [(as_rgb(img), Path(path).name, None) for path, img, _ in mine]
+        fig = plots.image_grid_figure([inputs, tiles], ["input", label],
+                                      f"{cls}: {right}/{len(tiles)} predicted correctly ({label} at {layer})")
+        name = f"gallery_{cls}.png"
+        atomic_write_bytes(out / name, figure_png(fig))
+        written.append(name)
+        overview_rows.append(tiles)
+        overview_labels.append(f"true {cls}")
+    if overview_rows:
+        fig = plots.image_grid_figure(overview_rows, overview_labels,
+                                      f"{label} at {layer}: green = correct, red = wrong")
+        atomic_write_bytes(out / "gallery.png", figure_png(fig))
+        written.append("gallery.png")
+    return written
+
+
+def _tile(image: np.ndarray, e: Explanation, class_names: Sequence[str], true: int) -> tuple:
+    """(overlay, caption, correct) for one gallery cell."""
+    ok = e.predicted == true
+    caption = f"{'right' if ok else 'WRONG'}: {class_names[e.predicted]} {e.probs[e.predicted]:.2f}"
+    if e.class_index != e.predicted:
+        caption += f"\nmap: {class_names[e.class_index]}"
+    return overlay(image, e.heatmap), caption, ok

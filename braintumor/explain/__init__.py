@@ -1,0 +1,1 @@
+"""Explaining a classifier: cutting Keras graphs (graph), pure heatmaps (gradcam), pictures (render)."""

@@ -1,0 +1,49 @@
+"""Pictures of heatmaps: colours, overlays and the input | heatmap | overlay panel."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib import colormaps
+
+from .. import plots
+from .gradcam import resize_map
+
+
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """(h, w, 3) uint8 from (h, w), (h, w, 1), (h, w, 3) or (h, w, 4) 0-255 pixels."""
+    image = np.clip(np.rint(np.asarray(image, dtype=np.float32)), 0, 255).astype(np.uint8)
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.shape[-1] == 1:
+        image = np.repeat(image, 3, axis=-1)
+    return image[..., :3]
+
+
+def colorize(heatmap: np.ndarray) -> np.ndarray:
+    """(h, w, 3) uint8 'jet' colours of a [0, 1] heatmap (blue: nothing, red: most)."""
+    return (colormaps["jet"](np.clip(heatmap, 0, 1))[..., :3] * 255).astype(np.uint8)
+
+
+def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """The coloured heatmap blended over the image: (h, w, 3) uint8 RGB at the image's size."""
+    rgb = as_rgb(image)
+    heat = resize_map(np.asarray(heatmap, dtype=np.float32), *rgb.shape[:2])
+    blend = (1 - alpha) * rgb.astype(np.float32) + alpha * colorize(heat).astype(np.float32)
+    return np.clip(np.rint(blend), 0, 255).astype(np.uint8)
+
+
+def figure_png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def panel_png(image: np.ndarray, heatmap: np.ndarray, title: str) -> bytes:
+    """PNG bytes of the input, the heatmap and the overlay side by side under ``title``."""
+    rgb = as_rgb(image)
+    heat = resize_map(np.asarray(heatmap, dtype=np.float32), *rgb.shape[:2])
+    return figure_png(plots.cam_panel_figure(rgb, heat, overlay(rgb, heat), title))

@@ -1,0 +1,107 @@
+"""Loading what runs saved: a train run's model, a k-fold ensemble, and predicting with them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from ..config import Config, build, read_yaml
+from ..data import ImageList, list_images, load_images
+from ..errors import DataError, RunError
+from ..runs import fold_complete, read_meta
+from . import applications, customnet  # noqa: F401  (registers the custom layers for safe loading)
+
+
+def predict(model, images: np.ndarray, batch_size: int = 64, tta: bool = False) -> np.ndarray:
+    """Class probabilities for (n, h, w, c) uint8 images; ``tta`` averages with horizontal flips."""
+    out = []
+    for start in range(0, len(images), batch_size):  # one float32 batch at a time, not 4x the whole set
+        x = images[start:start + batch_size].astype(np.float32)
+        p = np.asarray(model.predict_on_batch(x))
+        if tta:
+            p = (p + np.asarray(model.predict_on_batch(x[:, :, ::-1]))) / 2
+        out.append(p)
+    if not out:
+        return np.zeros((0, model.output_shape[-1]), dtype=np.float64)
+    return np.concatenate(out).astype(np.float64)
+
+
+@dataclass
+class LoadedRun:
+    """Everything a saved train run holds that inference needs."""
+
+    path: Path
+    config: Config
+    meta: dict[str, Any]
+    model: Any
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.meta["class_names"])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.meta["image_size"])
+
+    @property
+    def channels(self) -> int:
+        return int(self.meta["channels"])
+
+
+def load_run(run_dir: str | Path, with_model: bool = True) -> LoadedRun:
+    """Config, metadata and (safely loaded) model of a train run directory."""
+    run_dir = Path(run_dir)
+    meta = read_meta(run_dir)
+    if meta.get("command") == "kfold":
+        return load_kfold_ensemble(run_dir, with_model)
+    if "class_names" not in meta:
+        raise RunError(f"{run_dir} is not a train run (meta.json has no class_names)")
+    cfg = build(Config, read_yaml(run_dir / "config.yaml"))
+    model = None
+    if with_model:
+        path = run_dir / "model.keras"
+        if not path.is_file():
+            raise RunError(f"{run_dir} has no model.keras (status: {meta.get('status', 'unknown')})")
+        model = keras.models.load_model(path, safe_mode=True)
+    return LoadedRun(run_dir, cfg, meta, model)
+
+
+def load_kfold_ensemble(run_dir: Path, with_model: bool = True) -> LoadedRun:
+    """A kfold run as one model: the mean of its complete fold models' probabilities (a Keras model of its own,
+    so evaluate, serve and the benchmarks use it like a train run's model)."""
+    folds = sorted((p for p in run_dir.glob("fold_*") if fold_complete(p)), key=lambda p: int(p.name[5:]))
+    if not folds:
+        raise RunError(f"{run_dir} has no complete fold yet; finish it with: braintumor kfold --resume {run_dir}")
+    first = load_run(folds[0], with_model=False)
+    meta = {**first.meta, **read_meta(run_dir), "ensemble_of": [p.name for p in folds],
+            "class_names": first.class_names, "image_size": first.image_size, "channels": first.channels}
+    model = None
+    if with_model:
+        members = [keras.models.load_model(p / "model.keras", safe_mode=True) for p in folds]
+        for p, m in zip(folds, members):
+            m.name = f"{p.name}_{m.name}"  # layer names must be unique inside the ensemble
+        inputs = keras.Input(shape=members[0].input_shape[1:], name="image")
+        outs = [m(inputs) for m in members]
+        out = keras.layers.Average(name="ensemble_mean")(outs) if len(outs) > 1 else outs[0]
+        model = keras.Model(inputs, out, name="kfold_ensemble")
+    return LoadedRun(run_dir, first.config, meta, model)
+
+
+def evaluate_folder(run: LoadedRun, data_dir: str | Path, tta: bool = False):
+    """Decode a folder with the run's class mapping and image settings; return (loaded images, probs)."""
+    listing = list_images(data_dir, run.config.data.classes, require_all=False)
+    if tuple(listing.class_names) != tuple(run.class_names):
+        raise DataError(f"{data_dir} classes {listing.class_names} differ from the model's {run.class_names}")
+    loaded = load_images(listing, run.image_size, run.channels)
+    return loaded, predict(run.model, loaded.images, run.config.train.batch_size, tta)
+
+
+def evaluate_paths(run: LoadedRun, paths: list[str], labels: np.ndarray, tta: bool = False):
+    """Like evaluate_folder, for an explicit list of files (a run's own validation split)."""
+    listing = ImageList(Path("."), tuple(paths), np.asarray(labels), tuple(run.class_names), {})
+    loaded = load_images(listing, run.image_size, run.channels)
+    return loaded, predict(run.model, loaded.images, run.config.train.batch_size, tta)
