@@ -18,6 +18,16 @@ ARCHS = ("customnet", "resnet50", "mobilenet", "densenet", "efficientnet")
 REPO = Path(__file__).resolve().parent.parent
 
 
+def shown_path(path: str | Path) -> str:
+    """A path as results.md records it: relative to the repository, else ``.../<parent>/<folder>``, so the
+    file says which data was used without recording the layout of the machine it ran on."""
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(REPO))
+    except ValueError:
+        return f".../{p.parent.name}/{p.name}" if p.parent.name else p.name
+
+
 def quiet_tensorflow() -> None:
     """Keep TensorFlow's C++ start-up chatter out of the benchmark output (call before importing it)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

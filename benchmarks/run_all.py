@@ -97,7 +97,7 @@ def report(args, results: dict, errors: dict, seconds: dict, total: float) -> st
     lines = [
         "# Benchmark results", "",
         f"- when: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; command: "
-        f"`python benchmarks/run_all.py{' --quick' if args.quick else ''} --data {args.data}`; "
+        f"`python benchmarks/run_all.py{' --quick' if args.quick else ''} --data {common.shown_path(args.data)}`; "
         f"{total / 60:.1f} minutes in all",
         f"- machine: {m.get('cores')} cores ({m.get('usable_cores')} usable), {m.get('cpu_model')}, "
         f"{m.get('memory_gib')} GiB RAM, GPUs: {', '.join(m.get('gpus') or []) or 'none'}; "
@@ -129,7 +129,7 @@ def pipeline_section(r: dict | None, error: str | None, secs: float | None) -> l
         return lines + _failed("pipeline", error)[1:]
     lines += [
         "Real `train` input pipeline (`make_dataset`: shuffle, uint8 -> float32, augmentation, prefetch) "
-        f"over `{r['data']}` ({r['images']} images decoded once at {r['image_size']} px in "
+        f"over `{common.shown_path(r['data'])}` ({r['images']} images decoded once at {r['image_size']} px in "
         f"{r['decode_seconds']} s; {r['train_images']} in the training part) against the same compiled "
         "model fitting float32 tensors already in memory, in the same process, after a warm-up epoch. "
         f"Target: ratio >= {TARGET_RATIO:.2f}. ImageNet architectures are built with `weights: none` "
@@ -186,7 +186,7 @@ def memory_section(r: dict | None, error: str | None, secs: float | None) -> lis
     peak = r["peak_rss_gib"]
     ok = _met(peak["median"] < TARGET_RSS_GIB)
     lines += ["Peak RSS (kernel `ru_maxrss` of a fresh child process) of the real `train` path with the "
-              f"default CustomNet config on `{r['data']}`: {first['images']} images at "
+              f"default CustomNet config on `{common.shown_path(r['data'])}`: {first['images']} images at "
               f"{first['image_size']} px "
               f"(uint8 cache {first['uint8_cache_mib']} MiB; float32 would be {first['float32_cache_mib']} "
               f"MiB), batch {first['batch_size']}, {how}, then validation, checkpoint, prediction and "
