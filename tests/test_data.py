@@ -198,3 +198,11 @@ def test_mixup_blends_images_and_labels_within_a_batch():
     assert soft.any()  # some labels are blends
     # each image is the same blend as its label: brightness = 200 * weight of class 0
     assert np.allclose(xb.mean(axis=(1, 2, 3)), 200 * yb[:, 0], atol=0.5)
+
+
+def test_split_train_val_names_an_empty_class_and_the_minimum():
+    labels = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
+    with pytest.raises(DataError, match=r"class 'c' has no readable images.*at least 5 images"):
+        split_train_val(labels, np.arange(12), 0.2, seed=0, class_names=("a", "b", "c"))
+    with pytest.raises(DataError, match=r"class 'a' has 2 and no class has 4"):
+        split_train_val(np.array([0, 0, 1, 1, 1]), np.arange(5), 0.25, seed=0, class_names=("a", "b"))

@@ -194,3 +194,33 @@ def test_ema_weights_are_the_ones_saved_with_the_last_checkpoint(tiny_data, runs
     assert saved.shape == raw.kernel.shape and not np.allclose(saved, raw.kernel)
     meta = json.loads((run / "meta.json").read_text())
     assert meta["checkpoint"] == "last" and meta["epochs_run"] == 2 and meta["validation_steers_training"] is False
+
+
+def test_an_empty_class_folder_is_named_with_the_minimum_needed(tmp_path):
+    """A new user's folder: one class folder empty, three images in each other one (issue 16)."""
+    data = make_dataset(tmp_path / "data", per_class=3)
+    for f in (data / "pituitary").iterdir():
+        f.unlink()
+    r = runner.invoke(app, ["train", "--arch", "customnet", "--data", str(data), "--runs-dir",
+                            str(tmp_path / "runs"), *FAST])
+    assert r.exit_code == 1, r.output
+    assert "class 'pituitary' has no readable images" in r.output
+    assert "at least 5 images for a validation split of 0.2" in r.output
+    assert "Traceback" not in r.output
+
+
+def test_too_few_images_per_class_is_a_message_not_a_traceback(tmp_path):
+    data = make_dataset(tmp_path / "data", per_class=3)
+    r = runner.invoke(app, ["train", "--arch", "customnet", "--data", str(data), "--runs-dir",
+                            str(tmp_path / "runs"), *FAST])
+    assert r.exit_code == 1, r.output
+    assert "no class has 5" in r.output and "at least 5 images" in r.output
+
+
+def test_summary_title_names_the_model_the_recipe_keeps(tmp_path):
+    """CustomNet's recipe keeps the last epoch: the summary must not call it the best model (issue 16)."""
+    data = make_dataset(tmp_path / "data", per_class=6)
+    args = ["train", "--arch", "customnet", "--data", str(data), "--runs-dir", str(tmp_path / "runs"), *FAST]
+    r = runner.invoke(app, [*args, "--set", "train.checkpoint=last"])
+    assert r.exit_code == 0, r.output
+    assert "last epoch's model on the validation split" in r.output and "best model" not in r.output

@@ -39,5 +39,6 @@ def train(arch: Arch = None, config: ConfigPath = None, data: Data = None, epoch
                   f"{epochs_text(cfg)}", highlight=False)
     with make_progress() as progress:
         run_dir, metrics = run_train(cfg, callbacks=(keras_progress(progress, cfg.train.epochs),))
-    console.print(metrics_table(metrics, "best model on the validation split"))
+    kept = "best model" if cfg.train.checkpoint == "best" else "last epoch's model"
+    console.print(metrics_table(metrics, f"{kept} on the validation split"))
     print_run_dir(run_dir)

@@ -83,6 +83,10 @@ def check_n_folds(n_folds: int, labels: np.ndarray | None = None, groups: np.nda
     for c, name in enumerate(class_names):
         members = labels == c
         distinct = len(np.unique(groups[members]))  # identical copies can only ever sit in one fold
+        if distinct == 0:
+            raise DataError(f"class {name!r} has no readable images: add images to its folder or leave the "
+                            f"class out of data.classes; --folds {n_folds} needs at least {n_folds} distinct "
+                            "images per class")
         if n_folds > distinct:
             copies = f" ({int(members.sum())} files; identical copies count once)" \
                 if distinct < members.sum() else ""
@@ -239,7 +243,7 @@ def fit_fold(cfg: Config, run_dir: Path, fold_dir: Path, plan: FoldPlan, fold: i
     tune_idx = None
     if train.validation_steers(cfg):
         inner_fit, inner_tune = split_train_val(plan.loaded.labels[train_idx], plan.groups[train_idx],
-                                                cfg.data.val_split, cfg.seed)
+                                                cfg.data.val_split, cfg.seed, plan.loaded.class_names)
         train_idx, tune_idx = train_idx[inner_fit], train_idx[inner_tune]
     start_run(fold_dir, cfg, "train", kfold_run=str(run_dir), fold=fold, n_folds=plan.n_folds)
     with run_status(fold_dir):

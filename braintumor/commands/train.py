@@ -58,7 +58,8 @@ def run_train(cfg: Config, callbacks: tuple = ()) -> tuple[Path, dict[str, Any]]
     with run_status(run_dir):
         loaded, groups = prepare_data(cfg)
         write_skipped(run_dir, loaded.skipped)
-        train_idx, val_idx = split_train_val(loaded.labels, groups, cfg.data.val_split, cfg.seed)
+        train_idx, val_idx = split_train_val(loaded.labels, groups, cfg.data.val_split, cfg.seed,
+                                             loaded.class_names)
         write_split(run_dir, loaded, train_idx, val_idx)
         write_meta(run_dir, n_images=len(loaded.paths), skipped=len(loaded.skipped),
                    duplicate_groups=multi_member_groups(groups))
