@@ -145,9 +145,15 @@ def duplicate_groups(digests: Sequence[str], images: np.ndarray, mode: str, thre
     return near_groups(phashes(images), threshold, exact)
 
 
+def count_groups(groups: np.ndarray) -> tuple[int, int]:
+    """(groups holding more than one image, images in those groups) for a group id per image."""
+    counts = np.bincount(groups) if len(groups) else np.zeros(0, dtype=np.int64)
+    return int((counts > 1).sum()), int(counts[counts > 1].sum())
+
+
 def multi_member_groups(groups: np.ndarray) -> int:
     """How many groups hold more than one image."""
-    return int((np.bincount(groups) > 1).sum()) if len(groups) else 0
+    return count_groups(groups)[0]
 
 
 # pHash bits up to which two images count as copies. Measured on the shared training folder (see

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +10,7 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, r
 
 from . import plots
 from .plots import atomic_save_figure
-from .runs import atomic_write_json, atomic_write_text
+from .runs import atomic_write_json, atomic_write_text, markdown_table, write_csv
 
 EPS = 1e-7  # same clipping as Keras' categorical cross-entropy
 
@@ -67,22 +65,20 @@ def compute_metrics(y_true, probs, class_names, n_boot: int = 1000, seed: int = 
 
 
 def metrics_markdown(m: dict[str, Any], title: str = "Metrics") -> str:
+    """metrics.md: the headline numbers, per-class precision/recall/F1 and the confusion matrix."""
     lo, hi = m["accuracy_ci95"]
+    headline = [m["n"], f"{m['accuracy']:.4f}", f"{lo:.4f} - {hi:.4f}", f"{m['loss']:.4f}", f"{m['auc']:.4f}",
+                f"{m['macro_f1']:.4f}"]
+    per_class = [[c, f"{v['precision']:.4f}", f"{v['recall']:.4f}", f"{v['f1']:.4f}", v["support"]]
+                 for c, v in m["per_class"].items()]
+    confusion = [[c, *row] for c, row in zip(m["classes"], m["confusion_matrix"])]
     lines = [
         f"# {title}", "",
-        "| n | accuracy | 95% CI | loss | AUC (macro OvR) | macro F1 |",
-        "|---|---|---|---|---|---|",
-        f"| {m['n']} | {m['accuracy']:.4f} | {lo:.4f} - {hi:.4f} | {m['loss']:.4f} | {m['auc']:.4f} "
-        f"| {m['macro_f1']:.4f} |",
-        "", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|",
+        *markdown_table(["n", "accuracy", "95% CI", "loss", "AUC (macro OvR)", "macro F1"], [headline]), "",
+        *markdown_table(["class", "precision", "recall", "F1", "support"], per_class), "",
+        "Confusion matrix (rows: true, columns: predicted)", "",
+        *markdown_table(["true \\ predicted", *m["classes"]], confusion),
     ]
-    for c, v in m["per_class"].items():
-        lines.append(f"| {c} | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1']:.4f} | {v['support']} |")
-    lines += ["", "Confusion matrix (rows: true, columns: predicted)", "",
-              "| true \\ predicted | " + " | ".join(m["classes"]) + " |",
-              "|---" * (len(m["classes"]) + 1) + "|"]
-    for c, row in zip(m["classes"], m["confusion_matrix"]):
-        lines.append(f"| {c} | " + " | ".join(str(v) for v in row) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -98,9 +94,6 @@ def write_metrics(out_dir: Path, m: dict[str, Any], title: str = "Metrics") -> N
 
 def write_predictions(path: Path, paths: list[str], y_true, probs, class_names) -> None:
     """One row per image: path, true class, predicted class, then a probability column per class."""
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["path", "true", "predicted", *[f"p_{c}" for c in class_names]])
-    for p, t, row in zip(paths, y_true, probs):
-        w.writerow([p, class_names[int(t)], class_names[int(np.argmax(row))], *[f"{v:.6f}" for v in row]])
-    atomic_write_text(path, buf.getvalue())
+    write_csv(path, ["path", "true", "predicted", *[f"p_{c}" for c in class_names]],
+              ([p, class_names[int(t)], class_names[int(np.argmax(row))], *[f"{v:.6f}" for v in row]]
+               for p, t, row in zip(paths, y_true, probs)))

@@ -240,9 +240,14 @@ def image_grid_figure(rows: list[list[tuple]], row_labels: list[str], title: str
     return fig
 
 
-def atomic_save_figure(fig, path: str | Path, dpi: int = 120) -> None:
-    """Save a matplotlib figure atomically as PNG and close it."""
+def figure_png(fig, dpi: int = 110) -> bytes:
+    """PNG bytes of a figure (tight bounding box); closes it."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def atomic_save_figure(fig, path: str | Path, dpi: int = 120) -> None:
+    """Save a matplotlib figure atomically as PNG and close it."""
+    atomic_write_bytes(path, figure_png(fig, dpi))

@@ -241,6 +241,18 @@ def test_kfold_summary_csv_is_preferred(made, tmp_path):
     assert "2 folds (summary.csv)" in row["ci_method"]
 
 
+def test_kfold_summary_json_is_read_before_summary_csv(made, tmp_path):
+    run = fake_kfold(tmp_path, [made.a, made.b], "model,data,accuracy\nmean,val,0.1\nstd,val,0.0\n")
+    stats = {"loss": 0.8, "accuracy": 0.6, "auc": 0.7, "macro_f1": 0.55}
+    spread = dict.fromkeys(stats, 0.1414)
+    (run / "summary.json").write_text(json.dumps({"n_folds": 2, "val": {"mean": stats, "std": spread}}))
+    r, out = compare(made, run, "--no-measure")
+    assert r.exit_code == 0, r.output
+    row = table(out).iloc[0]
+    assert (row["accuracy"], row["loss"], row["auc"], row["macro_f1"]) == pytest.approx((0.6, 0.8, 0.7, 0.55))
+    assert "2 folds (summary.json)" in row["ci_method"]
+
+
 def test_kfold_with_no_finished_fold_is_skipped(made, tmp_path):
     run = fake_kfold(tmp_path, [], summary=None, config_from=made.a)
     r, out = compare(made, made.a, run, "--no-measure")

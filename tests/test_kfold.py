@@ -121,6 +121,12 @@ def test_summary_equals_numbers_recomputed_from_fold_runs(done):
     for k in METRICS:
         assert val.loc["mean", k] == pytest.approx(np.mean(per_fold[k]), abs=1e-12)
         assert val.loc["std", k] == pytest.approx(np.std(per_fold[k], ddof=1), abs=1e-12)
+    structured = json.loads((run / "summary.json").read_text())  # what compare reads
+    assert structured["n_folds"] == 3 and set(structured) >= {"val", "test"}
+    for model in ("fold_1", "fold_2", "fold_3", "mean", "std", "pooled_oof"):
+        for k in METRICS:
+            assert structured["val"][model][k] == val.loc[model, k]
+    assert structured["val"]["mean"]["accuracy_ci_low"] is None  # NaN is written as null
     md = (run / "summary.md").read_text()
     assert "**mean**" in md and "**std**" in md and "fold_3" in md
     meta = json.loads((run / "meta.json").read_text())

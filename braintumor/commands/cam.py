@@ -9,9 +9,7 @@ graph (KERAS-NOTES.md).
 
 from __future__ import annotations
 
-import csv
 import difflib
-import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +21,18 @@ from ..data import IMAGE_EXTENSIONS, canonical_class, class_key, list_images, re
 from ..errors import ConfigError, DataError
 from ..explain.gradcam import METHODS, Explanation, explain, explainer
 from ..explain.graph import last_conv_layer
-from ..explain.render import as_rgb, figure_png, overlay, panel_png
+from ..explain.render import as_rgb, overlay, panel_png
 from ..models.loading import load_run
-from ..runs import atomic_write_bytes, atomic_write_text, new_run_dir, run_status, start_run, write_meta, write_skipped
+from ..plots import figure_png
+from ..runs import (
+    atomic_write_bytes,
+    new_run_dir,
+    run_status,
+    start_run,
+    write_csv,
+    write_meta,
+    write_skipped,
+)
 
 # --- finding the layer to explain ---------------------------------------------------------------------------
 
@@ -230,15 +237,10 @@ def _explain_all(run, todo: list[tuple[str, int | None]], explained: int | None,
 
 def write_cam_csv(path: Path, rows: Sequence[CamRow]) -> None:
     """cam.csv: image, predicted, probability, explained, explained_probability, true, correct, png."""
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["image", "predicted", "probability", "explained", "explained_probability", "true", "correct",
-                "png"])
-    for r in rows:
-        correct = "" if r.correct is None else str(r.correct).lower()
-        w.writerow([r.image, r.predicted, f"{r.probability:.6f}", r.explained,
-                    f"{r.explained_probability:.6f}", r.true or "", correct, r.png])
-    atomic_write_text(path, buf.getvalue())
+    write_csv(path, ["image", "predicted", "probability", "explained", "explained_probability", "true",
+                     "correct", "png"],
+              ([r.image, r.predicted, f"{r.probability:.6f}", r.explained, f"{r.explained_probability:.6f}",
+                r.true or "", "" if r.correct is None else str(r.correct).lower(), r.png] for r in rows))
 
 
 def write_gallery(out: Path, cells: list[GalleryCell], class_names: Sequence[str], method: str,

@@ -209,8 +209,31 @@ def _fold_dirs(path: Path) -> list[Path]:
     return sorted((p for p in path.glob("fold_*") if p.is_dir()), key=number)
 
 
+def read_summary_json(path: Path) -> dict[str, Any] | None:
+    """Fold count, mean and std of each metric from the summary.json kfold writes; None without a ``val`` mean."""
+    s = read_json(path)
+    val = s.get("val") or {}
+    if "mean" not in val:
+        return None
+    std = val.get("std") or {}
+    return {"k": int(s.get("n_folds") or 0), "mean": {m: _f(val["mean"].get(m)) for m in METRIC_KEYS},
+            "std": {m: _f(std.get(m)) for m in METRIC_KEYS}}
+
+
+def kfold_summary(path: Path) -> tuple[dict[str, Any] | None, str]:
+    """(fold count, means and stds, the file they came from): summary.json, or the summary.csv of a kfold run
+    written before summary.json existed."""
+    if (path / "summary.json").is_file():
+        return read_summary_json(path / "summary.json"), "summary.json"
+    if (path / "summary.csv").is_file():
+        return read_summary(path / "summary.csv"), "summary.csv"
+    return None, ""
+
+
 def read_summary(path: Path) -> dict[str, Any] | None:
     """Fold count, mean and std of each metric from a kfold summary.csv; None when it cannot be understood.
+
+    Only for kfold runs written before summary.json, which ``read_summary_json`` reads without guessing.
 
     Expected (kfold.py's layout): a label column (``model``) with one row per fold (fold_1, ... or 1, ...)
     plus rows labelled mean and std, and columns loss, accuracy, auc, macro_f1. With a ``data`` column only
@@ -256,12 +279,11 @@ def _read_kfold(path: Path, meta: dict[str, Any]) -> Row:
     folds = [d for d in _fold_dirs(path) if (d / "metrics.json").is_file()]
     fold_metrics = [read_json(d / "metrics.json") for d in folds]
     fold_metas = [read_meta(d) for d in folds if (d / "meta.json").is_file()]
-    summary = read_summary(path / "summary.csv") if (path / "summary.csv").is_file() else None
+    summary, source = kfold_summary(path)
 
-    # 1. the fold means: summary.csv when present and readable, else averaged from the fold directories
+    # 1. the fold means: summary.json (or an older run's summary.csv), else averaged from the fold directories
     if summary is not None and summary["mean"]:
         k, mean, std = summary["k"] or len(folds), summary["mean"], summary["std"]
-        source = "summary.csv"
     elif fold_metrics:
         k = len(fold_metrics)
         table = {m: np.array([_f(fm.get(m)) for fm in fold_metrics]) for m in METRIC_KEYS}

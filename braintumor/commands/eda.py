@@ -7,8 +7,6 @@ per-image records; only the figures open a few files again.
 
 from __future__ import annotations
 
-import csv
-import io
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -23,7 +21,7 @@ from ..data import decode, to_array
 from ..dedup import DEFAULT_NEAR_THRESHOLD, Progress, Split, match, scan_split
 from ..errors import DataError
 from ..plots import atomic_save_figure
-from ..runs import atomic_write_text
+from ..runs import markdown_table, write_csv_dicts
 
 REPORT_DISTANCES = (0, 2, 4, 8)  # counts at these distances go into summary.json
 MONTAGE_DISTANCES = (0, 2, 4, 6, 8, 10)  # example pairs drawn at these distances
@@ -79,24 +77,18 @@ def _range(values: list[int]) -> dict[str, int] | None:
     return {"min": int(min(values)), "max": int(max(values))} if values else None
 
 
-def _multi(groups: np.ndarray) -> tuple[int, int]:
-    """(groups with more than one member, images in them)."""
-    counts = np.bincount(groups) if len(groups) else np.zeros(0, dtype=np.int64)
-    return int((counts > 1).sum()), int(counts[counts > 1].sum())
-
-
 def within_duplicates(split: Split, threshold: int,
                       distances: Sequence[int] = REPORT_DISTANCES) -> dict[str, Any]:
     """Exact and near duplicate groups inside one split, and the counts at each reporting distance."""
     exact = dedup.exact_groups(split.digests)
     pairs, dist = dedup.pairs_within(split.hashes, max([threshold, *distances]))
     out: dict[str, Any] = {}
-    out["exact_groups"], out["exact_images"] = _multi(exact)
+    out["exact_groups"], out["exact_images"] = dedup.count_groups(exact)
     near = dedup.groups_from_pairs(len(split), pairs[dist <= threshold], exact)
-    out["near_groups"], out["near_images"] = _multi(near)
+    out["near_groups"], out["near_images"] = dedup.count_groups(near)
     by = {}
     for d in distances:
-        g, n = _multi(dedup.groups_from_pairs(len(split), pairs[dist <= d], exact))
+        g, n = dedup.count_groups(dedup.groups_from_pairs(len(split), pairs[dist <= d], exact))
         by[str(d)] = {"groups": g, "images": n, "pairs": int((dist <= d).sum()),
                       "redundant": n - g}  # images a de-duplicated copy of the split would drop
     out["by_distance"] = by
@@ -198,8 +190,8 @@ def summarize(splits: list[Split], threshold: int, distances: Sequence[int] = RE
                        for sp in splits for p, why in sp.unreadable]
     s["near_threshold"] = threshold
     # groups over all splits together: what a de-duplicated dataset would keep one image of
-    s["exact_duplicate_groups"], s["exact_duplicate_images"] = _multi(combined.exact)
-    s["near_duplicate_groups"], s["near_duplicate_images"] = _multi(combined.near)
+    s["exact_duplicate_groups"], s["exact_duplicate_images"] = dedup.count_groups(combined.exact)
+    s["near_duplicate_groups"], s["near_duplicate_images"] = dedup.count_groups(combined.near)
     s["within_split"] = {sp.name: within_duplicates(sp, threshold, distances) for sp in splits}
     if len(splits) > 1:
         s.update(cross_split(splits[1], splits[0], threshold, distances))
@@ -268,16 +260,11 @@ def _short(c: Combined, i: int) -> str:
 
 
 def write_duplicates_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, ["group", "path", "split", "kind", "class", "exact_group", "cross_split"])
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
+    write_csv_dicts(path, ["group", "path", "split", "kind", "class", "exact_group", "cross_split"], rows)
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-            *("| " + " | ".join(str(v) for v in r) + " |" for r in rows), ""]
+    return [*markdown_table(header, rows), ""]
 
 
 def report_markdown(s: dict[str, Any]) -> str:

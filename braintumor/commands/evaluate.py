@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +12,7 @@ from ..dedup import DEFAULT_NEAR_THRESHOLD, copies_of
 from ..errors import DataError, RunError
 from ..metrics import compute_metrics, write_metrics, write_predictions
 from ..models.loading import LoadedRun, evaluate_folder, evaluate_paths, load_run
-from ..runs import atomic_write_text, new_run_dir, run_status, start_run, write_meta, write_skipped
+from ..runs import new_run_dir, run_status, start_run, write_csv_dicts, write_meta, write_skipped
 
 
 def read_split(run_dir: Path, which: str = "val") -> tuple[list[str], np.ndarray]:
@@ -72,11 +70,7 @@ def exclude_copies(loaded, probs: np.ndarray, train_dir: str | Path, run: Loaded
     keep = np.flatnonzero(~mask)
     if len(keep) == 0:
         raise DataError(f"all {len(mask)} images are copies of images under {train_dir}: none left to score")
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, ["path", "copy_of", "distance", "kind"])
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_text(out_dir / "excluded.csv", buf.getvalue())
+    write_csv_dicts(out_dir / "excluded.csv", ["path", "copy_of", "distance", "kind"], rows)
     kept = loaded.subset(keep)
     kept.skipped = loaded.skipped
     exact = sum(r["kind"] == "exact" for r in rows)

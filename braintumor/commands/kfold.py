@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
+import math
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from .. import models, plots  # noqa: F401  (models registers the custom layers)
 from ..config import Config, build, read_yaml
 from ..data import LoadedImages, list_images, load_images, split_train_val
-from ..dedup import multi_member_groups
+from ..dedup import count_groups, multi_member_groups
 from ..distribute import runs_dir_for_this_worker
 from ..errors import ConfigError, DataError, RunError
 from ..metrics import compute_metrics, write_metrics, write_predictions
@@ -30,11 +29,13 @@ from ..runs import (
     atomic_write_json,
     atomic_write_text,
     fold_complete,
+    markdown_table,
     new_run_dir,
     now,
     read_meta,
     run_status,
     start_run,
+    write_csv,
     write_meta,
     write_skipped,
 )
@@ -117,13 +118,10 @@ def plan_folds(cfg: Config, n_folds: int) -> FoldPlan:
 
 def write_folds(run_dir: Path, plan: FoldPlan) -> None:
     """folds.csv: every image with its class, duplicate group and fold (--resume reads the folds back)."""
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["path", "label", "class", "group", "fold"])
     names = plan.loaded.class_names
-    for p, y, g, f in zip(plan.loaded.paths, plan.loaded.labels, plan.groups, plan.folds, strict=True):
-        w.writerow([p, int(y), names[int(y)], int(g), int(f)])
-    atomic_write_text(run_dir / "folds.csv", buf.getvalue())
+    write_csv(run_dir / "folds.csv", ["path", "label", "class", "group", "fold"],
+              ([p, int(y), names[int(y)], int(g), int(f)]
+               for p, y, g, f in zip(plan.loaded.paths, plan.loaded.labels, plan.groups, plan.folds, strict=True)))
 
 
 def read_folds(run_dir: Path, loaded: LoadedImages) -> tuple[np.ndarray, np.ndarray]:
@@ -194,12 +192,11 @@ def _quiet(_: str) -> None:
 
 
 def _plan_meta(cfg: Config, plan: FoldPlan) -> dict[str, Any]:
-    sizes = np.bincount(plan.groups)
+    groups, images = count_groups(plan.groups)
     return dict(arch=cfg.model.arch, class_names=list(plan.loaded.class_names),
                 n_images=len(plan.loaded.paths), skipped=len(plan.loaded.skipped),
                 group_duplicates=cfg.data.group_duplicates,
-                duplicate_groups=multi_member_groups(plan.groups),
-                images_in_duplicate_groups=int(sizes[sizes > 1].sum()),
+                duplicate_groups=groups, images_in_duplicate_groups=images,
                 fold_sizes={str(i): int((plan.folds == i).sum()) for i in range(1, plan.n_folds + 1)})
 
 
@@ -328,12 +325,9 @@ def read_oof(run_dir: Path, plan: FoldPlan) -> np.ndarray:
 def _write_oof(run_dir: Path, plan: FoldPlan, probs: np.ndarray) -> None:
     """oof_predictions.csv: every image exactly once: true class, fold, prediction and probabilities."""
     names = plan.loaded.class_names
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["path", "true", "fold", "predicted", *[f"p_{c}" for c in names]])
-    for p, y, f, row in zip(plan.loaded.paths, plan.loaded.labels, plan.folds, probs, strict=True):
-        w.writerow([p, names[int(y)], int(f), names[int(np.argmax(row))], *[f"{v:.6f}" for v in row]])
-    atomic_write_text(run_dir / "oof_predictions.csv", buf.getvalue())
+    write_csv(run_dir / "oof_predictions.csv", ["path", "true", "fold", "predicted", *[f"p_{c}" for c in names]],
+              ([p, names[int(y)], int(f), names[int(np.argmax(row))], *[f"{v:.6f}" for v in row]]
+               for p, y, f, row in zip(plan.loaded.paths, plan.loaded.labels, plan.folds, probs, strict=True)))
 
 
 def evaluate_test(cfg: Config, run_dir: Path, plan: FoldPlan,
@@ -388,14 +382,25 @@ SUMMARY_COLUMNS = ["model", "data", "n", *METRICS, "accuracy_ci_low", "accuracy_
 
 
 def write_summary(run_dir: Path, result: KFoldResult, cfg: Config) -> None:
-    """summary.csv (full precision, one row per fold, mean, std, pooled OOF, test rows) and summary.md."""
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(SUMMARY_COLUMNS)
-    for r in result.rows:
-        w.writerow([_cell(r[c]) for c in SUMMARY_COLUMNS])
-    atomic_write_text(run_dir / "summary.csv", buf.getvalue())
+    """summary.csv (full precision, one row per fold, mean, std, pooled OOF, test rows), summary.json (the same
+    rows, structured, for ``compare``) and summary.md."""
+    write_csv(run_dir / "summary.csv", SUMMARY_COLUMNS, ([_cell(r[c]) for c in SUMMARY_COLUMNS] for r in result.rows))
+    atomic_write_json(run_dir / "summary.json", summary_json(result))
     atomic_write_text(run_dir / "summary.md", summary_markdown(run_dir, result, cfg))
+
+
+def summary_json(result: KFoldResult) -> dict[str, Any]:
+    """summary.json: per data part (``val``: held-out folds, ``test``: the test folder), each model row by name
+    (fold_1 ... fold_k, mean, std, pooled_oof or ensemble) with its metrics; NaN is written as null."""
+    parts: dict[str, dict[str, Any]] = {}
+    for r in result.rows:
+        parts.setdefault(r["data"], {})[r["model"]] = {c: _json_number(r[c]) for c in SUMMARY_COLUMNS[2:]}
+    return {"n_folds": result.n_folds, "n_images": result.n_images, "duplicate_groups": result.duplicate_groups,
+            "metrics": list(METRICS), "test_images_in_training_folder": result.test_in_train, **parts}
+
+
+def _json_number(v: Any) -> Any:
+    return None if isinstance(v, float) and math.isnan(v) else v
 
 
 def _cell(v: Any) -> Any:
@@ -405,7 +410,6 @@ def _cell(v: Any) -> Any:
 
 def summary_markdown(run_dir: Path, result: KFoldResult, cfg: Config) -> str:
     meta = read_meta(run_dir)
-    header = ["| model | n | loss | accuracy | 95% CI | AUC | macro F1 |", "|---|---|---|---|---|---|---|"]
     lines = [
         f"# {result.n_folds}-fold cross-validation: {cfg.model.arch}", "",
         f"- data: `{cfg.data.path}`, {result.n_images} images, "
@@ -423,8 +427,7 @@ def summary_markdown(run_dir: Path, result: KFoldResult, cfg: Config) -> str:
         "- mean and std are over the folds (std: sample, ddof=1); pooled_oof scores all held-out "
         "predictions at once",
         f"- accuracy over the folds: {_mean_pm_std(result.rows, 'val')}",
-        "", "## Held-out folds", "", *header,
-        *_table_rows([r for r in result.rows if r["data"] == "val"]),
+        "", "## Held-out folds", "", *_table([r for r in result.rows if r["data"] == "val"]),
     ]
     test = [r for r in result.rows if r["data"] == "test"]
     if test:
@@ -433,7 +436,7 @@ def summary_markdown(run_dir: Path, result: KFoldResult, cfg: Config) -> str:
                   "probabilities).",
                   f"Test images with a pixel-identical copy in the training folder: {result.test_in_train} "
                   "(they are scored as well; their scores are not independent of training).", "",
-                  *header, *_table_rows(test)]
+                  *_table(test)]
     return "\n".join(lines) + "\n"
 
 
@@ -450,13 +453,11 @@ def _mean_pm_std(rows: list[dict[str, Any]], data: str, key: str = "accuracy") -
     return f"{by['mean']:.4f} +- {by['std']:.4f}" if "mean" in by else "n/a"
 
 
-def _table_rows(rows: list[dict[str, Any]]) -> list[str]:
-    out = []
+def _table(rows: list[dict[str, Any]]) -> list[str]:
+    cells = []
     for r in rows:
         lo, hi = r["accuracy_ci_low"], r["accuracy_ci_high"]
-        ci = "" if np.isnan(lo) else f"{lo:.4f} - {hi:.4f}"
-        name = {"mean": "**mean**", "std": "**std**"}.get(r["model"], r["model"])
-        n = "" if r["n"] is None else r["n"]
-        out.append(f"| {name} | {n} | {r['loss']:.4f} | {r['accuracy']:.4f} | {ci} | {r['auc']:.4f} "
-                   f"| {r['macro_f1']:.4f} |")
-    return out
+        cells.append([{"mean": "**mean**", "std": "**std**"}.get(r["model"], r["model"]),
+                      "" if r["n"] is None else r["n"], f"{r['loss']:.4f}", f"{r['accuracy']:.4f}",
+                      "" if np.isnan(lo) else f"{lo:.4f} - {hi:.4f}", f"{r['auc']:.4f}", f"{r['macro_f1']:.4f}"])
+    return markdown_table(["model", "n", "loss", "accuracy", "95% CI", "AUC", "macro F1"], cells)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import time
 from pathlib import Path
@@ -27,10 +25,10 @@ from ..pipeline import class_weights, make_dataset, oversample
 from ..plots import atomic_save_figure
 from ..runs import (
     atomic_save_model,
-    atomic_write_text,
     new_run_dir,
     run_status,
     start_run,
+    write_csv,
     write_meta,
     write_skipped,
 )
@@ -75,13 +73,8 @@ def write_split(run_dir: Path, loaded: LoadedImages, train_idx: np.ndarray, val_
     side[train_idx], side[val_idx] = "train", "val"
     if tune_idx is not None:
         side[tune_idx] = "tune"
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["path", "label", "class", "split"])
-    for p, y, s in zip(loaded.paths, loaded.labels, side):
-        if s:
-            w.writerow([p, int(y), loaded.class_names[int(y)], s])
-    atomic_write_text(run_dir / "split.csv", buf.getvalue())
+    write_csv(run_dir / "split.csv", ["path", "label", "class", "split"],
+              ([p, int(y), loaded.class_names[int(y)], s] for p, y, s in zip(loaded.paths, loaded.labels, side) if s))
 
 
 def validation_steers(cfg: Config) -> bool:

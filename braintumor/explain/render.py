@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import io
-
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib import colormaps
 
@@ -35,15 +32,8 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.n
     return np.clip(np.rint(blend), 0, 255).astype(np.uint8)
 
 
-def figure_png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
-
-
 def panel_png(image: np.ndarray, heatmap: np.ndarray, title: str) -> bytes:
     """PNG bytes of the input, the heatmap and the overlay side by side under ``title``."""
     rgb = as_rgb(image)
     heat = resize_map(np.asarray(heatmap, dtype=np.float32), *rgb.shape[:2])
-    return figure_png(plots.cam_panel_figure(rgb, heat, overlay(rgb, heat), title))
+    return plots.figure_png(plots.cam_panel_figure(rgb, heat, overlay(rgb, heat), title))
