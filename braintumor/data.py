@@ -12,10 +12,11 @@ import io
 import os
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -178,12 +179,13 @@ def read_image(source: str | Path | bytes, size: int, channels: int = 3, max_pix
 def pixel_digest(img: Image.Image) -> str:
     """Hash of the decoded pixels at full size: equal only for identical images, whatever the file bytes."""
     arr = np.asarray(img)
-    if img.mode == "RGB" and _is_gray(img):
+    if img.mode == "RGB" and is_gray(img):
         arr = arr[..., 0]  # grayscale stored as RGB hashes like grayscale
     return hashlib.blake2b(arr.tobytes() + str(arr.shape).encode(), digest_size=16).hexdigest()
 
 
-def _is_gray(img: Image.Image) -> bool:
+def is_gray(img: Image.Image) -> bool:
+    """Grayscale, or RGB with three equal channels (grayscale stored as RGB)."""
     if img.mode == "L":
         return True
     arr = np.asarray(img)
@@ -208,21 +210,37 @@ class LoadedImages:
         )
 
 
-def load_images(listing: ImageList, size: int, channels: int = 3, workers: int | None = None) -> LoadedImages:
-    """Decode every listed image once (threads: Pillow releases the GIL), skipping unreadable files."""
+def map_images(paths: Sequence[str], read: Callable[[str], Any], workers: int | None = None,
+               progress: Callable[[int, int], None] | None = None) -> list[Any]:
+    """``read(path)`` for every path, in order, on threads (Pillow's decoder releases the GIL): the one loop
+    that decodes a folder. A file ``read`` refuses with a DataError gives its reason (a str) instead of a result.
+    ``progress(done, total)`` is called every 64 images and at the end."""
 
     def work(path: str):
         try:
-            img = decode(path)
-            return to_array(img, size, channels), pixel_digest(img), None
+            return read(path)
         except DataError as e:
-            return None, None, str(e)
+            return str(e)
 
-    workers = workers or min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(workers) as pool:
-        results = list(pool.map(work, listing.paths))
-    keep = [i for i, r in enumerate(results) if r[0] is not None]
-    skipped = [(listing.paths[i], r[2]) for i, r in enumerate(results) if r[0] is None]
+    results = []
+    with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
+        for i, r in enumerate(pool.map(work, paths), 1):
+            results.append(r)
+            if progress is not None and (i % 64 == 0 or i == len(paths)):
+                progress(i, len(paths))
+    return results
+
+
+def load_images(listing: ImageList, size: int, channels: int = 3, workers: int | None = None) -> LoadedImages:
+    """Decode every listed image once, skipping unreadable files."""
+
+    def read(path: str):
+        img = decode(path)
+        return to_array(img, size, channels), pixel_digest(img)
+
+    results = map_images(listing.paths, read, workers)
+    keep = [i for i, r in enumerate(results) if not isinstance(r, str)]
+    skipped = [(listing.paths[i], r) for i, r in enumerate(results) if isinstance(r, str)]
     if not keep:
         raise DataError(f"none of the {len(listing.paths)} image files under {listing.root} could be read")
     images = np.stack([results[i][0] for i in keep]) if keep else np.zeros((0, size, size, channels), np.uint8)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,8 @@ import imagehash
 import numpy as np
 from PIL import Image
 
-from .data import ImageList, decode, list_images, pixel_digest
-from .errors import DataError
+from .config import DEFAULT_NEAR_THRESHOLD
+from .data import ImageList, decode, is_gray, list_images, map_images, pixel_digest
 
 
 def exact_groups(digests: Sequence[str]) -> np.ndarray:
@@ -156,11 +155,6 @@ def multi_member_groups(groups: np.ndarray) -> int:
     return count_groups(groups)[0]
 
 
-# pHash bits up to which two images count as copies. Measured on the shared training folder (see
-# near_duplicates.png): pairs at 0-2 bits are the same slice re-encoded, rescaled or re-windowed (median pixel
-# correlation 0.996 at 2 bits); at 4 bits most pairs are neighbouring slices of one patient (median 0.97) and
-# pairs of different classes, which cannot be copies, appear (2.4% of pairs, against 0.1% at 2; 11% at 6).
-DEFAULT_NEAR_THRESHOLD = 2
 
 
 Progress = Callable[[str, int, int], None]  # (split, images done, images in split)
@@ -208,7 +202,7 @@ def _inspect(path: str) -> dict[str, Any]:
     with Image.open(path) as raw:  # header only: what the file stores before decode() converts it
         stored_mode, fmt = raw.mode, raw.format or Path(path).suffix.lstrip(".").upper()
     arr = np.asarray(img)
-    gray = img.mode == "L" or bool((arr[..., 0] == arr[..., 1]).all() and (arr[..., 1] == arr[..., 2]).all())
+    gray = is_gray(img)
     return {
         "digest": pixel_digest(img), "hash": phash64(img), "mean": float(arr.mean()), "size": img.size,
         "colour": "grayscale" if gray else "colour", "stored_mode": stored_mode, "format": fmt,
@@ -218,21 +212,9 @@ def _inspect(path: str) -> dict[str, Any]:
 
 def scan_listing(listing: ImageList, name: str, workers: int | None = None,
                  progress: Progress | None = None) -> Split:
-    """Read every listed image once (threads: Pillow's decoder releases the GIL); unreadable files apart."""
-
-    def work(path: str):
-        try:
-            return _inspect(path)
-        except DataError as e:
-            return str(e)
-
-    workers = workers or min(8, os.cpu_count() or 1)
-    results = []
-    with ThreadPoolExecutor(workers) as pool:
-        for i, r in enumerate(pool.map(work, listing.paths), 1):
-            results.append(r)
-            if progress is not None and (i % 64 == 0 or i == len(listing.paths)):
-                progress(name, i, len(listing.paths))
+    """Read every listed image once (data.map_images); unreadable files apart."""
+    report = None if progress is None else (lambda done, total: progress(name, done, total))
+    results = map_images(listing.paths, _inspect, workers, report)
     ok = [i for i, r in enumerate(results) if isinstance(r, dict)]
     recs = [results[i] for i in ok]
     return Split(

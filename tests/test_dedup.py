@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from braintumor import dedup
+from braintumor.config import DEFAULT_NEAR_THRESHOLD
 from tests.conftest import CLASSES, blob_image
 
 
@@ -52,7 +53,7 @@ def test_phash_sees_a_reencoded_copy_as_near(tmp_path):
                                                                                           Image.BICUBIC))
     h = dedup.phashes(np.stack([arr, arr // 2 * 2, other])[..., None])
     d = dedup.hamming(h, h)
-    assert d[0, 1] <= dedup.DEFAULT_NEAR_THRESHOLD < d[0, 2]
+    assert d[0, 1] <= DEFAULT_NEAR_THRESHOLD < d[0, 2]
 
 
 def test_copies_of_finds_exact_copies_of_a_reference_folder(tmp_path):

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from braintumor import dedup
 from braintumor.cli import app
-from braintumor.dedup import DEFAULT_NEAR_THRESHOLD
+from braintumor.config import DEFAULT_NEAR_THRESHOLD
 from tests.conftest import CLASSES, FAST, blob_image
 
 runner = CliRunner()

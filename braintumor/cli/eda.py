@@ -9,7 +9,8 @@ import typer
 from rich.panel import Panel
 from rich.table import Table
 
-from ..commands.eda import DEFAULT_NEAR_THRESHOLD, run_eda
+from ..commands.eda import run_eda
+from ..config import DEFAULT_NEAR_THRESHOLD, MAX_NEAR_THRESHOLD
 from .app import command
 from .common import Name, RunsDir, console, print_run_dir
 from .progress import make_progress
@@ -22,7 +23,7 @@ def eda(
     test: Annotated[Path | None, typer.Option(
         "--test", "-t", help="A second folder (the test split): copies across the two are leakage.")] = None,
     near_threshold: Annotated[int, typer.Option(
-        "--near-threshold", min=0, max=64,
+        "--near-threshold", min=0, max=MAX_NEAR_THRESHOLD,
         help="pHash distance (bits of 64) up to which two images count as near copies.",
     )] = DEFAULT_NEAR_THRESHOLD,
     samples: Annotated[int, typer.Option(

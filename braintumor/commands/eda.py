@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 
 from .. import dedup, plots, runs
+from ..config import DEFAULT_NEAR_THRESHOLD
 from ..data import decode, to_array
-from ..dedup import DEFAULT_NEAR_THRESHOLD, Progress, Split, match, scan_split
+from ..dedup import Progress, Split, match, scan_split
 from ..errors import DataError
 from ..plots import atomic_save_figure
 from ..runs import markdown_table, write_csv_dicts

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..dedup import DEFAULT_NEAR_THRESHOLD, copies_of
+from ..config import DEFAULT_NEAR_THRESHOLD
+from ..dedup import copies_of
 from ..errors import DataError, RunError
 from ..metrics import compute_metrics, write_metrics, write_predictions
 from ..models.loading import LoadedRun, evaluate_folder, evaluate_paths, load_run
