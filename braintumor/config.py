@@ -7,7 +7,6 @@ Everything is validated once and frozen; the resolved config is what a run direc
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import types
 import typing
@@ -17,7 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 
 # pHash bits up to which two images count as copies. Measured on the shared training folder (see
 # near_duplicates.png): pairs at 0-2 bits are the same slice re-encoded, rescaled or re-windowed (median pixel
@@ -228,8 +227,7 @@ def load_config(
 
 
 def _suggest(word: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(word, options, n=3, cutoff=0.5)
-    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    return did_you_mean(word, options, n=3, cutoff=0.5)
 
 
 def build(cls: type, tree: dict[str, Any], prefix: str = ""):

@@ -53,6 +53,18 @@ def canonical_class(name: str) -> str | None:
     return _CLASS_ALIASES.get(key)
 
 
+def find_class(name: str, class_names: Sequence[str]) -> int | None:
+    """Index of the class ``name`` means (exactly, ignoring case and punctuation, or as a canonical tumour class
+    spelling), or None when no single class matches."""
+    canon = canonical_class(name)
+    for match in (lambda c: c == name, lambda c: class_key(c) == class_key(name),
+                  lambda c: canon is not None and canonical_class(c) == canon):
+        hits = [i for i, c in enumerate(class_names) if match(c)]
+        if len(hits) == 1:
+            return hits[0]
+    return None
+
+
 @dataclass(frozen=True)
 class ImageList:
     """Image files and integer labels, in a stable order (class, then file name)."""

@@ -1,5 +1,10 @@
 """The exceptions that reach a person: each says what was wrong and what to do."""
 
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
 
 class BraintumorError(Exception):
     """Base class. The CLI prints the message in one red line; the server maps it to a 4xx."""
@@ -23,3 +28,13 @@ class ModelError(BraintumorError):
 
 class RunError(BraintumorError):
     """A run directory that is missing, incomplete or not a run."""
+
+
+def did_you_mean(word: str, options: Iterable[str], n: int = 3, cutoff: float = 0.5,
+                 ignore_case: bool = False) -> str:
+    """`` (did you mean 'a' or 'b'?)`` naming the options closest to ``word`` (difflib), or '' when none is."""
+    options = list(options)
+    keys = [o.lower() for o in options] if ignore_case else options
+    close = difflib.get_close_matches(word.lower() if ignore_case else word, keys, n=n, cutoff=cutoff)
+    names = [options[keys.index(c)] for c in close]
+    return f" (did you mean {' or '.join(map(repr, names))}?)" if names else ""

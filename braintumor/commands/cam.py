@@ -9,7 +9,6 @@ graph (KERAS-NOTES.md).
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import plots
-from ..data import IMAGE_EXTENSIONS, canonical_class, class_key, list_images, read_image
-from ..errors import ConfigError, DataError
+from ..data import IMAGE_EXTENSIONS, find_class, list_images, read_image
+from ..errors import ConfigError, DataError, did_you_mean
 from ..explain.gradcam import METHODS, Explanation, explain, explainer
 from ..explain.graph import last_conv_layer
 from ..explain.render import as_rgb, overlay, panel_png
@@ -82,14 +81,10 @@ class CamReport:
 def class_index_of(name: str, class_names: Sequence[str]) -> int:
     """Index of a class given by name (any spelling data.py recognises); ConfigError naming the valid ones."""
     names = list(class_names)
-    canon = canonical_class(name)
-    for match in (lambda c: c == name, lambda c: class_key(c) == class_key(name),
-                  lambda c: canon is not None and canonical_class(c) == canon):
-        hits = [i for i, c in enumerate(names) if match(c)]
-        if len(hits) == 1:
-            return hits[0]
-    close = difflib.get_close_matches(name, names, n=2, cutoff=0.5)
-    hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+    index = find_class(name, names)
+    if index is not None:
+        return index
+    hint = did_you_mean(name, names, n=2, cutoff=0.5)
     raise ConfigError(f"unknown class {name!r}{hint}; this model's classes are: {', '.join(names)}")
 
 

@@ -7,7 +7,6 @@ are never shown as if they were comparable.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import math
 import re
@@ -25,7 +24,7 @@ from scipy import stats
 
 from .. import models, plots  # noqa: F401  (models registers the custom layers for safe loading)
 from ..config import read_yaml
-from ..errors import ConfigError, RunError
+from ..errors import ConfigError, RunError, did_you_mean
 from ..plots import atomic_save_figure
 from ..runs import (
     atomic_write_json,
@@ -378,8 +377,7 @@ def normalise_sort_key(key: str) -> str:
     k = {"f1": "macro_f1", "images_per_second": "train_images_per_second", "time": "train_seconds",
          "inference": "inference_ms", "name": "run"}.get(k, k)
     if k not in SORT_KEYS:
-        close = difflib.get_close_matches(k, list(SORT_KEYS), n=2, cutoff=0.5)
-        hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+        hint = did_you_mean(k, SORT_KEYS, n=2, cutoff=0.5)
         raise ConfigError(f"--sort {key!r} is not a column{hint}; choose one of {', '.join(SORT_KEYS)}")
     return k
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 
 import keras
 import tensorflow as tf
 
-from ..errors import ModelError
+from ..errors import ModelError, did_you_mean
 from ..models import available, get_spec
 
 _POOLING = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
@@ -106,9 +105,7 @@ def check_layer(model, name: str):
         shape = _output_shape(found[1], found[0][-1])
         why = f"layer {name!r} has output shape {shape}, not a 4-D feature map"
     else:
-        close = difflib.get_close_matches(name, valid, n=3, cutoff=0.6)
-        why = f"model {model.name!r} has no layer {name!r}" + (
-            f" (did you mean {' or '.join(map(repr, close))}?)" if close else "")
+        why = f"model {model.name!r} has no layer {name!r}" + did_you_mean(name, valid, n=3, cutoff=0.6)
     shown = valid[-40:]
     more = f" (and {len(valid) - len(shown)} earlier ones)" if len(valid) > len(shown) else ""
     raise ModelError(f"{why}; valid layers (4-D outputs, the last ones explain best): "

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..config import ModelConfig
-from ..errors import ModelError
+from ..errors import ModelError, did_you_mean
 
 # (cfg, num_classes, input_shape) -> keras.Model taking float 0-255 pixels of input_shape.
 Builder = Callable[[ModelConfig, int, tuple], object]
@@ -43,8 +42,7 @@ def available() -> list[str]:
 
 def get_spec(name: str) -> ModelSpec:
     if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, available(), n=2, cutoff=0.4)
-        hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+        hint = did_you_mean(name, available(), n=2, cutoff=0.4)
         raise ModelError(f"unknown architecture {name!r}{hint}; available: {', '.join(available())}")
     return _REGISTRY[name]
 

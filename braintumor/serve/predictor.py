@@ -5,7 +5,6 @@ No FastAPI here: the load benchmark and any other caller use the same object the
 
 from __future__ import annotations
 
-import difflib
 import io
 import json
 import math
@@ -17,8 +16,8 @@ import tensorflow as tf
 from PIL import Image, UnidentifiedImageError
 
 from .. import __version__
-from ..data import read_image
-from ..errors import DataError, ModelError
+from ..data import find_class, read_image
+from ..errors import DataError, ModelError, did_you_mean
 from ..explain import gradcam, render
 from ..models.loading import load_run
 
@@ -157,13 +156,12 @@ class Predictor:
         """``class=`` as a class name (any case) or a 0-based index; None means the predicted class."""
         if value is None or value == "":
             return None
-        lowered = [c.lower() for c in self.class_names]
-        if value.strip().lower() in lowered:
-            return lowered.index(value.strip().lower())
+        index = find_class(value.strip(), self.class_names)
+        if index is not None:
+            return index
         if value.strip().isdigit() and int(value) < len(self.class_names):
             return int(value)
-        close = difflib.get_close_matches(value.lower(), lowered, n=1, cutoff=0.6)
-        hint = f" (did you mean {self.class_names[lowered.index(close[0])]!r}?)" if close else ""
+        hint = did_you_mean(value, self.class_names, n=1, cutoff=0.6, ignore_case=True)
         raise UnknownClass(f"unknown class {value!r}{hint}; this model's classes are "
                            f"{', '.join(self.class_names)} (or their index 0-{len(self.class_names) - 1})")
 
