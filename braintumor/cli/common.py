@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+import typing
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Annotated
 
@@ -9,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..config import load_config
+from ..config import FLAG_KEYS, Config, load_config
 
 console = Console()
 err_console = Console(stderr=True)
@@ -30,11 +34,54 @@ Sets = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override an
                                                    "--set train.lr=3e-4 (repeatable).")]
 
 
-def resolve_config(arch, config, data, epochs, batch_size, image_size, seed, weights, name, runs_dir, sets):
-    """Config from the shared flags, in the documented precedence."""
-    flags = dict(data=str(data) if data else None, epochs=epochs, batch_size=batch_size, image_size=image_size,
-                 seed=seed, weights=weights, name=name, runs_dir=str(runs_dir) if runs_dir else None)
-    return load_config(arch=arch, config_path=config, flags=flags, sets=sets or [])
+# The options train and kfold share: parameter name -> its Typer type. The one list of them.
+TRAIN_OPTIONS = {"arch": Arch, "config": ConfigPath, "data": Data, "epochs": Epochs, "batch_size": BatchSize,
+                 "image_size": ImageSize, "seed": Seed, "weights": Weights, "name": Name, "runs_dir": RunsDir,
+                 "set_": Sets}
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """The shared options as Typer parsed them (None: not given)."""
+
+    arch: str | None = None
+    config: Path | None = None
+    data: Path | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    image_size: int | None = None
+    seed: int | None = None
+    weights: str | None = None
+    name: str | None = None
+    runs_dir: Path | None = None
+    set_: list[str] | None = None
+
+    def given(self) -> list[str]:
+        """The options given, as typed on the command line (``--batch-size``)."""
+        return [f"--{f.name.rstrip('_').replace('_', '-')}" for f in fields(self) if getattr(self, f.name)]
+
+    def resolve(self) -> Config:
+        """The Config these options ask for, in the documented precedence (config.load_config)."""
+        flags = {k: getattr(self, k) for k in FLAG_KEYS if k != "arch"}
+        flags = {k: str(v) if isinstance(v, Path) else v for k, v in flags.items()}
+        return load_config(arch=self.arch, config_path=self.config, flags=flags, sets=self.set_ or [])
+
+
+def train_options(fn):
+    """Give a Typer command the shared options (listed first in --help); it receives them as ``opts``."""
+    hints = typing.get_type_hints(fn, include_extras=True)  # the Annotated options, not their names as strings
+    own = [p.replace(annotation=hints[p.name]) for p in inspect.signature(fn).parameters.values()
+           if p.name != "opts"]
+    shared = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=a)
+              for n, a in TRAIN_OPTIONS.items()]
+
+    @functools.wraps(fn)
+    def wrapper(**kwargs):
+        opts = TrainOptions(**{n: kwargs.pop(n) for n in TRAIN_OPTIONS})
+        return fn(opts=opts, **kwargs)
+
+    wrapper.__signature__ = inspect.Signature([*shared, *(p.replace(kind=p.KEYWORD_ONLY) for p in own)])
+    return wrapper
 
 
 def metrics_table(m: dict, title: str) -> Table:

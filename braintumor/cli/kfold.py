@@ -12,23 +12,7 @@ from ..config import Config, build, read_yaml
 from ..errors import ConfigError
 from ..runs import read_meta
 from .app import command
-from .common import (
-    Arch,
-    BatchSize,
-    ConfigPath,
-    Data,
-    Epochs,
-    ImageSize,
-    Name,
-    RunsDir,
-    Seed,
-    Sets,
-    Weights,
-    console,
-    epochs_text,
-    print_run_dir,
-    resolve_config,
-)
+from .common import TrainOptions, console, epochs_text, print_run_dir, train_options
 from .progress import keras_progress, make_progress
 
 DEFAULT_FOLDS = 5
@@ -44,10 +28,8 @@ Resume = Annotated[Path | None, typer.Option(
 
 
 @command("kfold")
-def kfold(arch: Arch = None, config: ConfigPath = None, data: Data = None, epochs: Epochs = None,
-          batch_size: BatchSize = None, image_size: ImageSize = None, seed: Seed = None,
-          weights: Weights = None, name: Name = None, runs_dir: RunsDir = None, set_: Sets = None,
-          folds: Folds = None, test: Test = None, resume: Resume = None) -> None:
+@train_options
+def kfold(opts: TrainOptions, folds: Folds = None, test: Test = None, resume: Resume = None) -> None:
     """Stratified group k-fold cross-validation into runs/kfold/<timestamp>-<arch>/, one train run per fold.
 
     Copies of one image (identical pixels; also perceptual neighbours with --set data.group_duplicates=near)
@@ -56,10 +38,7 @@ def kfold(arch: Arch = None, config: ConfigPath = None, data: Data = None, epoch
     from ..commands.kfold import resume_kfold, run_kfold  # lazy: loads TensorFlow; --help stays fast
 
     if resume is not None:
-        flags = (("--arch", arch), ("--config", config), ("--data", data), ("--epochs", epochs),
-                 ("--batch-size", batch_size), ("--image-size", image_size), ("--seed", seed),
-                 ("--weights", weights), ("--name", name), ("--runs-dir", runs_dir), ("--set", set_))
-        given = [flag for flag, value in flags if value]
+        given = opts.given()
         if given:
             raise ConfigError(f"--resume reuses the run's own config.yaml and folds.csv; "
                               f"drop {', '.join(given)}")
@@ -68,8 +47,7 @@ def kfold(arch: Arch = None, config: ConfigPath = None, data: Data = None, epoch
         with _FoldProgress(cfg.train.epochs) as progress:
             result = resume_kfold(resume, test, fold_callbacks=progress.callbacks, log=progress.log)
     else:
-        cfg = resolve_config(arch, config, data, epochs, batch_size, image_size, seed, weights, name,
-                             runs_dir, set_)
+        cfg = opts.resolve()
         k = DEFAULT_FOLDS if folds is None else folds
         console.print(f"{k}-fold cross-validation of [bold]{cfg.model.arch}[/] on {cfg.data.path} at "
                       f"{cfg.data.image_size}px, {epochs_text(cfg)} per fold", highlight=False)

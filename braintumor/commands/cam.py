@@ -1,11 +1,5 @@
-"""Grad-CAM and Grad-CAM++ heatmaps (pure), overlays and panels, and the ``cam`` run that writes them.
-
-Gradients come from a sub-model returning [feature map, input of the classifier's last layer], so the score
-explained is the pre-softmax logit (a confident softmax saturates and its gradient vanishes). Our registry
-models are flat, but a user's model whose backbone is a nested sub-model works too: the outer graph is cut
-around the sub-model into pre/inner/post parts, and the inner part returns the feature map from inside its own
-graph (KERAS-NOTES.md).
-"""
+"""The ``cam`` command: explain images (or a seeded per-class gallery) into a run directory of panels,
+cam.csv and gallery figures. The maps come from explain/ (graph cutting, Grad-CAM, rendering)."""
 
 from __future__ import annotations
 
@@ -15,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import plots
+from .. import plots, runs
 from ..data import IMAGE_EXTENSIONS, find_class, list_images, read_image
 from ..errors import ConfigError, DataError, did_you_mean
 from ..explain.gradcam import METHODS, Explanation, explain, explainer
@@ -23,29 +17,6 @@ from ..explain.graph import last_conv_layer
 from ..explain.render import as_rgb, overlay, panel_png
 from ..models.loading import load_run
 from ..plots import figure_png
-from ..runs import (
-    atomic_write_bytes,
-    new_run_dir,
-    run_status,
-    start_run,
-    write_csv,
-    write_meta,
-    write_skipped,
-)
-
-# --- finding the layer to explain ---------------------------------------------------------------------------
-
-
-# --- the explainer: x -> (feature map, logits, probabilities) -----------------------------------------------
-
-
-# --- heatmaps -----------------------------------------------------------------------------------------------
-
-
-# --- pictures -----------------------------------------------------------------------------------------------
-
-
-# --- the cam run --------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -174,22 +145,22 @@ def run_cam(run_dir: str | Path, images: Sequence[str | Path] = (), *, gallery: 
     picks = gallery_picks(gallery, classes, run.config.data.classes, per_class, seed) if gallery else None
 
     # 2. a run directory that says what was asked
-    out = new_run_dir(runs_dir, "cam", run.config.model.arch, name)
-    start_run(out, run.config, "cam", source_run=str(run.path), method=method, layer=layer,
+    out = runs.new_run_dir(runs_dir, "cam", run.config.model.arch, name)
+    runs.start_run(out, run.config, "cam", source_run=str(run.path), method=method, layer=layer,
               explained_class=None if explained is None else classes[explained],
               images=None if gallery else [str(p) for p in images],
               gallery=None if gallery is None else str(gallery), per_class=per_class if gallery else None)
     report = CamReport(out, layer, method)
-    with run_status(out):
+    with runs.run_status(out):
         # 3. one panel PNG per image; unreadable images are listed and skipped
         todo = [(p, None) for p in files] if picks is None else _gallery_todo(picks)
         cells = _explain_all(run, todo, explained, layer, method, per_class, report, on_image)
         # 4. the table, the skipped list and the gallery figures
         write_cam_csv(out / "cam.csv", report.rows)
-        write_skipped(out, report.skipped)
+        runs.write_skipped(out, report.skipped)
         if picks is not None:
             report.figures = write_gallery(out, cells, classes, method, layer)
-        write_meta(out, n=len(report.rows), skipped=len(report.skipped))
+        runs.write_meta(out, n=len(report.rows), skipped=len(report.skipped))
         if not report.rows:
             raise DataError(f"none of the {len(report.skipped)} images could be read; "
                             f"see {out / 'skipped.txt'}")
@@ -219,7 +190,7 @@ def _explain_all(run, todo: list[tuple[str, int | None]], explained: int | None,
         true_name = None if true is None else classes[true]
         png = _png_name(path, taken, "" if true is None else f"{true_name}/")
         title = _title(path, classes, e, true_name)
-        atomic_write_bytes(report.out_dir / png, panel_png(image, e.heatmap, title))
+        runs.atomic_write_bytes(report.out_dir / png, panel_png(image, e.heatmap, title))
         report.rows.append(CamRow(path, classes[e.predicted], float(e.probs[e.predicted]),
                                   classes[e.class_index], float(e.probs[e.class_index]), png, true_name))
         if true is not None:
@@ -232,7 +203,7 @@ def _explain_all(run, todo: list[tuple[str, int | None]], explained: int | None,
 
 def write_cam_csv(path: Path, rows: Sequence[CamRow]) -> None:
     """cam.csv: image, predicted, probability, explained, explained_probability, true, correct, png."""
-    write_csv(path, ["image", "predicted", "probability", "explained", "explained_probability", "true",
+    runs.write_csv(path, ["image", "predicted", "probability", "explained", "explained_probability", "true",
                      "correct", "png"],
               ([r.image, r.predicted, f"{r.probability:.6f}", r.explained, f"{r.explained_probability:.6f}",
                 r.true or "", "" if r.correct is None else str(r.correct).lower(), r.png] for r in rows))
@@ -253,14 +224,14 @@ def write_gallery(out: Path, cells: list[GalleryCell], class_names: Sequence[str
         fig = plots.image_grid_figure([inputs, tiles], ["input", label],
                                       f"{cls}: {right}/{len(tiles)} predicted correctly ({label} at {layer})")
         name = f"gallery_{cls}.png"
-        atomic_write_bytes(out / name, figure_png(fig))
+        runs.atomic_write_bytes(out / name, figure_png(fig))
         written.append(name)
         overview_rows.append(tiles)
         overview_labels.append(f"true {cls}")
     if overview_rows:
         fig = plots.image_grid_figure(overview_rows, overview_labels,
                                       f"{label} at {layer}: green = correct, red = wrong")
-        atomic_write_bytes(out / "gallery.png", figure_png(fig))
+        runs.atomic_write_bytes(out / "gallery.png", figure_png(fig))
         written.append("gallery.png")
     return written
 
