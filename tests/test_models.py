@@ -88,3 +88,13 @@ def test_local_weights_file(tmp_path: Path):
 def test_unknown_arch_suggests():
     with pytest.raises(ModelError, match=r"did you mean 'densenet'"):
         get_spec("densnet")
+
+
+def test_the_registry_says_which_layers_are_the_backbone():
+    """train freezes spec.backbone(model) for model.freeze_backbone_epochs; CustomNet has none to freeze."""
+    assert get_spec("customnet").backbone is None
+    assert all(get_spec(a).backbone is not None for a in ("resnet50", "mobilenet", "densenet", "efficientnet"))
+    model = build_model(ModelConfig(arch="mobilenet", weights="none"), 4, (32, 32, 3))
+    names = {layer.name for layer in get_spec("mobilenet").backbone(model)}
+    assert names and not names & {"image", "preprocess", "predictions"}
+    assert len(names) < len(model.layers)

@@ -18,8 +18,7 @@ from ..dedup import duplicate_groups, multi_member_groups
 from ..distribute import configure_precision, even_for_replicas, make_strategy, runs_dir_for_this_worker, scaled_lr
 from ..errors import ConfigError
 from ..metrics import compute_metrics, write_metrics, write_predictions
-from ..models import build_model, get_spec
-from ..models.applications import backbone_layers
+from ..models import ModelSpec, build_model, get_spec
 from ..models.loading import predict
 from ..pipeline import class_weights, make_dataset, oversample
 from ..plots import atomic_save_figure
@@ -136,7 +135,7 @@ def fit_and_report(cfg: Config, run_dir: Path, loaded: LoadedImages, train_idx: 
     for first, last, phase_lr, frozen in phases:
         if stopped or first >= last:
             continue
-        _set_backbone_trainable(model, not frozen)
+        _set_backbone_trainable(model, get_spec(cfg.model.arch), not frozen)
         with strategy.scope():
             model.compile(optimizer=_optimizer(tcfg, phase_lr, steps, last - first),
                           loss=keras.losses.CategoricalCrossentropy(label_smoothing=tcfg.label_smoothing),
@@ -183,11 +182,12 @@ def _freeze_epochs(cfg: Config) -> int:
     return cfg.model.freeze_backbone_epochs if pretrained else 0
 
 
-def _set_backbone_trainable(model, trainable: bool) -> None:
-    """Freeze or unfreeze the pretrained backbone; its BatchNorm layers stay frozen (inference mode) when tuning."""
-    if model.name == "customnet":
+def _set_backbone_trainable(model, spec: ModelSpec, trainable: bool) -> None:
+    """Freeze or unfreeze the pretrained backbone the registry names; its BatchNorm layers stay frozen
+    (inference mode) when tuning."""
+    if spec.backbone is None:
         return
-    for layer in backbone_layers(model):
+    for layer in spec.backbone(model):
         layer.trainable = trainable and not isinstance(layer, keras.layers.BatchNormalization)
 
 

@@ -62,23 +62,24 @@ def backbone_layers(model) -> list:
 
 
 @register("resnet50", preprocessing="caffe: RGB->BGR, ImageNet channel means subtracted (input 0-255)",
-          last_conv="conv5_block3_out", imagenet=True)
+          last_conv="conv5_block3_out", imagenet=True, backbone=backbone_layers)
 def resnet50(cfg: ModelConfig, num_classes: int, input_shape: tuple):
     return _classifier(keras.applications.ResNet50, "resnet50", "caffe", cfg, num_classes, input_shape)
 
 
-@register("mobilenet", preprocessing="tf: scaled to [-1, 1] (input 0-255)", last_conv="out_relu", imagenet=True)
+@register("mobilenet", preprocessing="tf: scaled to [-1, 1] (input 0-255)", last_conv="out_relu",
+          imagenet=True, backbone=backbone_layers)
 def mobilenet(cfg: ModelConfig, num_classes: int, input_shape: tuple):
     return _classifier(keras.applications.MobileNetV2, "mobilenet", "tf", cfg, num_classes, input_shape)
 
 
 @register("densenet", preprocessing="torch: /255 then ImageNet mean/std (input 0-255)", last_conv="relu",
-          imagenet=True)
+          imagenet=True, backbone=backbone_layers)
 def densenet(cfg: ModelConfig, num_classes: int, input_shape: tuple):
     return _classifier(keras.applications.DenseNet121, "densenet", "torch", cfg, num_classes, input_shape)
 
 
 @register("efficientnet", preprocessing="raw: 0-255 as is; EfficientNetB0 rescales and normalises inside",
-          last_conv="top_activation", imagenet=True)
+          last_conv="top_activation", imagenet=True, backbone=backbone_layers)
 def efficientnet(cfg: ModelConfig, num_classes: int, input_shape: tuple):
     return _classifier(keras.applications.EfficientNetB0, "efficientnet", "raw", cfg, num_classes, input_shape)

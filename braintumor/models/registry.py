@@ -10,6 +10,8 @@ from ..errors import ModelError, did_you_mean
 
 # (cfg, num_classes, input_shape) -> keras.Model taking float 0-255 pixels of input_shape.
 Builder = Callable[[ModelConfig, int, tuple], object]
+# a built model -> the layers of its pretrained backbone (frozen for model.freeze_backbone_epochs)
+Backbone = Callable[[object], list]
 
 
 @dataclass(frozen=True)
@@ -19,18 +21,19 @@ class ModelSpec:
     preprocessing: str  # what the model does to 0-255 pixels inside itself, for meta.json and /model
     last_conv: str  # the layer Grad-CAM explains by default
     imagenet: bool  # whether ImageNet weights exist for it
+    backbone: Backbone | None = None  # None: no pretrained backbone to freeze
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register(name: str, *, preprocessing: str, last_conv: str, imagenet: bool):
+def register(name: str, *, preprocessing: str, last_conv: str, imagenet: bool, backbone: Backbone | None = None):
     """Decorator: ``@register("resnet50", ...)`` on a builder adds it to the registry under ``name``."""
 
     def wrap(fn: Builder) -> Builder:
         if name in _REGISTRY:
             raise ValueError(f"architecture {name!r} registered twice")
-        _REGISTRY[name] = ModelSpec(name, fn, preprocessing, last_conv, imagenet)
+        _REGISTRY[name] = ModelSpec(name, fn, preprocessing, last_conv, imagenet, backbone)
         return fn
 
     return wrap
