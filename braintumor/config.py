@@ -223,7 +223,17 @@ def load_config(
     for item in sets or []:
         key, value = parse_set(item)
         _set_dotted(tree, key, value)
-    return build(Config, tree)
+    cfg = build(Config, tree)
+    check_weights_file(cfg.model)
+    return cfg
+
+
+def check_weights_file(model: ModelConfig) -> None:
+    """A weights path must name a file now. Checked when a config is resolved for new work, not in ``build``:
+    a finished run's config.yaml must still load after the weights file it was trained from has moved."""
+    w = model.weights
+    _check(w in ("imagenet", "none") or Path(w).is_file(), "model.weights", w,
+           "use imagenet, none, or the path of an existing weights file")
 
 
 def _suggest(word: str, options: list[str]) -> str:
@@ -323,13 +333,6 @@ def _validate(obj: Any, prefix: str) -> None:
         _check(len(obj.filters) >= 1 and min(obj.filters) >= 1, prefix + "filters", obj.filters, "positive counts")
         _check(obj.convs_per_block >= 1, prefix + "convs_per_block", obj.convs_per_block, "use 1 or more")
         _check(obj.freeze_backbone_epochs >= 0, prefix + "freeze_backbone_epochs", obj.freeze_backbone_epochs, ">= 0")
-        w = obj.weights
-        _check(
-            w in ("imagenet", "none") or Path(w).is_file(),
-            prefix + "weights",
-            w,
-            "use imagenet, none, or the path of an existing weights file",
-        )
     elif isinstance(obj, TrainConfig):
         _check(obj.epochs >= 1, prefix + "epochs", obj.epochs, "use 1 or more")
         _check(obj.batch_size >= 1, prefix + "batch_size", obj.batch_size, "use 1 or more")

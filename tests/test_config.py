@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from braintumor.config import Config, build, configs_dir, load_config, parse_set
+from braintumor.config import Config, build, configs_dir, load_config, parse_set, read_yaml
 from braintumor.errors import ConfigError
 
 
@@ -93,3 +93,17 @@ def test_every_yaml_key_is_commented_with_a_type():
         for line in path.read_text().splitlines():
             if re.match(r"^\s*[a-z_]+:\s*[^#\s]", line):  # a key with a value (sections have none)
                 assert re.search(r"#\s*\(", line), f"{path.name}: key without a '# (type) meaning' comment: {line}"
+
+
+def test_a_saved_config_loads_after_its_weights_file_moved(tmp_path: Path):
+    """A run's config.yaml is a record: it must load for evaluate/cam/serve even when the weights file is gone;
+    new work that would read the file is still refused by name."""
+    w = tmp_path / "w.weights.h5"
+    w.write_bytes(b"")
+    cfg = load_config(arch="customnet", sets=[f"model.weights={w}"])
+    saved = tmp_path / "config.yaml"
+    saved.write_text(cfg.to_yaml())
+    w.unlink()
+    assert build(Config, read_yaml(saved)).model.weights == str(w)
+    with pytest.raises(ConfigError, match=r"model.weights: .* is not valid; use imagenet, none"):
+        load_config(config_path=saved)
