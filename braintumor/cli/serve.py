@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -60,7 +59,7 @@ def serve(run: Run = None, host: Host = None, port: Port = None, max_upload_byte
     # Fail here, in one red line, rather than inside the server's start-up.
     run_dir = resolve_run(None if settings.run == "latest" else settings.run, Path(settings.runs_dir))
     meta = load_run(run_dir, with_model=False).meta
-    settings = _replace(settings, run=str(run_dir))
+    settings = settings.model_copy(update={"run": str(run_dir)})
 
     shown = "localhost" if settings.host in ("127.0.0.1", "::1") else settings.host
     url = f"http://{shown}:{settings.port}/"
@@ -70,10 +69,6 @@ def serve(run: Run = None, host: Host = None, port: Port = None, max_upload_byte
         console.print(f"[yellow]listening on {settings.host}: reachable from the network, without "
                       "authentication[/]", soft_wrap=True)
     run_server(settings)
-
-
-def _replace(settings, **changes):
-    return dataclasses.replace(settings, **changes)
 
 
 def run_server(settings) -> None:

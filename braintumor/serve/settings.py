@@ -1,12 +1,14 @@
-"""Server settings: dataclass defaults < BRAINTUMOR_* environment variables < command-line flags."""
+"""Server settings: defaults < BRAINTUMOR_* environment variables < command-line flags (pydantic-settings)."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from contextvars import ContextVar
+from typing import Annotated, Any
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 
 from ..errors import ConfigError
 
@@ -28,9 +30,23 @@ def default_concurrency() -> int:
     return max(1, min(8, available_cpus()))
 
 
-@dataclass(frozen=True)
-class ServeSettings:
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("braintumor_serve_environ", default=None)
+
+
+class _Environment(EnvSettingsSource):
+    """The process environment, or the mapping ``load_settings`` was given (tests, embedding)."""
+
+    def _load_env_vars(self):
+        environ = _ENVIRON.get()
+        return {(k if self.case_sensitive else k.lower()): v
+                for k, v in (os.environ if environ is None else environ).items()
+                if not (self.env_ignore_empty and v == "")}
+
+
+class ServeSettings(BaseSettings):
     """Everything `braintumor serve` can be told; each field is also BRAINTUMOR_<FIELD> in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, env_ignore_empty=True, extra="forbid")
 
     run: str | None = None  # train run directory; None = latest complete run under runs_dir
     runs_dir: str = "runs"
@@ -39,12 +55,28 @@ class ServeSettings:
     max_upload_bytes: int = 20 * MiB  # per file
     max_pixels: int = 40_000_000  # width * height before decoding (decompression bombs); 6000x6000 is 36 M
     max_batch_files: int = 16  # files in one /predict/batch request
-    concurrency: int = field(default_factory=default_concurrency)  # images decoded + inferred at once
+    concurrency: int = Field(default_factory=default_concurrency)  # images decoded + inferred at once
     queue_timeout: float = 30.0  # seconds a request may wait for a free slot before 503
-    cors_origins: tuple[str, ...] = ()  # none: no CORS headers at all
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()  # none: no CORS headers at all; env: comma-separated
     log_level: str = "info"
 
-    def __post_init__(self):
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        return init_settings, _Environment(settings_cls)  # flags (init) win over the environment
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, v: Any) -> Any:
+        return tuple(s.strip() for s in v.split(",") if s.strip()) if isinstance(v, str) else v
+
+    @field_validator("port", "max_upload_bytes", "max_pixels", "max_batch_files", "concurrency", mode="before")
+    @classmethod
+    def _digit_groups(cls, v: Any) -> Any:
+        return v.strip().replace("_", "") if isinstance(v, str) else v  # 20_000_000 as Python writes it
+
+    @model_validator(mode="after")
+    def _in_range(self) -> ServeSettings:
         checks = [
             ("port", 0 <= self.port <= 65535, "0-65535"),
             ("max_upload_bytes", self.max_upload_bytes > 0, "a positive number of bytes"),
@@ -56,8 +88,9 @@ class ServeSettings:
              "critical, error, warning, info or debug"),
         ]
         for name, ok, valid in checks:
-            if not ok:
+            if not ok:  # a ConfigError passes through pydantic untouched
                 raise ConfigError(f"serve setting {name}={getattr(self, name)!r} is invalid; use {valid}")
+        return self
 
     @property
     def max_request_bytes(self) -> int:
@@ -70,33 +103,24 @@ class ServeSettings:
                 "max_batch_files": self.max_batch_files}
 
 
-def _parse(name: str, raw: str, kind: Any) -> Any:
-    raw = raw.strip()
-    try:
-        if kind == "int":
-            return int(raw.replace("_", ""))
-        if kind == "float":
-            return float(raw)
-        if kind == "tuple[str, ...]":
-            return tuple(s.strip() for s in raw.split(",") if s.strip())
-        return raw or None if kind == "str | None" else raw
-    except ValueError:
-        raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from None
-
-
 def load_settings(flags: Mapping[str, Any] | None = None,
                   environ: Mapping[str, str] | None = None) -> ServeSettings:
-    """Settings from the environment, then from flags that were given (None means 'not given')."""
-    environ = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
-    for f in dataclasses.fields(ServeSettings):
-        raw = environ.get(ENV_PREFIX + f.name.upper())
-        if raw is not None:
-            values[f.name] = _parse(f.name, raw, f.type)
-    known = {f.name for f in dataclasses.fields(ServeSettings)}
+    """Settings from the environment (``environ``, default the process's), then from flags that were given
+    (None means 'not given'); a bad value is a ConfigError naming the setting, its variable and the value."""
+    known = set(ServeSettings.model_fields)
+    given = {}
     for k, v in (flags or {}).items():
         if k not in known:
             raise ConfigError(f"unknown serve setting {k!r}; known: {', '.join(sorted(known))}")
         if v is not None:
-            values[k] = tuple(v) if isinstance(v, list) else v
-    return ServeSettings(**values)
+            given[k] = tuple(v) if isinstance(v, list) else v
+    token = _ENVIRON.set(environ)
+    try:
+        return ServeSettings(**given)
+    except ValidationError as e:
+        err = e.errors()[0]
+        name = str(err["loc"][0]) if err["loc"] else "?"
+        raise ConfigError(f"serve setting {name}={err['input']!r} (flag --{name.replace('_', '-')} or "
+                          f"{ENV_PREFIX}{name.upper()}) is invalid: {err['msg']}") from None
+    finally:
+        _ENVIRON.reset(token)
