@@ -66,7 +66,7 @@ def config_for(args, arch: str, runs_dir: str):
 
 def train_one(cfg, loaded, groups) -> dict:
     """Exactly what ``run_train`` does, minus decoding the folder again."""
-    from braintumor.commands.train import fit_and_report, write_split
+    from braintumor.commands.train import FitParts, fit_and_report, write_split
     from braintumor.data import split_train_val
     from braintumor.dedup import multi_member_groups
     from braintumor.runs import new_run_dir, read_meta, run_status, start_run, write_meta, write_skipped
@@ -81,7 +81,7 @@ def train_one(cfg, loaded, groups) -> dict:
         write_split(run_dir, loaded, train_idx, val_idx)
         write_meta(run_dir, n_images=len(loaded.paths), skipped=len(loaded.skipped),
                    duplicate_groups=multi_member_groups(groups))
-        metrics = fit_and_report(cfg, run_dir, loaded, train_idx, val_idx, callbacks=(clock,))
+        metrics = fit_and_report(cfg, run_dir, loaded, FitParts(train_idx, val_idx), callbacks=(clock,))
     meta = read_meta(run_dir)
     steady = clock.seconds[1:] or clock.seconds
     return {"arch": cfg.model.arch, "run": str(run_dir), "epochs": meta.get("epochs_run"),

@@ -265,7 +265,10 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
 
 
 def report_markdown(s: dict[str, Any]) -> str:
-    """report.md: every table and figure, readable on its own."""
+    """report.md: every table and figure, readable on its own.
+
+    Longer than our usual function on purpose: one list of lines in the order the report reads.
+    """
     names = list(s["images"])
     t = s["near_threshold"]
     lines = ["# Dataset report", ""]

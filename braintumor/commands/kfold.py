@@ -247,8 +247,9 @@ def fit_fold(cfg: Config, run_dir: Path, fold_dir: Path, plan: FoldPlan, fold: i
         train.write_split(fold_dir, plan.loaded, train_idx, held_out, tune_idx)
         write_meta(fold_dir, n_images=len(plan.loaded.paths), duplicate_groups=multi_member_groups(plan.groups),
                    n_tune=None if tune_idx is None else int(len(tune_idx)))
-        train.fit_and_report(cfg, fold_dir, plan.loaded, train_idx, held_out if tune_idx is None else tune_idx,
-                             callbacks, score_idx=held_out, scored_on="held-out fold")
+        parts = train.FitParts(train_idx, held_out if tune_idx is None else tune_idx, score=held_out,
+                               scored_on="held-out fold")
+        train.fit_and_report(cfg, fold_dir, plan.loaded, parts, callbacks)
 
 
 def _record_fold_status(run_dir: Path, fold_dir: Path, fold: int) -> None:

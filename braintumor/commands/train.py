@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,7 @@ def run_train(cfg: Config, callbacks: tuple = ()) -> tuple[Path, dict[str, Any]]
         write_split(run_dir, loaded, train_idx, val_idx)
         write_meta(run_dir, n_images=len(loaded.paths), skipped=len(loaded.skipped),
                    duplicate_groups=multi_member_groups(groups))
-        metrics = fit_and_report(cfg, run_dir, loaded, train_idx, val_idx, callbacks)
+        metrics = fit_and_report(cfg, run_dir, loaded, FitParts(train_idx, val_idx), callbacks)
     return run_dir, metrics
 
 
@@ -86,11 +87,20 @@ def validation_steers(cfg: Config) -> bool:
     return t.checkpoint == "best" or t.lr_schedule == "plateau" or t.early_stopping_patience > 0
 
 
-def fit_and_report(cfg: Config, run_dir: Path, loaded: LoadedImages, train_idx: np.ndarray,
-                   val_idx: np.ndarray, callbacks: tuple = (), score_idx: np.ndarray | None = None,
-                   scored_on: str = "validation split") -> dict[str, Any]:
-    """Fit a fresh model on ``train_idx`` with ``val_idx`` as validation data, keep the best (by validation loss)
-    or the last model as ``train.checkpoint`` says, and write its metrics on ``score_idx`` (default ``val_idx``).
+@dataclass(frozen=True)
+class FitParts:
+    """Which images a fit trains on, which it validates on, and which its kept model is scored on."""
+
+    train: np.ndarray
+    val: np.ndarray  # validation data: steers training when the recipe lets it (validation_steers)
+    score: np.ndarray | None = None  # None: the validation part (kfold: the held-out fold)
+    scored_on: str = "validation split"
+
+
+def fit_and_report(cfg: Config, run_dir: Path, loaded: LoadedImages, parts: FitParts,
+                   callbacks: tuple = ()) -> dict[str, Any]:
+    """Fit a fresh model on ``parts.train`` with ``parts.val`` as validation data, keep the best (by validation
+    loss) or the last model as ``train.checkpoint`` says, and write its metrics on ``parts.score``.
 
     Shared by ``train`` and each ``kfold`` fold, so both follow exactly the same recipe.
     """
@@ -99,35 +109,61 @@ def fit_and_report(cfg: Config, run_dir: Path, loaded: LoadedImages, train_idx: 
     keras.utils.set_random_seed(cfg.seed)
     policy = configure_precision(cfg.train)
     strategy = make_strategy(cfg.train)
-    k, labels, tcfg = len(loaded.class_names), loaded.labels, cfg.train
+    replicas = strategy.num_replicas_in_sync
 
     # 2. pipelines: class weights come from this training part only
-    fit_idx = oversample(train_idx, labels, cfg.seed) if cfg.data.oversample else train_idx
-    # several replicas: every batch must split evenly over them (a no-op on one device; see even_for_replicas)
-    fit_idx = even_for_replicas(fit_idx, strategy.num_replicas_in_sync, cfg.seed)
-    fit_val_idx = even_for_replicas(val_idx, strategy.num_replicas_in_sync, cfg.seed)
-    train_ds = make_dataset(loaded.images[fit_idx], labels[fit_idx], k, tcfg.batch_size, training=True,
-                            augment=cfg.data.augment, seed=cfg.seed)
-    val_ds = make_dataset(loaded.images[fit_val_idx], labels[fit_val_idx], k, tcfg.batch_size)
-    weights = class_weights(labels[train_idx], k) if cfg.data.class_weight == "balanced" else None
+    fit_idx, train_ds, val_ds, weights = _pipelines(cfg, loaded, parts, replicas)
 
     # 3. model
     input_shape = loaded.images.shape[1:]
     with strategy.scope():
-        model = build_model(cfg.model, k, input_shape)
-    lr = scaled_lr(tcfg, strategy.num_replicas_in_sync)
-    steps = math.ceil(len(fit_idx) / tcfg.batch_size)
+        model = build_model(cfg.model, len(loaded.class_names), input_shape)
     write_meta(run_dir, arch=cfg.model.arch, class_names=list(loaded.class_names), image_size=cfg.data.image_size,
                channels=int(input_shape[-1]), color_mode=cfg.data.color_mode,
                preprocessing=get_spec(cfg.model.arch).preprocessing, params=int(model.count_params()),
-               n_train=int(len(train_idx)), n_val=int(len(val_idx)), class_weight=weights,
-               dtype_policy=policy, replicas=int(strategy.num_replicas_in_sync))
+               n_train=int(len(parts.train)), n_val=int(len(parts.val)), class_weight=weights,
+               dtype_policy=policy, replicas=int(replicas))
 
     # 4. fit (optionally in two phases: frozen backbone, then fine-tuning)
-    best_path = run_dir / "model.keras"
-    checkpoint = BestCheckpoint(best_path, keep=tcfg.checkpoint)
-    timer = EpochTimer()
+    checkpoint, timer = BestCheckpoint(run_dir / "model.keras", keep=cfg.train.checkpoint), EpochTimer()
     started = time.perf_counter()
+    _fit(cfg, run_dir, model, strategy, (train_ds, val_ds, weights), math.ceil(len(fit_idx) / cfg.train.batch_size),
+         [checkpoint, timer], callbacks)
+    train_seconds = time.perf_counter() - started
+
+    # 5. the kept model, scored on the validation (or, in kfold, held-out) part
+    metrics = _score(cfg, run_dir, loaded, parts)
+    history = _read_history(run_dir / "history.csv")
+    atomic_save_figure(plots.history_figure(history, f"{cfg.model.arch} training"), run_dir / "plots" / "history.png")
+    write_meta(run_dir, epochs_run=len(history.get("loss", [])), checkpoint=cfg.train.checkpoint,
+               best_epoch=checkpoint.best_epoch, best_val_loss=_finite(checkpoint.best),
+               validation_steers_training=validation_steers(cfg), n_scored=int(metrics["n"]),
+               train_seconds=round(train_seconds, 2),
+               train_images_per_second=timer.images_per_second(len(fit_idx)))
+    return metrics
+
+
+def _pipelines(cfg: Config, loaded: LoadedImages, parts: FitParts, replicas: int):
+    """(the training indices after oversampling, training and validation datasets, class weights or None)."""
+    k, labels, tcfg = len(loaded.class_names), loaded.labels, cfg.train
+    fit_idx = oversample(parts.train, labels, cfg.seed) if cfg.data.oversample else parts.train
+    # several replicas: every batch must split evenly over them (a no-op on one device; see even_for_replicas)
+    fit_idx = even_for_replicas(fit_idx, replicas, cfg.seed)
+    fit_val_idx = even_for_replicas(parts.val, replicas, cfg.seed)
+    train_ds = make_dataset(loaded.images[fit_idx], labels[fit_idx], k, tcfg.batch_size, training=True,
+                            augment=cfg.data.augment, seed=cfg.seed)
+    val_ds = make_dataset(loaded.images[fit_val_idx], labels[fit_val_idx], k, tcfg.batch_size)
+    weights = class_weights(labels[parts.train], k) if cfg.data.class_weight == "balanced" else None
+    return fit_idx, train_ds, val_ds, weights
+
+
+def _fit(cfg: Config, run_dir: Path, model, strategy, data: tuple, steps: int, ours: list, callbacks: tuple) -> None:
+    """``model.fit`` in one phase, or two (frozen backbone, then fine-tuning); model.keras holds the kept model.
+
+    ``data`` is (training dataset, validation dataset, class weights); ``ours`` is [BestCheckpoint, EpochTimer].
+    """
+    tcfg, (train_ds, val_ds, weights), (checkpoint, timer) = cfg.train, data, ours
+    lr = scaled_lr(tcfg, strategy.num_replicas_in_sync)
     freeze = _freeze_epochs(cfg)
     phases = [(0, freeze, lr, True), (freeze, tcfg.epochs, lr * cfg.model.fine_tune_lr_factor, False)] \
         if freeze else [(0, tcfg.epochs, lr, False)]
@@ -145,30 +181,25 @@ def fit_and_report(cfg: Config, run_dir: Path, loaded: LoadedImages, train_idx: 
         hist = model.fit(train_ds, validation_data=val_ds, epochs=last, initial_epoch=first, class_weight=weights,
                          callbacks=cbs, verbose=0, shuffle=False)  # tf.data shuffles itself
         stopped = len(hist.epoch) < last - first  # early stopping ends both phases
-    train_seconds = time.perf_counter() - started
+    best_path = run_dir / "model.keras"
     if tcfg.checkpoint == "last":  # the final weights (with train.ema, the averaged ones)
         atomic_save_model(model, best_path)
     if not best_path.is_file():  # validation loss never finite: keep the last model rather than nothing
         atomic_save_model(model, best_path)
 
-    # 5. the kept model, scored on the validation (or, in kfold, held-out) part
-    steered_by_scored = score_idx is None  # the scored images are the validation data
-    score_idx = val_idx if score_idx is None else score_idx
-    best = keras.models.load_model(best_path, safe_mode=True)
-    probs = predict(best, loaded.images[score_idx], tcfg.batch_size, cfg.eval.tta)
-    metrics = compute_metrics(labels[score_idx], probs, loaded.class_names, cfg.eval.bootstrap, cfg.seed)
-    steers = validation_steers(cfg)
-    write_metrics(run_dir, metrics, f"{cfg.model.arch}: {tcfg.checkpoint} model on the {scored_on}"
-                  + (" (it also steered training)" if steers and steered_by_scored else ""))
-    write_predictions(run_dir / "predictions.csv", [loaded.paths[i] for i in score_idx], labels[score_idx], probs,
+
+def _score(cfg: Config, run_dir: Path, loaded: LoadedImages, parts: FitParts) -> dict[str, Any]:
+    """The kept model's metrics.json, metrics.md, confusion plots and predictions.csv on the scored part."""
+    steered_by_scored = parts.score is None  # the scored images are the validation data
+    score_idx = parts.val if parts.score is None else parts.score
+    best = keras.models.load_model(run_dir / "model.keras", safe_mode=True)
+    probs = predict(best, loaded.images[score_idx], cfg.train.batch_size, cfg.eval.tta)
+    labels = loaded.labels[score_idx]
+    metrics = compute_metrics(labels, probs, loaded.class_names, cfg.eval.bootstrap, cfg.seed)
+    write_metrics(run_dir, metrics, f"{cfg.model.arch}: {cfg.train.checkpoint} model on the {parts.scored_on}"
+                  + (" (it also steered training)" if validation_steers(cfg) and steered_by_scored else ""))
+    write_predictions(run_dir / "predictions.csv", [loaded.paths[i] for i in score_idx], labels, probs,
                       loaded.class_names)
-    history = _read_history(run_dir / "history.csv")
-    atomic_save_figure(plots.history_figure(history, f"{cfg.model.arch} training"), run_dir / "plots" / "history.png")
-    write_meta(run_dir, epochs_run=len(history.get("loss", [])), checkpoint=tcfg.checkpoint,
-               best_epoch=checkpoint.best_epoch, best_val_loss=_finite(checkpoint.best),
-               validation_steers_training=steers, n_scored=int(len(score_idx)),
-               train_seconds=round(train_seconds, 2),
-               train_images_per_second=timer.images_per_second(len(fit_idx)))
     return metrics
 
 
