@@ -11,6 +11,7 @@ import typer
 from rich import box
 from rich.table import Table
 
+from ..commands.compare import display_cells, markdown, run_compare, to_frame
 from ..errors import RunError
 from .app import command
 from .common import Name, RunsDir, console, err_console
@@ -50,7 +51,6 @@ def compare(
 
     Example: braintumor compare runs/train/* --sort accuracy --format md > table.md
     """
-    from ..commands.compare import run_compare  # lazy: loads TensorFlow; --help stays fast
 
     root = runs_dir or Path("runs")
     paths = list(runs or [])
@@ -76,7 +76,6 @@ def compare(
                 console.print(f"cohort {letter}: {what}", highlight=False, soft_wrap=True)
         console.print(f"comparison: [bold]{out}[/]", highlight=False)
     else:
-        from ..commands.compare import markdown, to_frame  # lazy: loads TensorFlow; --help stays fast
 
         sys.stdout.write(markdown(cmp) if fmt is Format.md else to_frame(cmp.rows).to_csv(index=False))
         err_console.print(f"comparison: {out}", highlight=False)
@@ -99,7 +98,6 @@ def terminal_table(cmp, width: int) -> tuple[Table, list[str]]:
 
     Columns that are the same in every row (kind, cohort) are left out too.
     """
-    from ..commands.compare import display_cells  # lazy: loads TensorFlow; --help stays fast
 
     cells = [display_cells(r) for r in cmp.rows]
     for c in cells:

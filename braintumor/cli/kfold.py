@@ -8,9 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ..config import Config, build, read_yaml
 from ..errors import ConfigError
-from ..runs import read_meta
 from .app import command
 from .common import TrainOptions, console, epochs_text, print_run_dir, train_options
 from .progress import keras_progress, make_progress
@@ -35,14 +33,14 @@ def kfold(opts: TrainOptions, folds: Folds = None, test: Test = None, resume: Re
     Copies of one image (identical pixels; also perceptual neighbours with --set data.group_duplicates=near)
     always sit in the same fold. Example: braintumor kfold --arch customnet --folds 5 --data data/Training
     """
-    from ..commands.kfold import resume_kfold, run_kfold  # lazy: loads TensorFlow; --help stays fast
+    from ..commands.kfold import resume_config, resume_kfold, run_kfold  # lazy: loads TensorFlow; --help stays fast
 
     if resume is not None:
         given = opts.given()
         if given:
             raise ConfigError(f"--resume reuses the run's own config.yaml and folds.csv; "
                               f"drop {', '.join(given)}")
-        cfg = _resume_config(resume, folds)
+        cfg = resume_config(resume, folds)
         console.print(f"resuming {resume}", highlight=False)
         with _FoldProgress(cfg.train.epochs) as progress:
             result = resume_kfold(resume, test, fold_callbacks=progress.callbacks, log=progress.log)
@@ -62,15 +60,6 @@ def kfold(opts: TrainOptions, folds: Folds = None, test: Test = None, resume: Re
         console.print(f"reused complete folds: {', '.join(map(str, result.reused))}; "
                       f"trained now: {', '.join(map(str, result.trained)) or 'none'}", highlight=False)
     print_run_dir(result.run_dir)
-
-
-def _resume_config(run_dir: Path, folds: int | None):
-    """The run's saved config, after checking --folds (if given) matches the folds it was started with."""
-    saved = read_meta(run_dir).get("n_folds")
-    if folds is not None and folds != saved:
-        raise ConfigError(f"--folds {folds}: {run_dir} was started with {saved} folds and resumes with them; "
-                          "drop --folds or start a new run")
-    return build(Config, read_yaml(run_dir / "config.yaml"))
 
 
 class _FoldProgress:

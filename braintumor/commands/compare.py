@@ -16,13 +16,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 from scipy import stats
 
-from .. import models, plots  # noqa: F401  (models registers the custom layers for safe loading)
+from .. import plots
 from ..config import read_yaml
 from ..errors import ConfigError, RunError, did_you_mean
 from ..plots import atomic_save_figure
@@ -410,6 +408,8 @@ def single_image_ms(model, input_shape: tuple[int, ...], repeats: int = 30, warm
     The call is a ``tf.function`` without XLA (explicit, like training), traced and warmed up first; each
     timed call ends with ``.numpy()`` so the time includes getting the probabilities back.
     """
+    import tensorflow as tf  # lazy: only timing needs TensorFlow, so compare --no-measure starts in a second
+
     fn = tf.function(lambda x: model(x, training=False), jit_compile=False, reduce_retracing=True)
     rng = np.random.default_rng(seed)
     x = tf.constant(rng.integers(0, 256, size=(1, *input_shape)).astype(np.float32))  # (1, h, w, c) 0-255
@@ -425,6 +425,10 @@ def single_image_ms(model, input_shape: tuple[int, ...], repeats: int = 30, warm
 
 def measure_inference(rows: list[Row], repeats: int = 30) -> None:
     """Fill inference_ms for rows that did not record it, by loading each model once and timing it here."""
+    import keras  # lazy, as in single_image_ms
+
+    from .. import models  # noqa: F401  (registers the custom layers for safe loading)
+
     cache: dict[str, float] = {}
     for row in rows:
         if row.inference_source == "recorded":

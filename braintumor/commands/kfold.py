@@ -462,3 +462,13 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
                       "" if r["n"] is None else r["n"], f"{r['loss']:.4f}", f"{r['accuracy']:.4f}",
                       "" if np.isnan(lo) else f"{lo:.4f} - {hi:.4f}", f"{r['auc']:.4f}", f"{r['macro_f1']:.4f}"])
     return markdown_table(["model", "n", "loss", "accuracy", "95% CI", "AUC", "macro F1"], cells)
+
+
+def resume_config(run_dir: str | Path, folds: int | None = None) -> Config:
+    """The run's saved config, after checking --folds (if given) matches the folds it was started with."""
+    run_dir = Path(run_dir)
+    saved = read_meta(run_dir).get("n_folds")
+    if folds is not None and folds != saved:
+        raise ConfigError(f"--folds {folds}: {run_dir} was started with {saved} folds and resumes with them; "
+                          "drop --folds or start a new run")
+    return build(Config, read_yaml(run_dir / "config.yaml"))
