@@ -14,6 +14,8 @@ from typing import Any
 import imagehash
 import numpy as np
 from PIL import Image
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from .config import DEFAULT_NEAR_THRESHOLD
 from .data import ImageList, decode, is_gray, list_images, map_images, pixel_digest
@@ -48,22 +50,13 @@ def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.bitwise_count(a[:, None] ^ b[None, :]).astype(np.uint8)
 
 
-def _union_find_groups(n: int, pairs: np.ndarray) -> np.ndarray:
-    parent = np.arange(n)
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for a, b in pairs:
-        ra, rb = find(int(a)), find(int(b))
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    roots = np.asarray([find(i) for i in range(n)])
-    _, ids = np.unique(roots, return_inverse=True)
-    return ids.astype(np.int64)
+def _components(n: int, pairs: np.ndarray) -> np.ndarray:
+    """Connected component per image of the graph whose edges are ``pairs`` (scipy), numbered by their
+    lowest member: the group of image 0 is 0, the next image not in it starts group 1, and so on."""
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    graph = coo_matrix((np.ones(len(pairs), dtype=bool), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    return connected_components(graph, directed=False)[1].astype(np.int64)
 
 
 def pairs_within(hashes: np.ndarray, threshold: int, block: int = 2048) -> tuple[np.ndarray, np.ndarray]:
@@ -95,7 +88,7 @@ def groups_from_pairs(n: int, pairs: np.ndarray, exact: np.ndarray | None = None
         order = np.argsort(exact, kind="stable")
         same = exact[order][1:] == exact[order][:-1]
         pairs = np.concatenate([pairs, np.stack([order[:-1][same], order[1:][same]], axis=1)])
-    return _union_find_groups(n, pairs)
+    return _components(n, pairs)
 
 
 def near_groups(hashes: np.ndarray, threshold: int, exact: np.ndarray | None = None) -> np.ndarray:
