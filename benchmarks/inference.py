@@ -113,7 +113,7 @@ def main(argv=None) -> dict:
     from braintumor.data import read_image
 
     data = one_file(args, run_dir)
-    image = read_image(data, run.image_size, run.channels)  # (h, w, c) uint8
+    image = read_image(data, run.spec)  # (h, w, c) uint8
     x1 = tf.constant(image[None].astype(np.float32))
     xb = tf.constant(np.repeat(image[None], args.batch, axis=0).astype(np.float32))
 

@@ -39,6 +39,7 @@ class AugmentConfig:
     brightness: float = 0.1  # fraction of the 0-255 range
     contrast: float = 0.1
     erasing: float = 0.0  # probability of blanking one random rectangle per image
+    translate: float = 0.0  # max shift as a fraction of the side, each axis
     mixup: float = 0.0  # MixUp Beta(alpha, alpha) concentration; 0 = off
 
 
@@ -53,6 +54,8 @@ class DataConfig:
     near_threshold: int = DEFAULT_NEAR_THRESHOLD
     class_weight: Literal["none", "balanced"] = "none"
     oversample: bool = False
+    crop: Literal["none", "brain"] = "none"  # brain: crop to the square around the head before resizing
+    normalize: Literal["none", "percentile"] = "none"  # percentile: stretch each image's 0.5-99.5 percentiles
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -71,6 +74,7 @@ class ModelConfig:
     residual: bool = False
     squeeze_excite: bool = False
     separable: bool = False
+    feature_stride: int = 0  # input size / last block's map size; 0 = one 2x2 pool per block (2 ** blocks / 2)
 
 
 @dataclass(frozen=True)
@@ -325,7 +329,7 @@ def _validate(obj: Any, prefix: str) -> None:
             _check(len(obj.classes) >= 2, prefix + "classes", list(obj.classes), "list at least two classes")
             _check(len(set(obj.classes)) == len(obj.classes), prefix + "classes", list(obj.classes), "names repeat")
     elif isinstance(obj, AugmentConfig):
-        for name in ("rotation", "zoom", "brightness", "contrast", "erasing"):
+        for name in ("rotation", "zoom", "brightness", "contrast", "erasing", "translate"):
             v = getattr(obj, name)
             _check(0.0 <= v <= 1.0, prefix + name, v, "use a fraction from 0 to 1")
     elif isinstance(obj, ModelConfig):

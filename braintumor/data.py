@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from sklearn.model_selection import StratifiedGroupKFold
 
-from .config import CANONICAL_CLASSES
+from .config import CANONICAL_CLASSES, DataConfig
 from .errors import DataError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -183,9 +183,96 @@ def to_array(img: Image.Image, size: int, channels: int) -> np.ndarray:
     return arr[..., None] if channels == 1 else arr
 
 
-def read_image(source: str | Path | bytes, size: int, channels: int = 3, max_pixels: int | None = None) -> np.ndarray:
+Box = tuple[int, int, int, int]  # (left, top, right, bottom) in the decoded image's pixels
+
+
+def brain_box(img: Image.Image, margin: float = 0.04) -> Box:
+    """The square around the head: rows and columns with foreground (above 10% of the bright end), widened by
+    ``margin`` of its side. It may reach past the image (cropping pads with black); a dark image keeps its frame.
+
+    Why: the training folder mixes collections whose framing differs by class (small heads in wide black
+    borders, tight crops); cropping to the head gives every image the same framing and the brain more pixels."""
+    gray = np.asarray(img.convert("L"), dtype=np.float32)
+    h, w = gray.shape
+    top = float(np.percentile(gray, 99)) if gray.size else 0.0
+    fg = gray > max(10.0, 0.1 * top)
+    rows = np.flatnonzero(fg.sum(axis=1) > 0.01 * w)  # ignore stray bright pixels and thin labels
+    cols = np.flatnonzero(fg.sum(axis=0) > 0.01 * h)
+    if len(rows) < 2 or len(cols) < 2:
+        return (0, 0, w, h)
+    cy, cx = (rows[0] + rows[-1] + 1) / 2, (cols[0] + cols[-1] + 1) / 2
+    half = max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1) * (1 + 2 * margin) / 2
+    return (int(round(cx - half)), int(round(cy - half)), int(round(cx + half)), int(round(cy + half)))
+
+
+def normalize_intensity(img: Image.Image) -> Image.Image:
+    """Stretch the image's 0.5-99.5 percentiles to 0-255 (the collections differ in brightness by class)."""
+    arr = np.asarray(img, dtype=np.float32)
+    lo, hi = np.percentile(arr, [0.5, 99.5])
+    if hi - lo < 1:
+        return img
+    return Image.fromarray(np.clip((arr - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8), mode=img.mode)
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """How a run turns a decoded image into model input: framing (``crop``, ``normalize``), then a square
+    resize to ``size`` with ``channels``. Stored in the run's config, so every consumer prepares images alike."""
+
+    size: int
+    channels: int = 3
+    crop: str = "none"  # none | brain
+    normalize: str = "none"  # none | percentile
+
+    @classmethod
+    def of(cls, data: DataConfig) -> ImageSpec:
+        return cls(data.image_size, 1 if data.color_mode == "grayscale" else 3, data.crop, data.normalize)
+
+    def frame(self, img: Image.Image) -> tuple[Image.Image, Box]:
+        """The decoded image as the model sees it before resizing, and where that lies in the decoded image."""
+        box = brain_box(img) if self.crop == "brain" else (0, 0, img.width, img.height)
+        if box != (0, 0, img.width, img.height):
+            img = img.crop(box)
+        if self.normalize == "percentile":
+            img = normalize_intensity(img)
+        return img, box
+
+    def prepare(self, img: Image.Image) -> tuple[np.ndarray, Box]:
+        """(the (size, size, channels) uint8 model input, the framing box in the decoded image)."""
+        framed, box = self.frame(img)
+        return to_array(framed, self.size, self.channels), box
+
+
+def unframe(heatmap: np.ndarray, box: Box, width: int, height: int) -> np.ndarray:
+    """A map over the framed image, placed back on the decoded image's (height, width) grid (zero outside)."""
+    left, top, right, bottom = box
+    inside = np.asarray(Image.fromarray(np.asarray(heatmap, np.float32), mode="F")
+                        .resize((right - left, bottom - top), Image.BILINEAR))
+    out = np.zeros((height, width), np.float32)
+    y0, x0, y1, x1 = max(top, 0), max(left, 0), min(bottom, height), min(right, width)
+    if y1 > y0 and x1 > x0:
+        out[y0:y1, x0:x1] = inside[y0 - top:y1 - top, x0 - left:x1 - left]
+    return out
+
+
+@dataclass(frozen=True)
+class InputStats:
+    """What the out-of-distribution gate's input checks measure on a decoded image (0-255 units)."""
+
+    colourfulness: float  # mean over pixels of (max - min) over R, G, B: 0 for gray
+    spread: float  # standard deviation of the gray levels
+
+    @classmethod
+    def of(cls, img: Image.Image) -> InputStats:
+        if img.mode == "L":
+            return cls(0.0, float(np.asarray(img, dtype=np.float32).std()))
+        rgb = np.asarray(img.convert("RGB"), dtype=np.float32)
+        return cls(float((rgb.max(axis=-1) - rgb.min(axis=-1)).mean()), float(rgb.mean(axis=-1).std()))
+
+
+def read_image(source: str | Path | bytes, spec: ImageSpec, max_pixels: int | None = None) -> np.ndarray:
     """One image as the (size, size, channels) uint8 array every model in this toolkit takes."""
-    return to_array(decode(source, max_pixels), size, channels)
+    return spec.prepare(decode(source, max_pixels))[0]
 
 
 def pixel_digest(img: Image.Image) -> str:
@@ -214,11 +301,13 @@ class LoadedImages:
     digests: list[str]  # pixel hash per image, for exact-duplicate groups
     class_names: tuple[str, ...]
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    stats: list[InputStats] = field(default_factory=list)  # per image, for the gate's input checks
 
     def subset(self, idx: np.ndarray) -> LoadedImages:
         return LoadedImages(
             [self.paths[i] for i in idx], self.labels[idx], self.images[idx],
             [self.digests[i] for i in idx], self.class_names, [],
+            [self.stats[i] for i in idx] if self.stats else [],
         )
 
 
@@ -243,22 +332,22 @@ def map_images(paths: Sequence[str], read: Callable[[str], Any], workers: int | 
     return results
 
 
-def load_images(listing: ImageList, size: int, channels: int = 3, workers: int | None = None) -> LoadedImages:
+def load_images(listing: ImageList, spec: ImageSpec, workers: int | None = None) -> LoadedImages:
     """Decode every listed image once, skipping unreadable files."""
 
     def read(path: str):
         img = decode(path)
-        return to_array(img, size, channels), pixel_digest(img)
+        return spec.prepare(img)[0], pixel_digest(img), InputStats.of(img)
 
     results = map_images(listing.paths, read, workers)
     keep = [i for i, r in enumerate(results) if not isinstance(r, str)]
     skipped = [(listing.paths[i], r) for i, r in enumerate(results) if isinstance(r, str)]
     if not keep:
         raise DataError(f"none of the {len(listing.paths)} image files under {listing.root} could be read")
-    images = np.stack([results[i][0] for i in keep]) if keep else np.zeros((0, size, size, channels), np.uint8)
+    images = np.stack([results[i][0] for i in keep])
     return LoadedImages(
         [listing.paths[i] for i in keep], listing.labels[keep], images,
-        [results[i][1] for i in keep], listing.class_names, skipped,
+        [results[i][1] for i in keep], listing.class_names, skipped, [results[i][2] for i in keep],
     )
 
 

@@ -44,11 +44,11 @@ def augmenter(cfg: AugmentConfig, seed: int):
         layers.append(keras.layers.RandomBrightness(cfg.brightness, value_range=(0, 255), seed=seed + 3))
     if cfg.contrast > 0:
         layers.append(keras.layers.RandomContrast(cfg.contrast, value_range=(0, 255), seed=seed + 4))
-    rotation, zoom, erase_p = cfg.rotation, cfg.zoom, cfg.erasing
+    rotation, zoom, erase_p, shift = cfg.rotation, cfg.zoom, cfg.erasing, cfg.translate
 
     def apply(x):
-        if rotation > 0 or zoom > 0:
-            x = _random_affine(x, rotation, zoom)
+        if rotation > 0 or zoom > 0 or shift > 0:
+            x = _random_affine(x, rotation, zoom, shift)
         for layer in layers:
             x = layer(x, training=True)
         if erase_p > 0:
@@ -58,8 +58,9 @@ def augmenter(cfg: AugmentConfig, seed: int):
     return apply
 
 
-def _random_affine(x, rotation: float, zoom: float):
-    """Rotate by up to +-rotation of a full turn and magnify by 1 +- zoom about the centre, in one resampling."""
+def _random_affine(x, rotation: float, zoom: float, shift: float = 0.0):
+    """Rotate by up to +-rotation of a full turn, magnify by 1 +- zoom about the centre and shift by up to
+    +-shift of the side, in one resampling."""
     shape = tf.shape(x)
     b = shape[0]
     h, w = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
@@ -67,8 +68,10 @@ def _random_affine(x, rotation: float, zoom: float):
     scale = tf.random.uniform([b], 1.0 - zoom, 1.0 + zoom)
     cos, sin = tf.cos(theta) / scale, tf.sin(theta) / scale
     cx, cy = (w - 1.0) / 2.0, (h - 1.0) / 2.0
-    # maps each output pixel to the input pixel it samples: rotate and shrink about the centre
-    transforms = tf.stack([cos, -sin, cx - cos * cx + sin * cy, sin, cos, cy - sin * cx - cos * cy,
+    tx = tf.random.uniform([b], -shift, shift) * w
+    ty = tf.random.uniform([b], -shift, shift) * h
+    # maps each output pixel to the input pixel it samples: rotate and shrink about the centre, then shift
+    transforms = tf.stack([cos, -sin, cx - cos * cx + sin * cy + tx, sin, cos, cy - sin * cx - cos * cy + ty,
                            tf.zeros([b]), tf.zeros([b])], axis=1)
     return tf.raw_ops.ImageProjectiveTransformV3(
         images=x, transforms=transforms, output_shape=shape[1:3], fill_value=0.0, interpolation="BILINEAR",

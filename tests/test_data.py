@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from braintumor.data import canonical_class, list_images, load_images, read_image, split_train_val
+from braintumor.data import ImageSpec, canonical_class, list_images, load_images, read_image, split_train_val
 from braintumor.dedup import exact_groups
 from braintumor.errors import DataError
 from braintumor.pipeline import class_weights, make_dataset, oversample
@@ -87,11 +87,11 @@ def _odd_images(d: Path) -> dict[str, Path]:
 def test_every_image_kind_loads(tmp_path: Path, channels: int):
     files = _odd_images(tmp_path)
     for name, path in files.items():
-        arr = read_image(path, 32, channels)
+        arr = read_image(path, ImageSpec(32, channels))
         assert arr.shape == (32, 32, channels) and arr.dtype == np.uint8, name
         assert arr.max() > 0, f"{name} decoded to black"
     # 16-bit is scaled to 8-bit, not clipped to white
-    assert 0 < read_image(files["gray16.png"], 32, 1).mean() < 250
+    assert 0 < read_image(files["gray16.png"], ImageSpec(32, 1)).mean() < 250
 
 
 def test_broken_files_are_skipped_and_listed(tmp_path: Path):
@@ -102,7 +102,7 @@ def test_broken_files_are_skipped_and_listed(tmp_path: Path):
     (root / "meningioma" / "truncated.png").write_bytes(good.read_bytes()[:60])
     (root / "glioma" / "notes.txt").write_text("ignored: not an image extension")
     listing = list_images(root)
-    loaded = load_images(listing, 32)
+    loaded = load_images(listing, ImageSpec(32))
     assert len(loaded.paths) == 12
     assert sorted(Path(p).name for p, _ in loaded.skipped) == ["empty.png", "text.jpg", "truncated.png"]
     assert all("not a readable image" in why for _, why in loaded.skipped)
@@ -113,7 +113,7 @@ def test_nothing_readable_is_a_clear_error(tmp_path: Path):
     d.mkdir(parents=True)
     (d / "x.jpg").write_bytes(b"junk")
     with pytest.raises(DataError, match="none of the 1 image files"):
-        load_images(list_images(tmp_path / "d", require_all=False), 32)
+        load_images(list_images(tmp_path / "d", require_all=False), ImageSpec(32))
 
 
 def test_missing_folder_says_what_to_pass(tmp_path: Path):

@@ -128,7 +128,7 @@ def test_model_describes_the_run_without_server_paths(client, run_dir):
 
 @pytest.mark.parametrize("fmt, mode", [("PNG", "L"), ("JPEG", "RGB"), ("BMP", "RGB"), ("PNG", "RGBA")])
 def test_predict_matches_the_training_preprocessing(client, predictor, fmt, mode):
-    from braintumor.data import read_image
+    from braintumor.data import ImageSpec, read_image
 
     data = image_bytes(fmt, mode=mode, label=2)
     r = client.post("/predict", files=upload(data, f"scan.{fmt.lower()}"))
@@ -140,7 +140,7 @@ def test_predict_matches_the_training_preprocessing(client, predictor, fmt, mode
     assert body["class"] == max(body["probabilities"], key=body["probabilities"].get)
     assert body["latency_ms"] > 0
     # the same pixels training would have seen, through predict(): the served numbers are the model's numbers
-    expected = predictor.model.predict(read_image(data, 32, predictor.channels)[None].astype(np.float32),
+    expected = predictor.model.predict(read_image(data, ImageSpec(32, predictor.channels))[None].astype(np.float32),
                                        verbose=0)[0]
     np.testing.assert_allclose(list(body["probabilities"].values()), expected, atol=1e-5)
 

@@ -182,7 +182,7 @@ def _explain_all(run, todo: list[tuple[str, int | None]], explained: int | None,
         if true is not None and done[true] >= per_class:
             continue  # the seeded order is longer than needed, so an unreadable pick is replaced
         try:
-            image = read_image(path, run.image_size, run.channels)  # exactly the training preprocessing
+            image = read_image(path, run.spec)  # exactly the training preprocessing
         except DataError as err:
             report.skipped.append((path, str(err)))
             continue

@@ -17,7 +17,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from .. import models, plots  # noqa: F401  (models registers the custom layers)
 from ..config import Config, build, read_yaml
-from ..data import LoadedImages, list_images, load_images, split_train_val
+from ..data import ImageSpec, LoadedImages, list_images, load_images, split_train_val
 from ..dedup import count_groups, multi_member_groups
 from ..distribute import runs_dir_for_this_worker
 from ..errors import ConfigError, DataError, RunError
@@ -341,7 +341,7 @@ def evaluate_test(cfg: Config, run_dir: Path, plan: FoldPlan,
     listing = list_images(test_dir, cfg.data.classes, require_all=False)
     if tuple(listing.class_names) != tuple(names):
         raise DataError(f"{test_dir} classes {listing.class_names} differ from the training classes {names}")
-    test = load_images(listing, cfg.data.image_size, train.channels_of(cfg))
+    test = load_images(listing, ImageSpec.of(cfg.data))
     seen = set(plan.loaded.digests)
     in_train = sum(d in seen for d in test.digests)
     rows, all_probs = [], []

@@ -14,7 +14,7 @@ import pandas as pd
 
 from .. import plots
 from ..config import Config
-from ..data import LoadedImages, list_images, load_images, split_train_val
+from ..data import ImageSpec, LoadedImages, list_images, load_images, split_train_val
 from ..dedup import duplicate_groups, multi_member_groups
 from ..distribute import configure_precision, even_for_replicas, make_strategy, runs_dir_for_this_worker, scaled_lr
 from ..errors import ConfigError
@@ -43,7 +43,7 @@ def prepare_data(cfg: Config) -> tuple[LoadedImages, np.ndarray]:
     if not cfg.data.path:
         raise ConfigError("no data folder: pass --data DIR (a folder with one sub-folder per class)")
     listing = list_images(cfg.data.path, cfg.data.classes)
-    loaded = load_images(listing, cfg.data.image_size, channels_of(cfg))
+    loaded = load_images(listing, ImageSpec.of(cfg.data))
     groups = duplicate_groups(loaded.digests, loaded.images, cfg.data.group_duplicates, cfg.data.near_threshold)
     return loaded, groups
 

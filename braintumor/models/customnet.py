@@ -6,6 +6,8 @@ Sized for CPUs: global average pooling instead of the study's large flatten+dens
 
 from __future__ import annotations
 
+import math
+
 import keras
 from keras import layers
 
@@ -33,7 +35,7 @@ def _squeeze_excite(x, filters: int, name: str, ratio: int = 8):
     return layers.Multiply(name=name + "_se_scale")([x, s])
 
 
-def _block(x, filters: int, cfg: ModelConfig, index: int):
+def _block(x, filters: int, cfg: ModelConfig, index: int, pool: bool = True):
     name = f"block{index}"
     shortcut = x
     for j in range(cfg.convs_per_block):
@@ -47,7 +49,7 @@ def _block(x, filters: int, cfg: ModelConfig, index: int):
             shortcut = layers.BatchNormalization(momentum=BN_MOMENTUM, name=name + "_proj_bn")(shortcut)
         x = layers.Add(name=name + "_add")([x, shortcut])
         x = layers.LeakyReLU(negative_slope=cfg.leaky_alpha, name=name + "_out")(x)
-    return layers.MaxPooling2D(2, name=name + "_pool")(x)
+    return layers.MaxPooling2D(2, name=name + "_pool")(x) if pool else x
 
 
 @register("customnet", preprocessing="unit: scaled to [0, 1] (input 0-255)", last_conv="auto", imagenet=False)
@@ -58,8 +60,11 @@ def customnet(cfg: ModelConfig, num_classes: int, input_shape: tuple):
                          f"use at least {2 ** len(cfg.filters)} pixels or fewer model.filters")
     inputs = keras.Input(shape=input_shape, name="image")
     x = Preprocess("unit", name="preprocess")(inputs)
+    # feature_stride: the last block's map is input / stride; pools are dropped from the blocks before it
+    n = len(cfg.filters)
+    pools_before_last = n - 1 if not cfg.feature_stride else int(round(math.log2(cfg.feature_stride)))
     for i, filters in enumerate(cfg.filters, start=1):
-        x = _block(x, filters, cfg, i)
+        x = _block(x, filters, cfg, i, pool=i == n or i <= pools_before_last)
     x = layers.GlobalAveragePooling2D(name="head_pool")(x)
     for j, units in enumerate(cfg.dense_units, start=1):
         x = layers.Dense(units, use_bias=False, name=f"head_dense{j}")(x)

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 
 from ..config import Config, build, read_yaml
-from ..data import ImageList, list_images, load_images
+from ..data import ImageList, ImageSpec, list_images, load_images
 from ..errors import DataError, RunError
 from ..runs import fold_complete, read_meta
 from . import applications, customnet  # noqa: F401  (registers the custom layers for safe loading)
@@ -50,6 +50,12 @@ class LoadedRun:
     @property
     def channels(self) -> int:
         return int(self.meta["channels"])
+
+    @property
+    def spec(self) -> ImageSpec:
+        """How this run prepares an image (older runs' configs have no framing keys: none)."""
+        d = self.config.data
+        return ImageSpec(self.image_size, self.channels, d.crop, d.normalize)
 
 
 def load_run(run_dir: str | Path, with_model: bool = True) -> LoadedRun:
@@ -96,12 +102,12 @@ def evaluate_folder(run: LoadedRun, data_dir: str | Path, tta: bool = False):
     listing = list_images(data_dir, run.config.data.classes, require_all=False)
     if tuple(listing.class_names) != tuple(run.class_names):
         raise DataError(f"{data_dir} classes {listing.class_names} differ from the model's {run.class_names}")
-    loaded = load_images(listing, run.image_size, run.channels)
+    loaded = load_images(listing, run.spec)
     return loaded, predict(run.model, loaded.images, run.config.train.batch_size, tta)
 
 
 def evaluate_paths(run: LoadedRun, paths: list[str], labels: np.ndarray, tta: bool = False):
     """Like evaluate_folder, for an explicit list of files (a run's own validation split)."""
     listing = ImageList(Path("."), tuple(paths), np.asarray(labels), tuple(run.class_names), {})
-    loaded = load_images(listing, run.image_size, run.channels)
+    loaded = load_images(listing, run.spec)
     return loaded, predict(run.model, loaded.images, run.config.train.batch_size, tta)

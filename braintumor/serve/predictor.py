@@ -126,7 +126,7 @@ class Predictor:
         if not data:
             raise DataError("file is empty: send the image file's content (curl -F file=@scan.jpg)")
         check_pixels(data, self.max_pixels)
-        return read_image(data, self.size, self.channels, max_pixels=self.max_pixels)
+        return read_image(data, self.run.spec, max_pixels=self.max_pixels)
 
     def infer(self, images: np.ndarray) -> np.ndarray:
         """(n, size, size, channels) 0-255 -> (n, classes) float64 probabilities."""
