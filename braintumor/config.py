@@ -336,6 +336,10 @@ def _validate(obj: Any, prefix: str) -> None:
         _check(0.0 <= obj.dropout < 1.0, prefix + "dropout", obj.dropout, "use 0 to below 1")
         _check(len(obj.filters) >= 1 and min(obj.filters) >= 1, prefix + "filters", obj.filters, "positive counts")
         _check(obj.convs_per_block >= 1, prefix + "convs_per_block", obj.convs_per_block, "use 1 or more")
+        fs = obj.feature_stride
+        _check(fs == 0 or (fs >= 1 and fs & (fs - 1) == 0 and fs <= 2 ** (len(obj.filters) - 1)),
+               prefix + "feature_stride", fs, f"use 0 or a power of two up to {2 ** (len(obj.filters) - 1)} "
+               "(one 2x2 pool per block before the last)")
         _check(obj.freeze_backbone_epochs >= 0, prefix + "freeze_backbone_epochs", obj.freeze_backbone_epochs, ">= 0")
     elif isinstance(obj, TrainConfig):
         _check(obj.epochs >= 1, prefix + "epochs", obj.epochs, "use 1 or more")
