@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.optimize import minimize_scalar
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
 from . import plots
@@ -72,14 +73,32 @@ def metrics_markdown(m: dict[str, Any], title: str = "Metrics") -> str:
     per_class = [[c, f"{v['precision']:.4f}", f"{v['recall']:.4f}", f"{v['f1']:.4f}", v["support"]]
                  for c, v in m["per_class"].items()]
     confusion = [[c, *row] for c, row in zip(m["classes"], m["confusion_matrix"])]
+    calibration = _calibration_markdown(m["calibration"]) if "calibration" in m else []
+    gate = _gate_markdown(m["gate"]) if "gate" in m else []
     lines = [
         f"# {title}", "",
         *markdown_table(["n", "accuracy", "95% CI", "loss", "AUC (macro OvR)", "macro F1"], [headline]), "",
         *markdown_table(["class", "precision", "recall", "F1", "support"], per_class), "",
         "Confusion matrix (rows: true, columns: predicted)", "",
         *markdown_table(["true \\ predicted", *m["classes"]], confusion),
+        *calibration, *gate,
     ]
     return "\n".join(lines) + "\n"
+
+
+def _calibration_markdown(c: dict[str, Any]) -> list[str]:
+    rows = [[when, f"{c[when]['ece']:.4f}", f"{c[when]['brier']:.4f}", f"{c[when]['nll']:.4f}"]
+            for when in ("before", "after") if when in c]
+    return ["", f"Calibration: temperature {c['temperature']:.3f}, fitted on {c['fitted_on']}; ECE over "
+                f"{c['ece_bins']} equal-width confidence bins; 'after' is {c['after_is']}", "",
+            *markdown_table(["", "ECE", "Brier", "NLL"], rows)]
+
+
+def _gate_markdown(g: dict[str, Any]) -> list[str]:
+    counts = ", ".join(f"{k} {v}" for k, v in g["status_counts"].items())
+    acc = g.get("accuracy_accepted")
+    return ["", f"Out-of-distribution gate: {counts}; refused {g['refused']:.4f} of the images"
+                + (f"; accuracy on the accepted {acc:.4f}" if acc is not None else "")]
 
 
 def write_metrics(out_dir: Path, m: dict[str, Any], title: str = "Metrics") -> None:
@@ -97,3 +116,117 @@ def write_predictions(path: Path, paths: list[str], y_true, probs, class_names) 
     write_csv(path, ["path", "true", "predicted", *[f"p_{c}" for c in class_names]],
               ([p, class_names[int(t)], class_names[int(np.argmax(row))], *[f"{v:.6f}" for v in row]]
                for p, t, row in zip(paths, y_true, probs)))
+
+
+# --- calibration ------------------------------------------------------------------------------------------
+
+ECE_BINS = 15  # equal-width confidence bins, as Guo et al. (2017)
+_TINY = 1e-12  # probabilities are clipped here before a log: float32 softmax underflows to 0
+
+
+def ece(y_true, probs, bins: int = ECE_BINS) -> float:
+    """Expected calibration error: sum over equal-width bins of the top-class confidence of
+    (share of images in the bin) x |accuracy in the bin - mean confidence in the bin|."""
+    y_true = np.asarray(y_true, dtype=int)
+    probs = np.asarray(probs, dtype=np.float64)
+    if len(y_true) == 0:
+        return float("nan")
+    conf = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == y_true
+    # bin i holds confidences in (i/bins, (i+1)/bins]; a confidence of exactly 0 joins the first bin
+    which = np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            total += inside.mean() * abs(correct[inside].mean() - conf[inside].mean())
+    return float(total)
+
+
+def brier(y_true, probs) -> float:
+    """Multi-class Brier score: mean over images of the squared distance between the probabilities and the
+    one-hot label (0 = perfect, 2 = confidently wrong)."""
+    y_true = np.asarray(y_true, dtype=int)
+    probs = np.asarray(probs, dtype=np.float64)
+    onehot = np.eye(probs.shape[1])[y_true]
+    return float(((probs - onehot) ** 2).sum(axis=1).mean())
+
+
+def nll(y_true, probs) -> float:
+    """Mean negative log-likelihood of the true class."""
+    y_true = np.asarray(y_true, dtype=int)
+    probs = np.asarray(probs, dtype=np.float64)
+    return float(-np.log(np.clip(probs[np.arange(len(y_true)), y_true], _TINY, 1.0)).mean())
+
+
+def scale(probs, temperature: float) -> np.ndarray:
+    """Probabilities with their temperature changed: softmax(log(p) / T).
+
+    log(p) equals the logits up to a per-row constant, which softmax ignores, so this is temperature scaling of
+    the logits and works on any model's (or ensemble's) probabilities."""
+    logits = np.log(np.clip(np.asarray(probs, dtype=np.float64), _TINY, 1.0)) / float(temperature)
+    logits -= logits.max(axis=1, keepdims=True)
+    e = np.exp(logits)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def fit_temperature(y_true, probs) -> float:
+    """The temperature that minimises the NLL of ``probs`` on ``y_true`` (Guo et al. 2017), searched on
+    log T in [1/20, 20]."""
+    y_true = np.asarray(y_true, dtype=int)
+    probs = np.asarray(probs, dtype=np.float64)
+    res = minimize_scalar(lambda log_t: nll(y_true, scale(probs, np.exp(log_t))), bounds=(-3.0, 3.0),
+                          method="bounded", options={"xatol": 1e-4})
+    return float(np.exp(res.x))
+
+
+def calibration_figures(y_true, probs) -> dict[str, float]:
+    """ECE (15 bins), Brier and NLL of one set of probabilities."""
+    return {"ece": ece(y_true, probs), "brier": brier(y_true, probs), "nll": nll(y_true, probs)}
+
+
+def cross_fitted(y_true, probs, folds: np.ndarray) -> tuple[np.ndarray, list[float]]:
+    """Each fold's probabilities scaled by the temperature fitted on the other folds: an honest 'after'
+    (a temperature scored on the images it was fitted on would look better than it is)."""
+    y_true, probs = np.asarray(y_true, dtype=int), np.asarray(probs, dtype=np.float64)
+    out, temps = np.empty_like(probs), []
+    for f in np.unique(folds):
+        inside = folds == f
+        t = fit_temperature(y_true[~inside], probs[~inside])
+        out[inside] = scale(probs[inside], t)
+        temps.append(t)
+    return out, temps
+
+
+def reliability(y_true, probs, bins: int = ECE_BINS) -> dict[str, Any]:
+    """Per-bin counts, accuracy and mean confidence, for the reliability diagram."""
+    y_true = np.asarray(y_true, dtype=int)
+    probs = np.asarray(probs, dtype=np.float64)
+    conf = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == y_true
+    which = np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)
+    rows = []
+    for b in range(bins):
+        inside = which == b
+        n = int(inside.sum())
+        rows.append({"low": b / bins, "high": (b + 1) / bins, "n": n,
+                     "accuracy": float(correct[inside].mean()) if n else None,
+                     "confidence": float(conf[inside].mean()) if n else None})
+    return {"bins": rows}
+
+
+def calibration_report(y_true, probs, fitted_on: str, seed: int = 0) -> tuple[float, dict[str, Any]]:
+    """(temperature fitted on all of ``probs``, the ``calibration`` entry of metrics.json).
+
+    'before' scores the raw probabilities; 'after' scores each half of the images with a temperature fitted on
+    the other half (two-fold cross-fitting), so the figure is not flattered by fitting and scoring on one set."""
+    y_true = np.asarray(y_true, dtype=int)
+    temperature = fit_temperature(y_true, probs)
+    halves = np.random.default_rng(seed).permutation(len(y_true)) % 2
+    after, temps = cross_fitted(y_true, probs, halves)
+    return temperature, {
+        "temperature": temperature, "fitted_on": fitted_on, "n": int(len(y_true)), "ece_bins": ECE_BINS,
+        "before": calibration_figures(y_true, probs), "after": calibration_figures(y_true, after),
+        "after_is": "two-fold cross-fitted (each half scaled by the temperature fitted on the other half)",
+        "cross_fit_temperatures": temps,
+    }

@@ -240,6 +240,40 @@ def image_grid_figure(rows: list[list[tuple]], row_labels: list[str], title: str
     return fig
 
 
+def reliability_figure(curves: dict[str, list[dict]], title: str = ""):
+    """Reliability diagram: accuracy against mean confidence per confidence bin, one line per curve (e.g. before
+    and after calibration), with the bins' image counts below."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(5.5, 6.2), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    top.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="perfectly calibrated")
+    for (label, bins), marker in zip(curves.items(), "os^v"):
+        used = [b for b in bins if b["n"]]
+        top.plot([b["confidence"] for b in used], [b["accuracy"] for b in used], marker=marker, label=label)
+    first = next(iter(curves.values()))
+    bottom.bar([(b["low"] + b["high"]) / 2 for b in first], [b["n"] for b in first],
+               width=first[0]["high"] - first[0]["low"], color="0.7", edgecolor="0.4")
+    bottom.set_yscale("symlog")
+    top.set(ylabel="accuracy in the bin", xlim=(0, 1), ylim=(0, 1.02), title=title)
+    bottom.set(xlabel="confidence (top-class probability)", ylabel="images")
+    top.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def score_histogram_figure(scores: dict[str, np.ndarray], threshold: float, xlabel: str, title: str = ""):
+    """Overlaid histograms of a score for several sets of images, with the decision threshold marked."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    values = np.concatenate([np.asarray(v, float) for v in scores.values()]) if scores else np.zeros(1)
+    hi = float(np.nanpercentile(values, 99.5)) if values.size else 1.0
+    bins = np.linspace(0, max(hi, threshold * 1.5), 50)
+    for label, v in scores.items():
+        ax.hist(np.clip(np.asarray(v, float), 0, bins[-1]), bins=bins, alpha=0.55, label=f"{label} (n={len(v)})")
+    ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label="threshold")
+    ax.set(xlabel=xlabel, ylabel="images", title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def figure_png(fig, dpi: int = 110) -> bytes:
     """PNG bytes of a figure (tight bounding box); closes it."""
     buf = io.BytesIO()

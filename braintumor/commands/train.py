@@ -18,13 +18,25 @@ from ..data import ImageSpec, LoadedImages, list_images, load_images, split_trai
 from ..dedup import duplicate_groups, multi_member_groups
 from ..distribute import configure_precision, even_for_replicas, make_strategy, runs_dir_for_this_worker, scaled_lr
 from ..errors import ConfigError
-from ..metrics import compute_metrics, write_metrics, write_predictions
+from ..inference import Classifier, feature_layer, gate_report, pooled_features
+from ..metrics import (
+    ECE_BINS,
+    calibration_figures,
+    calibration_report,
+    compute_metrics,
+    reliability,
+    scale,
+    write_metrics,
+    write_predictions,
+)
 from ..models import ModelSpec, build_model, get_spec
 from ..models.loading import predict
+from ..ood import fit_gate
 from ..pipeline import class_weights, make_dataset, oversample
 from ..plots import atomic_save_figure
 from ..runs import (
     atomic_save_model,
+    atomic_write_json,
     new_run_dir,
     run_status,
     start_run,
@@ -196,11 +208,50 @@ def _score(cfg: Config, run_dir: Path, loaded: LoadedImages, parts: FitParts) ->
     probs = predict(best, loaded.images[score_idx], cfg.train.batch_size, cfg.eval.tta)
     labels = loaded.labels[score_idx]
     metrics = compute_metrics(labels, probs, loaded.class_names, cfg.eval.bootstrap, cfg.seed)
+    honest = not (validation_steers(cfg) and steered_by_scored)  # nothing was chosen on the scored images
+    metrics.update(calibrate_and_gate(cfg, run_dir, best, loaded, parts.train, score_idx, probs, honest))
     write_metrics(run_dir, metrics, f"{cfg.model.arch}: {cfg.train.checkpoint} model on the {parts.scored_on}"
                   + (" (it also steered training)" if validation_steers(cfg) and steered_by_scored else ""))
     write_predictions(run_dir / "predictions.csv", [loaded.paths[i] for i in score_idx], labels, probs,
                       loaded.class_names)
     return metrics
+
+
+def calibrate_and_gate(cfg: Config, run_dir: Path, model, loaded: LoadedImages, train_idx: np.ndarray,
+                       held_idx: np.ndarray, held_probs: np.ndarray, honest: bool) -> dict[str, Any]:
+    """calibration.json (a temperature fitted on the held-out images, when nothing was chosen on them) and the
+    out-of-distribution gate (features of the training images, threshold on the held-out ones); returns the
+    ``calibration`` and ``gate`` entries of metrics.json and draws plots/reliability.png."""
+    out: dict[str, Any] = {}
+    labels = loaded.labels[held_idx]
+    temperature = 1.0
+    if cfg.eval.calibrate and honest and len(held_idx) >= 20:
+        temperature, out["calibration"] = calibration_report(labels, held_probs, f"{len(held_idx)} held-out images")
+        atomic_write_json(run_dir / "calibration.json", out["calibration"])
+        after = scale(held_probs, temperature)
+        atomic_save_figure(plots.reliability_figure({"before": reliability(labels, held_probs)["bins"],
+                                                     "after": reliability(labels, after)["bins"]},
+                                                    f"{cfg.model.arch}: reliability on the {len(held_idx)} held-out "
+                                                    f"images (T = {temperature:.2f})"),
+                           run_dir / "plots" / "reliability.png")
+    elif cfg.eval.calibrate:
+        out["calibration"] = {"temperature": 1.0, "fitted_on": None, "ece_bins": ECE_BINS,
+                              "before": calibration_figures(labels, held_probs), "after_is": "not fitted",
+                              "why": "the validation split steered training; calibrate on other images"}
+    if cfg.eval.gate:
+        n = len(train_idx)
+        features = pooled_features(model, loaded.images[np.concatenate([train_idx, held_idx])],
+                                   cfg.train.batch_size)
+        calibrated = scale(held_probs, temperature)
+        gate = fit_gate(features, np.concatenate([loaded.labels[train_idx], labels]), len(loaded.class_names),
+                        np.arange(n), np.arange(n, len(features)), calibrated.max(axis=1),
+                        [loaded.stats[i] for i in train_idx], feature_layer(model), cfg.eval.gate_acceptance,
+                        cfg.eval.gate_min_confidence)
+        gate.save(run_dir)
+        verdicts = Classifier(model, temperature, [gate]).verdicts(calibrated, [features[n:]],
+                                                                  [loaded.stats[i] for i in held_idx])
+        out["gate"] = gate_report(verdicts, labels, "the held-out images its threshold was chosen on")
+    return out
 
 
 def _finite(x: float) -> float | None:

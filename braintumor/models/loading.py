@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,9 @@ import numpy as np
 from ..config import Config, build, read_yaml
 from ..data import ImageList, ImageSpec, list_images, load_images
 from ..errors import DataError, RunError
-from ..runs import fold_complete, read_meta
+from ..inference import Classifier
+from ..ood import Gate
+from ..runs import fold_complete, read_json, read_meta
 from . import applications, customnet  # noqa: F401  (registers the custom layers for safe loading)
 
 
@@ -38,6 +41,7 @@ class LoadedRun:
     config: Config
     meta: dict[str, Any]
     model: Any
+    members: list[Any] = field(default_factory=list)  # a k-fold ensemble's fold models, in meta["ensemble_of"] order
 
     @property
     def class_names(self) -> list[str]:
@@ -56,6 +60,23 @@ class LoadedRun:
         """How this run prepares an image (older runs' configs have no framing keys: none)."""
         d = self.config.data
         return ImageSpec(self.image_size, self.channels, d.crop, d.normalize)
+
+    @property
+    def temperature(self) -> float:
+        """The stored calibration temperature (1.0 when the run has none: older runs, or none was fitted)."""
+        path = self.path / "calibration.json"
+        return float(read_json(path)["temperature"]) if path.is_file() else 1.0
+
+    def gates(self) -> list[Gate]:
+        """The out-of-distribution gate of the run, or of each fold of an ensemble; [] when any is missing."""
+        dirs = [self.path / f for f in self.meta["ensemble_of"]] if "ensemble_of" in self.meta else [self.path]
+        gates = [Gate.load(d) for d in dirs]
+        return [] if any(g is None for g in gates) else gates
+
+    @cached_property
+    def classifier(self) -> Classifier:
+        """The model with its temperature and gate(s): what every consumer classifies with."""
+        return Classifier(self.model, self.temperature, self.gates(), self.members or [self.model])
 
 
 def load_run(run_dir: str | Path, with_model: bool = True) -> LoadedRun:
@@ -94,7 +115,7 @@ def load_kfold_ensemble(run_dir: Path, with_model: bool = True) -> LoadedRun:
         outs = [m(inputs) for m in members]
         out = keras.layers.Average(name="ensemble_mean")(outs) if len(outs) > 1 else outs[0]
         model = keras.Model(inputs, out, name="kfold_ensemble")
-    return LoadedRun(run_dir, first.config, meta, model)
+    return LoadedRun(run_dir, first.config, meta, model, members if with_model else [])
 
 
 def evaluate_folder(run: LoadedRun, data_dir: str | Path, tta: bool = False):

@@ -1,0 +1,69 @@
+"""The gate's pure parts: distances, thresholds for a stated acceptance, the input checks and the decision."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from braintumor.data import InputStats
+from braintumor.ood import Gate, choose_thresholds, decide, fit_gate, mahalanobis
+
+LIMITS = dict(far_ratio=2.0, colour_limit=8.0, flat_limit=10.0, min_confidence=0.5)
+
+
+def test_mahalanobis_with_identity_precision_is_the_distance_to_the_nearest_mean():
+    means = np.array([[0.0, 0.0], [10.0, 0.0]])
+    x = np.array([[3.0, 4.0], [9.0, 0.0]])
+    assert mahalanobis(x, means, np.eye(2)) == pytest.approx([5.0, 1.0])
+
+
+def test_thresholds_accept_the_stated_share_of_held_out_scans():
+    rng = np.random.default_rng(0)
+    d = rng.gamma(4.0, 1.0, 4000)
+    conf = np.ones_like(d)
+    threshold, far = choose_thresholds(d, conf, 0.975, 0.5)
+    assert np.mean(d <= threshold) == pytest.approx(0.975, abs=0.002)
+    assert far == pytest.approx(d.max())
+    # a confidence floor that refuses 1% leaves 1.5% to the distance
+    conf[:40] = 0.2
+    threshold, _ = choose_thresholds(d, conf, 0.975, 0.5)
+    assert np.mean((d <= threshold) & (conf >= 0.5)) == pytest.approx(0.975, abs=0.002)
+
+
+def test_input_stats_see_colour_and_flatness():
+    gray = Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32), np.uint8))
+    assert InputStats.of(gray).colourfulness == 0 and InputStats.of(gray).spread > 50
+    rgb_gray = gray.convert("RGB")  # a gray scan saved as RGB is still gray
+    assert InputStats.of(rgb_gray).colourfulness == 0
+    red = Image.new("RGB", (32, 32), (200, 20, 20))
+    assert InputStats.of(red).colourfulness == 180 and InputStats.of(red).spread == 0
+
+
+@pytest.mark.parametrize("ratio, conf, stats, status, words", [
+    (0.5, 0.9, InputStats(0.0, 40.0), "ok", "like the training"),
+    (0.5, 0.9, InputStats(0.0, 2.0), "out_of_distribution", "nearly uniform"),
+    (0.5, 0.9, InputStats(60.0, 40.0), "out_of_distribution", "colour image"),
+    (3.0, 0.9, InputStats(0.0, 40.0), "out_of_distribution", "unlike every training scan"),
+    (1.5, 0.9, InputStats(0.0, 40.0), "uncertain", "edge of the training scans"),
+    (0.5, 0.3, InputStats(0.0, 40.0), "uncertain", "low confidence"),
+    (0.5, 0.9, None, "ok", "like the training"),
+])
+def test_decide(ratio, conf, stats, status, words):
+    got, reason = decide(ratio, conf, stats, **LIMITS)
+    assert got == status and words in reason
+
+
+def test_fit_gate_round_trips_through_the_run_files_and_refuses_far_points(tmp_path):
+    rng = np.random.default_rng(1)
+    labels = np.repeat([0, 1], 500)
+    feats = rng.normal(0, 1, (1000, 8)) + labels[:, None] * 6.0
+    stats = [InputStats(1.0, 40.0)] * 1000
+    idx = rng.permutation(1000)
+    gate = fit_gate(feats, labels, 2, idx[:700], idx[700:], np.ones(300), stats, "layer", 0.975, 0.5)
+    assert gate.fitted["held_out_accepted"] == pytest.approx(0.975, abs=0.01)
+    gate.save(tmp_path)
+    again = Gate.load(tmp_path)
+    assert Gate.load(tmp_path / "elsewhere") is None  # a run without a gate
+    far_away = np.full((1, 8), 40.0)
+    assert again.ratio(far_away)[0] > again.far_ratio
+    assert np.allclose(again.ratio(feats[:5]), gate.ratio(feats[:5]))
+    assert gate.flat_limit == 20.0 and gate.colour_limit == 8.0
