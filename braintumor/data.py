@@ -138,6 +138,19 @@ def list_images(root: str | Path, classes: tuple[str, ...] | None = None, requir
     return ImageList(root, tuple(paths), np.asarray(labels, dtype=np.int64), class_names, mapping)
 
 
+def find_images(sources: Sequence[str | Path]) -> list[str]:
+    """Image paths from files and folders (a folder contributes its image files, recursively, sorted)."""
+    out = []
+    for s in sources:
+        p = Path(s)
+        if p.is_dir():
+            out += sorted(str(f) for f in p.rglob("*") if f.is_file()
+                          and f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith("."))
+        else:
+            out.append(str(p))  # a missing or broken file is reported when it is read
+    return out
+
+
 def _to_8bit(img: Image.Image) -> Image.Image:
     """16-bit and float images scaled by their own maximum to 0-255 (zero stays black)."""
     arr = np.asarray(img, dtype=np.float64)
@@ -241,6 +254,11 @@ class ImageSpec:
         """(the (size, size, channels) uint8 model input, the framing box in the decoded image)."""
         framed, box = self.frame(img)
         return to_array(framed, self.size, self.channels), box
+
+    def read(self, source: str | Path | bytes, max_pixels: int | None = None) -> tuple[np.ndarray, InputStats]:
+        """(model input, the gate's input-check figures) of one image file or upload."""
+        img = decode(source, max_pixels)
+        return self.prepare(img)[0], InputStats.of(img)
 
 
 def unframe(heatmap: np.ndarray, box: Box, width: int, height: int) -> np.ndarray:

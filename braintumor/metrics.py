@@ -111,11 +111,15 @@ def write_metrics(out_dir: Path, m: dict[str, Any], title: str = "Metrics") -> N
                        out_dir / "plots" / "confusion_matrix_normalized.png")
 
 
-def write_predictions(path: Path, paths: list[str], y_true, probs, class_names) -> None:
-    """One row per image: path, true class, predicted class, then a probability column per class."""
-    write_csv(path, ["path", "true", "predicted", *[f"p_{c}" for c in class_names]],
-              ([p, class_names[int(t)], class_names[int(np.argmax(row))], *[f"{v:.6f}" for v in row]]
-               for p, t, row in zip(paths, y_true, probs)))
+def write_predictions(path: Path, paths: list[str], y_true, probs, class_names, verdicts=None) -> None:
+    """One row per image: path, true class, predicted class, a probability column per class and, given the
+    gate's verdicts, its status and reason."""
+    extra = ["status", "reason"] if verdicts is not None else []
+    verdicts = verdicts if verdicts is not None else [None] * len(paths)
+    write_csv(path, ["path", "true", "predicted", *[f"p_{c}" for c in class_names], *extra],
+              ([p, class_names[int(t)], class_names[int(np.argmax(row))], *[f"{v:.6f}" for v in row],
+                *([verdict.status, verdict.reason] if verdict is not None else [])]
+               for p, t, row, verdict in zip(paths, y_true, probs, verdicts)))
 
 
 # --- calibration ------------------------------------------------------------------------------------------

@@ -96,11 +96,11 @@ def decide(ratio: float, confidence: float, stats: InputStats | None, *, far_rat
     """(status, reason) for one image. ``ratio`` is the feature distance over the threshold (for an ensemble,
     the median over its members); ``stats`` None skips the input checks."""
     if stats is not None and stats.spread < flat_limit:
-        return "out_of_distribution", (f"the image is nearly uniform (gray-level spread {stats.spread:.1f}; "
-                                       f"training scans {flat_limit:.1f} or more): not a scan")
+        return "out_of_distribution", (f"the image is nearly uniform (gray-level spread {stats.spread:.1f}, under "
+                                       f"the limit {flat_limit:.1f} set from the training scans): not a scan")
     if stats is not None and stats.colourfulness > colour_limit:
-        return "out_of_distribution", (f"a colour image (colourfulness {stats.colourfulness:.1f}; training "
-                                       f"scans at most {colour_limit:.1f}): MRI slices are gray")
+        return "out_of_distribution", (f"a colour image (colourfulness {stats.colourfulness:.1f}, over the limit "
+                                       f"{colour_limit:.1f} set from the training scans): MRI slices are gray")
     if ratio > far_ratio:
         return "out_of_distribution", (f"unlike every training scan (feature distance {ratio:.2f}x the "
                                        f"threshold, beyond {far_ratio:.2f}x)")

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from ..data import find_images
 from ..runs import resolve_run
 from .app import command
 from .common import Name, RunsDir, console, err_console, print_run_dir
@@ -38,13 +39,13 @@ def cam(
     Examples: braintumor cam scan.png --class pituitary;
     braintumor cam --gallery data/Testing --per-class 4 --run runs/train/20260101-120000-customnet
     """
-    from ..commands.cam import expand_images, run_cam  # lazy: loads TensorFlow; --help stays fast
+    from ..commands.cam import run_cam  # lazy: loads TensorFlow; --help stays fast
 
     runs_root = runs_dir or Path("runs")
     run_dir = resolve_run(None if run == "latest" else run, runs_root)
     sources = [str(p) for p in images or []]
     with make_progress() as progress:
-        task = progress.add_task("explaining", total=len(expand_images(sources)) or None)
+        task = progress.add_task("explaining", total=len(find_images(sources)) or None)
         report = run_cam(run_dir, sources, gallery=gallery, per_class=per_class,
                          class_name=class_, layer=layer, method=method, seed=seed, runs_dir=runs_root,
                          name=name, on_image=lambda path: progress.advance(task))

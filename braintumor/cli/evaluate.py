@@ -27,6 +27,9 @@ def evaluate(
         "--exclude-duplicates-of",
         help="A training folder: leave out images that are exact or near copies of its images "
         "(see braintumor eda) and score the rest.")] = None,
+    ood: Annotated[Path | None, typer.Option(
+        "--ood", help="A folder of images that are not brain MRI: score the out-of-distribution gate on them "
+        "against the labelled images (AUROC, refusal rates, accuracy on the accepted).")] = None,
 ) -> None:
     """Score a trained model on a folder; writes runs/evaluate/<timestamp>-<arch>/ (metrics, predictions, plots).
 
@@ -37,11 +40,22 @@ def evaluate(
     runs_root = runs_dir or Path("runs")
     run_dir = resolve_run(None if run == "latest" else run, runs_root)
     out, metrics = run_evaluate(run_dir, data, runs_dir=runs_root, name=name, tta=tta,
-                                exclude_duplicates_of=exclude_duplicates_of)
+                                exclude_duplicates_of=exclude_duplicates_of, ood=ood)
     if "excluded_duplicates" in metrics:
         x = metrics["excluded_duplicates"]
         console.print(f"[bold yellow]left out {x['total']} images[/] that are copies of {x['of']} "
                       f"({x['exact']} exact, {x['near']} near, pHash distance <= {x['near_threshold']}); "
                       f"scored the other {x['kept']}; the list is in excluded.csv", highlight=False)
     console.print(metrics_table(metrics, f"{run_dir.name} on {data or 'its validation split'}"))
+    g = metrics["gate"]
+    accepted = g.get("accuracy_accepted")
+    console.print("gate: " + ", ".join(f"{k} {v}" for k, v in g["status_counts"].items())
+                  + f"; refused {g['refused']:.1%}" + (f"; accuracy on the accepted {accepted:.4f}" if accepted
+                                                         is not None else ""), highlight=False)
+    if "ood" in metrics:
+        o = metrics["ood"]
+        auroc = "n/a (no gate)" if o["auroc"] is None else f"{o['auroc']:.4f}"
+        console.print(f"[bold]--ood {o['folder']}[/]: refused {o['refused_ood']:.1%} of {o['n_ood']} images "
+                      f"that must be refused and {o['refused_scans']:.1%} of the {o['n_scans']} scans; "
+                      f"AUROC {auroc}", highlight=False)
     print_run_dir(out)

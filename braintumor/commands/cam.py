@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import plots, runs
-from ..data import IMAGE_EXTENSIONS, find_class, list_images, read_image
+from ..data import find_class, find_images, list_images, read_image
 from ..errors import ConfigError, DataError, did_you_mean
 from ..explain.gradcam import METHODS, Explanation, explain, explainer
 from ..explain.graph import last_conv_layer
@@ -57,19 +57,6 @@ def class_index_of(name: str, class_names: Sequence[str]) -> int:
         return index
     hint = did_you_mean(name, names, n=2, cutoff=0.5)
     raise ConfigError(f"unknown class {name!r}{hint}; this model's classes are: {', '.join(names)}")
-
-
-def expand_images(sources: Sequence[str | Path]) -> list[str]:
-    """Image paths from files and folders (a folder contributes its image files, recursively, sorted)."""
-    out = []
-    for s in sources:
-        p = Path(s)
-        if p.is_dir():
-            out += sorted(str(f) for f in p.rglob("*") if f.is_file()
-                          and f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith("."))
-        else:
-            out.append(str(p))  # a missing or broken file is reported when it is read
-    return out
 
 
 def _png_name(path: str, taken: set[str], folder: str = "") -> str:
@@ -126,7 +113,7 @@ def run_cam(run_dir: str | Path, images: Sequence[str | Path] = (), *, gallery: 
     ``gallery``, gallery_<class>.png per class plus gallery.png. ``on_image(path)`` follows each image.
     """
     # 1. everything that can be wrong with the request fails before a run directory exists
-    files = expand_images(images)
+    files = find_images(images)
     if images and not files:
         raise DataError(f"no image files in {', '.join(map(str, images))}")
     if bool(files) == (gallery is not None):

@@ -7,13 +7,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_auc_score
 
+from .. import plots
 from ..config import DEFAULT_NEAR_THRESHOLD
+from ..data import find_images, map_images
 from ..dedup import copies_of
 from ..errors import DataError, RunError
-from ..metrics import compute_metrics, write_metrics, write_predictions
-from ..models.loading import LoadedRun, evaluate_folder, evaluate_paths, load_run
-from ..runs import new_run_dir, run_status, start_run, write_csv_dicts, write_meta, write_skipped
+from ..inference import Verdict, gate_report
+from ..metrics import ECE_BINS, calibration_figures, compute_metrics, write_metrics, write_predictions
+from ..models.loading import LoadedRun, load_folder, load_listing, load_run
+from ..plots import atomic_save_figure
+from ..runs import new_run_dir, run_status, start_run, write_csv, write_csv_dicts, write_meta, write_skipped
 
 
 def read_split(run_dir: Path, which: str = "val") -> tuple[list[str], np.ndarray]:
@@ -28,44 +33,97 @@ def read_split(run_dir: Path, which: str = "val") -> tuple[list[str], np.ndarray
 
 def run_evaluate(run_dir: str | Path, data: str | Path | None = None, *, runs_dir: str | Path = "runs",
                  name: str | None = None, tta: bool | None = None,
-                 exclude_duplicates_of: str | Path | None = None) -> tuple[Path, dict[str, Any]]:
+                 exclude_duplicates_of: str | Path | None = None,
+                 ood: str | Path | None = None) -> tuple[Path, dict[str, Any]]:
     """Evaluate a train run's best model on a folder (or its own validation split) into runs/evaluate/<run>/.
 
+    Probabilities are the run's calibrated ones and every image gets the gate's status (predictions.csv's
+    ``status`` and ``reason``; metrics["gate"] counts them and scores the accepted images).
     ``exclude_duplicates_of`` (a training folder): score only images that are not exact or near copies of
     its images; metrics["excluded_duplicates"] says how many were left out, excluded.csv lists them.
+    ``ood`` (a folder of images that must be refused): metrics["ood"] scores the gate on it against the
+    labelled images (AUROC, refusal rates, accuracy on the accepted), with plots/ood_scores.png.
     """
     run = load_run(run_dir)
     tta = run.config.eval.tta if tta is None else tta
+    if ood is not None and not find_images([ood]):
+        raise DataError(f"--ood {ood}: no image files there; pass a folder of images that are not brain MRI")
     out = new_run_dir(runs_dir, "evaluate", run.config.model.arch, name)
     start_run(out, run.config, "evaluate", source_run=str(run.path),
-              data=str(data) if data else "validation split of the source run", tta=tta)
+              data=str(data) if data else "validation split of the source run", tta=tta,
+              ood=str(ood) if ood else None)
     with run_status(out):
         if data is None:
             if "ensemble_of" in run.meta:
                 raise RunError(f"{run.path} is a k-fold ensemble: every image of its folder trained one of its "
                                "models, so pass --data TEST_DIR (a folder it never saw)")
-            loaded, probs = evaluate_paths(run, *read_split(run.path, "val"), tta=tta)
+            loaded = load_listing(run, *read_split(run.path, "val"))
         else:
-            loaded, probs = evaluate_folder(run, data, tta=tta)
+            loaded = load_folder(run, data)
         excluded = None
         if exclude_duplicates_of is not None:
-            loaded, probs, excluded = exclude_copies(loaded, probs, exclude_duplicates_of, run, out)
+            loaded, excluded = exclude_copies(loaded, exclude_duplicates_of, run, out)
+        verdicts = run.classifier.classify(loaded.images, loaded.stats, tta)
+        probs = np.stack([v.probs for v in verdicts])
         m = compute_metrics(loaded.labels, probs, run.class_names, run.config.eval.bootstrap, run.config.seed)
+        m["gate"] = gate_report(verdicts, loaded.labels, "these images")
+        if run.classifier.temperature != 1.0:
+            m["calibration"] = {"temperature": run.classifier.temperature, "fitted_on": "the source run",
+                                "ece_bins": ECE_BINS, "after": calibration_figures(loaded.labels, probs),
+                                "after_is": "the stored temperature applied to these images"}
         if excluded is not None:
             m["excluded_duplicates"] = excluded
             write_meta(out, exclude_duplicates_of=str(exclude_duplicates_of), excluded=excluded["total"])
+        if ood is not None:
+            m["ood"] = score_refusals(run, verdicts, ood, tta, out)
         without = f", without {excluded['total']} copies of {exclude_duplicates_of}" if excluded else ""
         write_metrics(out, m, f"Evaluation of {run.path.name} on {data or 'its validation split'}{without}")
-        write_predictions(out / "predictions.csv", loaded.paths, loaded.labels, probs, run.class_names)
+        write_predictions(out / "predictions.csv", loaded.paths, loaded.labels, probs, run.class_names, verdicts)
         write_skipped(out, loaded.skipped)
         write_meta(out, n=m["n"], skipped=len(loaded.skipped))
     return out, m
 
 
-def exclude_copies(loaded, probs: np.ndarray, train_dir: str | Path, run: LoadedRun, out_dir: Path):
+def score_refusals(run: LoadedRun, scans: list[Verdict], ood_dir: str | Path, tta: bool,
+                   out: Path) -> dict[str, Any]:
+    """The gate on images that must be refused (``ood_dir``) against labelled scans that must be accepted."""
+    paths = find_images([ood_dir])
+    results = map_images(paths, run.spec.read)
+    good = [r for r in results if not isinstance(r, str)]
+    if not good:
+        raise DataError(f"none of the {len(paths)} files under {ood_dir} could be read")
+    others = run.classifier.classify(np.stack([r[0] for r in good]), [r[1] for r in good], tta)
+    write_csv(out / "ood_predictions.csv", ["path", "status", "reason", "ratio"],
+              ([p, v.status, v.reason, "" if v.ratio is None else f"{v.ratio:.4f}"]
+               for p, v in zip([p for p, r in zip(paths, results) if not isinstance(r, str)], others)))
+    refused = {"scans": float(np.mean([not v.answered for v in scans])),
+               "ood": float(np.mean([not v.answered for v in others]))}
+    result: dict[str, Any] = {"folder": str(ood_dir), "n_ood": len(others), "n_scans": len(scans),
+                              "unreadable": len(paths) - len(good), "refused_scans": refused["scans"],
+                              "refused_ood": refused["ood"], "status_counts_ood": gate_report(others, None, "")[
+                                  "status_counts"]}
+    if run.classifier.has_gate:
+        # one score per image: refused outright by an input check = beyond every distance
+        score = [np.inf if (v.status == "out_of_distribution" and v.ratio is not None and v.ratio <= 1.0)
+                 else v.ratio for v in scans + others]
+        truth = np.r_[np.zeros(len(scans)), np.ones(len(others))]
+        result["auroc"] = float(roc_auc_score(truth, np.nan_to_num(np.asarray(score, float), posinf=1e9)))
+        atomic_save_figure(plots.score_histogram_figure(
+            {"labelled scans (must be accepted)": [v.ratio for v in scans],
+             f"{Path(ood_dir).name} (must be refused)": [v.ratio for v in others]}, 1.0,
+            "feature distance / the gate's threshold",
+            f"{run.path.name}: refused {refused['scans']:.1%} of the scans, {refused['ood']:.1%} of the others"),
+            out / "plots" / "ood_scores.png")
+    else:
+        result["auroc"] = None
+        result["note"] = "this run has no out-of-distribution gate (trained before it existed): nothing is refused"
+    return result
+
+
+def exclude_copies(loaded, train_dir: str | Path, run: LoadedRun, out_dir: Path):
     """Drop the images that are exact or near copies of a training image; write excluded.csv.
 
-    Returns (kept images, their probabilities, {"of", "near_threshold", "exact", "near", "total", "kept"}).
+    Returns (kept images, {"of", "near_threshold", "exact", "near", "total", "kept"}).
     """
     mask, rows = copies_of(train_dir, loaded.paths, run.config.data.classes, DEFAULT_NEAR_THRESHOLD)
     keep = np.flatnonzero(~mask)
@@ -77,6 +135,6 @@ def exclude_copies(loaded, probs: np.ndarray, train_dir: str | Path, run: Loaded
     exact = sum(r["kind"] == "exact" for r in rows)
     info = {"of": str(train_dir), "near_threshold": DEFAULT_NEAR_THRESHOLD, "exact": exact,
             "near": len(rows) - exact, "total": len(rows), "kept": int(len(keep))}
-    return kept, probs[keep], info
+    return kept, info
 
 

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 
 from ..config import Config, build, read_yaml
-from ..data import ImageList, ImageSpec, list_images, load_images
+from ..data import ImageList, ImageSpec, LoadedImages, list_images, load_images
 from ..errors import DataError, RunError
 from ..inference import Classifier
 from ..ood import Gate
@@ -118,17 +118,14 @@ def load_kfold_ensemble(run_dir: Path, with_model: bool = True) -> LoadedRun:
     return LoadedRun(run_dir, first.config, meta, model, members if with_model else [])
 
 
-def evaluate_folder(run: LoadedRun, data_dir: str | Path, tta: bool = False):
-    """Decode a folder with the run's class mapping and image settings; return (loaded images, probs)."""
+def load_folder(run: LoadedRun, data_dir: str | Path) -> LoadedImages:
+    """Decode a folder of class sub-folders with the run's class mapping and image settings."""
     listing = list_images(data_dir, run.config.data.classes, require_all=False)
     if tuple(listing.class_names) != tuple(run.class_names):
         raise DataError(f"{data_dir} classes {listing.class_names} differ from the model's {run.class_names}")
-    loaded = load_images(listing, run.spec)
-    return loaded, predict(run.model, loaded.images, run.config.train.batch_size, tta)
+    return load_images(listing, run.spec)
 
 
-def evaluate_paths(run: LoadedRun, paths: list[str], labels: np.ndarray, tta: bool = False):
-    """Like evaluate_folder, for an explicit list of files (a run's own validation split)."""
-    listing = ImageList(Path("."), tuple(paths), np.asarray(labels), tuple(run.class_names), {})
-    loaded = load_images(listing, run.spec)
-    return loaded, predict(run.model, loaded.images, run.config.train.batch_size, tta)
+def load_listing(run: LoadedRun, paths: list[str], labels: np.ndarray) -> LoadedImages:
+    """Like load_folder, for an explicit list of files (a run's own validation split)."""
+    return load_images(ImageList(Path("."), tuple(paths), np.asarray(labels), tuple(run.class_names), {}), run.spec)

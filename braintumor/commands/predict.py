@@ -1,0 +1,78 @@
+"""The ``predict`` run: classify unlabelled images with a saved run, with the gate's status for each."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..data import find_images, map_images
+from ..errors import DataError
+from ..inference import Verdict, gate_report
+from ..models.loading import load_run
+from ..runs import new_run_dir, run_status, start_run, write_csv, write_meta, write_skipped
+
+BATCH = 64  # images decoded and classified at a time: memory stays flat on long folders
+
+
+@dataclass
+class PredictReport:
+    """What ``predict`` wrote: one row per readable image, and the unreadable ones with the reason."""
+
+    out_dir: Path
+    class_names: list[str]
+    rows: list[tuple[str, Verdict]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    has_gate: bool = True
+
+
+def run_predict(run_dir: str | Path, sources: Sequence[str | Path], *, runs_dir: str | Path = "runs",
+                name: str | None = None, tta: bool | None = None,
+                on_batch: Callable[[int], None] | None = None) -> PredictReport:
+    """Classify image files and folders (searched recursively) into runs/predict/<timestamp>-<arch>/.
+
+    Writes predictions.csv (path, status, reason, class, a calibrated probability per class; ``class`` is empty
+    unless the status is ok), skipped.txt for unreadable files, and a gate summary in meta.json. No labels needed.
+    ``on_batch(n)`` follows each batch of n images (a progress bar).
+    """
+    # 1. what can be wrong with the request fails before a run directory exists
+    files = find_images(sources)
+    if not files:
+        raise DataError(f"no image files in {', '.join(map(str, sources)) or 'the arguments'}; pass image files "
+                        "or folders of images")
+    run = load_run(run_dir)
+    tta = run.config.eval.tta if tta is None else tta
+    out = new_run_dir(runs_dir, "predict", run.config.model.arch, name)
+    start_run(out, run.config, "predict", source_run=str(run.path), inputs=[str(s) for s in sources], tta=tta,
+              temperature=run.classifier.temperature, gate=run.classifier.has_gate)
+    report = PredictReport(out, run.class_names, has_gate=run.classifier.has_gate)
+    with run_status(out):
+        # 2. decode and classify a batch at a time
+        for start in range(0, len(files), BATCH):
+            batch = files[start:start + BATCH]
+            results = map_images(batch, run.spec.read)
+            good = [(p, r) for p, r in zip(batch, results) if not isinstance(r, str)]
+            report.skipped += [(p, r) for p, r in zip(batch, results) if isinstance(r, str)]
+            if good:
+                images = np.stack([r[0] for _, r in good])
+                verdicts = run.classifier.classify(images, [r[1] for _, r in good], tta)
+                report.rows += [(p, v) for (p, _), v in zip(good, verdicts)]
+            if on_batch:
+                on_batch(len(batch))
+        # 3. the table, the skipped list, a summary
+        write_predictions_table(out / "predictions.csv", report.rows, run.class_names)
+        write_skipped(out, report.skipped)
+        summary = gate_report([v for _, v in report.rows], None, "these images")
+        write_meta(out, n=len(report.rows), skipped=len(report.skipped), **{"gate_summary": summary})
+        if not report.rows:
+            raise DataError(f"none of the {len(files)} files could be read; see {out / 'skipped.txt'}")
+    return report
+
+
+def write_predictions_table(path: Path, rows: list[tuple[str, Verdict]], class_names: Sequence[str]) -> None:
+    """predictions.csv: path, status, reason, class (only when ok), then a calibrated probability per class."""
+    write_csv(path, ["path", "status", "reason", "class", *[f"p_{c}" for c in class_names]],
+              ([p, v.status, v.reason, class_names[int(np.argmax(v.probs))] if v.answered else "",
+                *[f"{x:.6f}" for x in v.probs]] for p, v in rows))
