@@ -1,0 +1,198 @@
+"""A development set of images that are not brain MRI, built from what installed packages ship (no download).
+
+For choosing and testing the out-of-distribution gate: ``python -m braintumor.nonbrain OUT_DIR`` writes PNGs under
+``OUT_DIR/<category>/`` and ``manifest.csv`` (file, category, source). Categories:
+
+- ``photo_colour``: photographs as they are, and seeded crops of them;
+- ``photo_gray``: the same photographs in gray, and gray pictures (so the colour check alone cannot pass the set);
+- ``medical``: medical images that are not brain MRI: CT of a spine and a head, an MR of another body part and a
+  whole-body bone scan (pydicom's test files), the Shepp-Logan head phantom, retina and microscopy images
+  (scikit-image);
+- ``synthetic``: noise (uniform, Gaussian, salt-and-pepper; gray and colour), blanks, gradients, checkerboards,
+  rendered text pages and random shapes.
+
+Sources: scikit-learn's two sample photographs (``china.jpg``, ``flower.jpg``; CC BY 2.0, see
+``sklearn/datasets/images/README.txt``), scikit-image's ``skimage.data`` pictures (their licences are listed in
+``skimage/data/README.txt``; ``skimage.data.brain`` is an MRI and is left out) and pydicom's bundled test files.
+scikit-image and pydicom are optional: without them their images are left out and the manifest says which
+sources were used. The synthetic images and scikit-learn's photos are always there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+CATEGORIES = ("photo_colour", "photo_gray", "medical", "synthetic")
+_SKIMAGE_COLOUR = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "colorwheel", "logo")
+_SKIMAGE_GRAY = ("camera", "moon", "coins", "horse", "clock", "brick", "grass", "gravel", "page", "text",
+                 "binary_blobs", "checkerboard")
+_SKIMAGE_MEDICAL = ("shepp_logan_phantom", "retina", "microaneurysms", "cell", "immunohistochemistry")
+_PYDICOM_MEDICAL = ("CT_small.dcm", "MR_small.dcm", "693_J2KI.dcm", "JPEG2000.dcm")
+
+Item = tuple[str, str, str, Image.Image]  # (name, category, source, image)
+
+
+def _to_image(arr: np.ndarray) -> Image.Image:
+    """Any 2-D or (h, w, 3|4) array -> an 8-bit PIL image, scaled to its own range."""
+    a = np.asarray(arr)
+    if a.dtype == bool:
+        a = a.astype(np.uint8) * 255
+    if a.dtype != np.uint8:
+        a = a.astype(np.float64)
+        a = (a - a.min()) / (np.ptp(a) or 1.0) * 255
+        a = a.astype(np.uint8)
+    if a.ndim == 3 and a.shape[-1] == 4:
+        return Image.fromarray(a, "RGBA").convert("RGB")
+    return Image.fromarray(a)
+
+
+def _crops(img: Image.Image, rng: np.random.Generator, n: int) -> Iterator[Image.Image]:
+    """``n`` seeded square crops of a half to three quarters of the shorter side."""
+    w, h = img.size
+    for _ in range(n):
+        side = int(min(w, h) * rng.uniform(0.5, 0.75))
+        x, y = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
+        yield img.crop((x, y, x + side, y + side))
+
+
+def _photos(rng: np.random.Generator) -> Iterator[Item]:
+    from sklearn.datasets import load_sample_image
+
+    sources: list[tuple[str, Image.Image]] = [
+        (f"sklearn:{n}", Image.fromarray(load_sample_image(n))) for n in ("china.jpg", "flower.jpg")]
+    sources += [(f"skimage:{n}", img) for n, img in _skimage(_SKIMAGE_COLOUR)]
+    for source, img in sources:
+        stem = source.split(":")[1].split(".")[0]
+        for i, crop in enumerate([img, *_crops(img, rng, 3)]):
+            yield f"{stem}_{i}", "photo_colour", source, crop.convert("RGB")
+            yield f"{stem}_{i}_gray", "photo_gray", source, crop.convert("L")
+    for n, img in _skimage(_SKIMAGE_GRAY):
+        yield n, "photo_gray", f"skimage:{n}", img.convert("L")
+
+
+def _skimage(names: tuple[str, ...]) -> Iterator[tuple[str, Image.Image]]:
+    try:
+        from skimage import data
+    except ImportError:
+        return
+    for n in names:
+        try:
+            yield n, _to_image(getattr(data, n)())
+        except Exception:  # noqa: BLE001  (a picture that needs a download, or a changed API: leave it out)
+            continue
+
+
+def _medical(rng: np.random.Generator) -> Iterator[Item]:
+    for n, img in _skimage(_SKIMAGE_MEDICAL):
+        for i, crop in enumerate([img, *_crops(img, rng, 2)]):
+            yield f"{n}_{i}", "medical", f"skimage:{n}", crop
+    try:
+        import pydicom
+        from pydicom.data import get_testdata_file
+    except ImportError:
+        return
+    for n in _PYDICOM_MEDICAL:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds = pydicom.dcmread(get_testdata_file(n))
+                arr = ds.pixel_array
+        except Exception:  # noqa: BLE001  (a file this pydicom cannot decode without a plug-in)
+            continue
+        img = _to_image(arr).convert("L")
+        stem = n.split(".")[0]
+        for i, view in enumerate([img, img.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+                                  img.rotate(90, expand=True)]):
+            yield f"{stem}_{i}", "medical", f"pydicom:{n}", view
+
+
+def _synthetic(rng: np.random.Generator, size: int) -> Iterator[Item]:
+    s = size
+    for i in range(4):
+        yield f"noise_uniform_gray_{i}", "synthetic", "numpy", _to_image(rng.integers(0, 256, (s, s), np.uint8))
+        yield f"noise_uniform_rgb_{i}", "synthetic", "numpy", _to_image(rng.integers(0, 256, (s, s, 3), np.uint8))
+        g = np.clip(rng.normal(rng.uniform(40, 200), rng.uniform(10, 60), (s, s)), 0, 255).astype(np.uint8)
+        yield f"noise_gaussian_{i}", "synthetic", "numpy", _to_image(g)
+        sp = np.where(rng.random((s, s)) < 0.5, 0, 255).astype(np.uint8)
+        yield f"noise_salt_pepper_{i}", "synthetic", "numpy", _to_image(sp)
+    for level in (0, 64, 128, 200, 255):
+        yield f"blank_{level}", "synthetic", "numpy", Image.new("L", (s, s), level)
+    yy, xx = np.mgrid[0:s, 0:s] / (s - 1)
+    yield "gradient_horizontal", "synthetic", "numpy", _to_image(xx)
+    yield "gradient_vertical", "synthetic", "numpy", _to_image(yy)
+    yield "gradient_radial", "synthetic", "numpy", _to_image(1 - np.hypot(xx - 0.5, yy - 0.5))
+    yield "gradient_colour", "synthetic", "numpy", _to_image(np.stack([xx, yy, 1 - xx], axis=-1))
+    for cells in (2, 4, 8, 16):
+        board = ((np.floor(xx * cells * 0.999) + np.floor(yy * cells * 0.999)) % 2).astype(np.uint8) * 255
+        yield f"checkerboard_{cells}", "synthetic", "numpy", _to_image(board)
+    for i in range(4):
+        yield f"text_page_{i}", "synthetic", "PIL", _text_page(rng, s)
+        yield f"shapes_{i}", "synthetic", "PIL", _shapes(rng, s, colour=i % 2 == 1)
+
+
+def _text_page(rng: np.random.Generator, size: int) -> Image.Image:
+    img = Image.new("L", (size, size), 245)
+    draw = ImageDraw.Draw(img)
+    words = "the patient was seen in clinic today report findings normal study impression follow up".split()
+    for row in range(4, size - 10, 12):
+        line = " ".join(rng.choice(words, size=8))
+        draw.text((6, row), line, fill=int(rng.integers(0, 60)))
+    return img
+
+
+def _shapes(rng: np.random.Generator, size: int, colour: bool) -> Image.Image:
+    img = Image.new("RGB" if colour else "L", (size, size), 0 if rng.random() < 0.5 else 255)
+    draw = ImageDraw.Draw(img)
+    for _ in range(12):
+        x0, y0 = rng.integers(0, size, 2)
+        x1, y1 = x0 + rng.integers(10, size // 2), y0 + rng.integers(10, size // 2)
+        fill = tuple(int(v) for v in rng.integers(0, 256, 3)) if colour else int(rng.integers(0, 256))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)((int(x0), int(y0), int(x1), int(y1)), fill=fill)
+    return img
+
+
+def build(out_dir: str | Path, size: int = 256, seed: int = 0,
+          only: tuple[str, ...] = CATEGORIES) -> list[dict[str, str]]:
+    """Write the set as PNGs at ``size`` px (longer side; photographs keep their aspect) and manifest.csv."""
+    out_dir = Path(out_dir)
+    rng = np.random.default_rng(seed)
+    makers: list[Callable[[], Iterator[Item]]] = [lambda: _photos(rng), lambda: _medical(rng),
+                                                  lambda: _synthetic(rng, size)]
+    rows = []
+    for make in makers:
+        for name, category, source, img in make():
+            if category not in only:
+                continue
+            img = img.copy()
+            img.thumbnail((size, size), Image.BILINEAR)
+            path = out_dir / category / f"{name}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            img.save(path)
+            rows.append({"file": str(path.relative_to(out_dir)), "category": category, "source": source})
+    with (out_dir / "manifest.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, ["file", "category", "source"])
+        w.writeheader()
+        w.writerows(rows)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Write a development set of images that are not brain MRI.")
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--size", type=int, default=256, help="longer side in pixels")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    rows = build(args.out_dir, args.size, args.seed)
+    counts = {c: sum(r["category"] == c for r in rows) for c in CATEGORIES}
+    print(f"{len(rows)} images in {args.out_dir}: " + ", ".join(f"{c} {n}" for c, n in counts.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""predict and the out-of-distribution gate on a model trained on the bundled real demo scans."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from braintumor.cli import app
+from braintumor.commands.evaluate import run_evaluate
+from braintumor.commands.predict import run_predict
+from braintumor.models.loading import load_run
+from braintumor.nonbrain import build
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "demo_data" / "brain-tumor-mri-sample"
+CLASSES = ["glioma", "meningioma", "notumor", "pituitary"]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> Path:
+    """CustomNet on the 160 real demo slices (64 px, 12 epochs: about a minute on 2 cores)."""
+    runs = tmp_path_factory.mktemp("runs")
+    result = CliRunner().invoke(app, ["train", "--arch", "customnet", "--data", str(DEMO / "train"), "--epochs", "12",
+                                      "--batch-size", "16", "--runs-dir", str(runs), "--set", "eval.bootstrap=0",
+                                      "--set", "model.filters=[16,32,64]"])
+    assert result.exit_code == 0, result.output
+    return next((runs / "train").iterdir())
+
+
+@pytest.fixture(scope="module")
+def not_scans(tmp_path_factory) -> Path:
+    """Noise, blanks, gradients, text pages, shapes and two photographs (what scikit-learn ships)."""
+    out = tmp_path_factory.mktemp("nonbrain")
+    build(out, size=128, only=("synthetic", "photo_colour", "photo_gray"))
+    return out
+
+
+def test_train_stores_a_gate_and_a_temperature(demo_run):
+    for name in ("gate.json", "gate.npz", "calibration.json", "plots/reliability.png"):
+        assert (demo_run / name).is_file(), name
+    run = load_run(demo_run)
+    assert run.classifier.has_gate and run.classifier.temperature > 0
+    assert "ECE" in (demo_run / "metrics.md").read_text()
+
+
+def test_gate_refuses_noise_and_photos_and_accepts_real_scans(demo_run, tmp_path):
+    rng = np.random.default_rng(0)
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    Image.fromarray(rng.integers(0, 256, (128, 128), np.uint8)).save(odd / "noise.png")
+    Image.fromarray(rng.integers(0, 256, (128, 128, 3), np.uint8)).save(odd / "colour_noise.png")
+    Image.new("L", (128, 128), 255).save(odd / "white.png")
+    from sklearn.datasets import load_sample_image
+
+    Image.fromarray(load_sample_image("flower.jpg")).save(odd / "flower.jpg")
+    report = run_predict(demo_run, [odd, DEMO / "test"], runs_dir=tmp_path / "runs")
+    status = {Path(p).name: v.status for p, v in report.rows}
+    for name in ("noise.png", "colour_noise.png", "white.png", "flower.jpg"):
+        assert status[name] != "ok", (name, status[name])
+    scans = [v for p, v in report.rows if "test" in Path(p).parts]
+    assert len(scans) == 40
+    # real scans are never refused as "not a scan" by the input checks, and the gate lets most through
+    assert not any("nearly uniform" in v.reason or "colour image" in v.reason for v in scans)
+    assert np.mean([v.status != "out_of_distribution" for v in scans]) >= 0.8
+
+
+def test_predict_writes_every_column_and_lists_unreadable_files(demo_run, tmp_path):
+    folder = tmp_path / "in"
+    shutil.copytree(DEMO / "test" / "pituitary", folder)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    result = CliRunner().invoke(app, ["predict", str(folder), "--run", str(demo_run), "--runs-dir",
+                                      str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    out = next((tmp_path / "runs" / "predict").iterdir())
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert list(rows[0]) == ["path", "status", "reason", "class", *[f"p_{c}" for c in CLASSES]]
+    assert len(rows) == 10
+    for r in rows:
+        assert r["status"] in ("ok", "uncertain", "out_of_distribution") and r["reason"]
+        assert (r["class"] in CLASSES) == (r["status"] == "ok")  # no class unless the gate lets it through
+        assert sum(float(r[f"p_{c}"]) for c in CLASSES) == pytest.approx(1.0, abs=1e-4)
+    assert "broken.jpg" in (out / "skipped.txt").read_text()
+    assert "broken.jpg" in result.output
+
+
+def test_a_run_without_a_gate_still_predicts_and_says_so(demo_run, tmp_path):
+    old = tmp_path / "old_run"
+    shutil.copytree(demo_run, old)
+    for name in ("gate.json", "gate.npz", "calibration.json"):
+        (old / name).unlink()
+    result = CliRunner().invoke(app, ["predict", str(DEMO / "test" / "glioma"), "--run", str(old),
+                                      "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    assert "no out-of-distribution gate" in result.output
+    out = next((tmp_path / "runs" / "predict").iterdir())
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert {r["status"] for r in rows} == {"ok"} and all("no out-of-distribution gate" in r["reason"] for r in rows)
+
+
+def test_evaluate_scores_the_gate_on_a_folder_that_must_be_refused(demo_run, not_scans, tmp_path):
+    out, m = run_evaluate(demo_run, DEMO / "test", runs_dir=tmp_path / "runs", ood=not_scans)
+    o = m["ood"]
+    assert o["n_scans"] == 40 and o["n_ood"] == sum(1 for _ in not_scans.rglob("*.png"))
+    assert o["refused_ood"] >= 0.9
+    assert 0.5 <= o["auroc"] <= 1.0
+    assert (out / "plots" / "ood_scores.png").is_file() and (out / "ood_predictions.csv").is_file()
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert {"status", "reason"} <= set(rows[0])
+    assert m["gate"]["status_counts"]["ok"] + m["gate"]["status_counts"]["uncertain"] \
+        + m["gate"]["status_counts"]["out_of_distribution"] == 40
+
+
+def test_the_development_set_is_built_from_what_packages_ship(not_scans):
+    rows = list(csv.DictReader((not_scans / "manifest.csv").open()))
+    cats = {r["category"] for r in rows}
+    assert cats == {"synthetic", "photo_colour", "photo_gray"}
+    assert any(r["source"] == "sklearn:flower.jpg" for r in rows)
+    for r in rows:
+        with Image.open(not_scans / r["file"]) as img:
+            assert max(img.size) <= 128
