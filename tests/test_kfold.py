@@ -14,6 +14,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from braintumor.cli import app
+from braintumor.metrics import scale
+from braintumor.models.loading import stored_temperature
 from tests.conftest import FAST, make_dataset
 
 runner = CliRunner()
@@ -144,11 +146,14 @@ def test_test_folder_gives_fold_and_ensemble_rows_with_intervals(done):
         lo, acc, hi = test.loc[model, ["accuracy_ci_low", "accuracy", "accuracy_ci_high"]]
         assert 0 <= lo <= acc <= hi <= 1
         assert test.loc[model, "n"] == 13
-    # the ensemble is the mean of the fold models' probabilities
+    # the ensemble is the mean of the fold models' probabilities, calibrated by the kfold run's temperature
+    # (each fold's own rows by the fold's temperature: undo it to get the raw probabilities back)
     cols = [f"p_{c}" for c in ("glioma", "meningioma", "notumor", "pituitary")]
-    folds = [pd.read_csv(run / f"fold_{i}" / "test" / "predictions.csv")[cols].to_numpy() for i in (1, 2, 3)]
+    folds = [scale(pd.read_csv(run / f"fold_{i}" / "test" / "predictions.csv")[cols].to_numpy(),
+                   1 / stored_temperature(run / f"fold_{i}")) for i in (1, 2, 3)]
     ensemble = pd.read_csv(run / "ensemble_test" / "predictions.csv")[cols].to_numpy()
-    assert np.allclose(ensemble, np.mean(folds, axis=0), atol=1e-5)
+    assert stored_temperature(run) != 1.0  # fitted on the pooled out-of-fold predictions
+    assert np.allclose(ensemble, scale(np.mean(folds, axis=0), stored_temperature(run)), atol=1e-4)
     assert "| ensemble |" in (run / "summary.md").read_text()
     assert json.loads((run / "meta.json").read_text())["test_images_in_training_folder"] == 1
 

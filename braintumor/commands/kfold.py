@@ -21,9 +21,19 @@ from ..data import ImageSpec, LoadedImages, list_images, load_images, split_trai
 from ..dedup import count_groups, multi_member_groups
 from ..distribute import runs_dir_for_this_worker
 from ..errors import ConfigError, DataError, RunError
-from ..metrics import compute_metrics, write_metrics, write_predictions
+from ..metrics import (
+    ECE_BINS,
+    calibration_figures,
+    compute_metrics,
+    cross_fitted,
+    fit_temperature,
+    reliability,
+    scale,
+    write_metrics,
+    write_predictions,
+)
 from ..models import get_spec
-from ..models.loading import predict
+from ..models.loading import predict, stored_temperature
 from ..plots import atomic_save_figure
 from ..runs import (
     atomic_write_json,
@@ -294,6 +304,8 @@ def summarize(cfg: Config, run_dir: Path, plan: FoldPlan) -> list[dict[str, Any]
         fold_rows.append(_row(f"fold_{i}", "val", m))
     probs = read_oof(run_dir, plan)
     pooled = compute_metrics(plan.loaded.labels, probs, names, cfg.eval.bootstrap, cfg.seed)
+    if cfg.eval.calibrate:
+        pooled["calibration"] = calibrate_ensemble(run_dir, plan, probs)
     _write_oof(run_dir, plan, probs)
     atomic_write_json(run_dir / "oof_metrics.json", pooled)
     cm = np.asarray(pooled["confusion_matrix"])
@@ -305,6 +317,29 @@ def summarize(cfg: Config, run_dir: Path, plan: FoldPlan) -> list[dict[str, Any]
     atomic_save_figure(_accuracy_figure(fold_rows, f"{cfg.model.arch}: accuracy on each held-out fold"),
                        run_dir / "plots" / "fold_accuracy.png")
     return [*fold_rows, *_mean_std_rows(fold_rows, "val"), _row("pooled_oof", "val", pooled)]
+
+
+def calibrate_ensemble(run_dir: Path, plan: FoldPlan, probs: np.ndarray) -> dict[str, Any]:
+    """calibration.json of the k-fold run: a temperature fitted on the pooled out-of-fold predictions (each made
+    by a model that never saw the image), used by the ensemble in evaluate, predict and serve. 'after' is
+    cross-fitted by fold: each fold's predictions scaled by the temperature fitted on the other folds'.
+
+    The ensemble averages the fold models, which tends to soften its probabilities, so a temperature fitted on
+    single-model predictions may over-correct it a little; the fold models keep their own calibration.json."""
+    labels = plan.loaded.labels
+    temperature = fit_temperature(labels, probs)
+    after, temps = cross_fitted(labels, probs, plan.folds)
+    report = {"temperature": temperature, "fitted_on": f"{len(labels)} pooled out-of-fold predictions",
+              "n": int(len(labels)), "ece_bins": ECE_BINS, "before": calibration_figures(labels, probs),
+              "after": calibration_figures(labels, after),
+              "after_is": "cross-fitted by fold (each fold scaled by the temperature fitted on the others)",
+              "cross_fit_temperatures": temps}
+    atomic_write_json(run_dir / "calibration.json", report)
+    atomic_save_figure(plots.reliability_figure({"before": reliability(labels, probs)["bins"],
+                                                 "after": reliability(labels, after)["bins"]},
+                                                f"out-of-fold reliability (T = {temperature:.2f})"),
+                       run_dir / "plots" / "reliability_oof.png")
+    return report
 
 
 def read_oof(run_dir: Path, plan: FoldPlan) -> np.ndarray:
@@ -348,14 +383,15 @@ def evaluate_test(cfg: Config, run_dir: Path, plan: FoldPlan,
     for i in range(1, plan.n_folds + 1):
         fold_dir = run_dir / f"fold_{i}"
         model = keras.models.load_model(fold_dir / "model.keras", safe_mode=True)
-        probs = predict(model, test.images, cfg.train.batch_size, cfg.eval.tta)
-        all_probs.append(probs)
+        raw = predict(model, test.images, cfg.train.batch_size, cfg.eval.tta)
+        all_probs.append(raw)
+        probs = scale(raw, stored_temperature(fold_dir))
         m = compute_metrics(test.labels, probs, names, cfg.eval.bootstrap, cfg.seed)
         _write_test(fold_dir / "test", m, test, probs, f"fold {i} model on {test_dir}")
         rows.append(_row(f"fold_{i}", "test", m))
         del model
         keras.backend.clear_session()
-    ensemble = np.mean(all_probs, axis=0)
+    ensemble = scale(np.mean(all_probs, axis=0), stored_temperature(run_dir))  # as evaluate and serve see it
     m = compute_metrics(test.labels, ensemble, names, cfg.eval.bootstrap, cfg.seed)
     _write_test(run_dir / "ensemble_test", m, test, ensemble,
                 f"ensemble of {plan.n_folds} fold models (mean probabilities) on {test_dir}")
@@ -430,6 +466,15 @@ def summary_markdown(run_dir: Path, result: KFoldResult, cfg: Config) -> str:
         f"- accuracy over the folds: {_mean_pm_std(result.rows, 'val')}",
         "", "## Held-out folds", "", *_table([r for r in result.rows if r["data"] == "val"]),
     ]
+    calibration = run_dir / "calibration.json"
+    if calibration.is_file():
+        c = json.loads(calibration.read_text())
+        lines += ["", "## Calibration", "",
+                  f"Temperature {c['temperature']:.3f} fitted on the {c['fitted_on']}, used by the ensemble; ECE "
+                  f"over {c['ece_bins']} equal-width bins, 'after' {c['after_is']}.", "",
+                  *markdown_table(["", "ECE", "Brier", "NLL"],
+                                  [[w, f"{c[w]['ece']:.4f}", f"{c[w]['brier']:.4f}", f"{c[w]['nll']:.4f}"]
+                                   for w in ("before", "after")])]
     test = [r for r in result.rows if r["data"] == "test"]
     if test:
         lines += ["", f"## Test folder `{meta.get('test_dir')}`", "",

@@ -33,6 +33,12 @@ def predict(model, images: np.ndarray, batch_size: int = 64, tta: bool = False) 
     return np.concatenate(out).astype(np.float64)
 
 
+def stored_temperature(run_dir: Path) -> float:
+    """A run's calibration temperature (1.0 when it has none: older runs, or none was fitted)."""
+    path = Path(run_dir) / "calibration.json"
+    return float(read_json(path)["temperature"]) if path.is_file() else 1.0
+
+
 @dataclass
 class LoadedRun:
     """Everything a saved train run holds that inference needs."""
@@ -63,9 +69,7 @@ class LoadedRun:
 
     @property
     def temperature(self) -> float:
-        """The stored calibration temperature (1.0 when the run has none: older runs, or none was fitted)."""
-        path = self.path / "calibration.json"
-        return float(read_json(path)["temperature"]) if path.is_file() else 1.0
+        return stored_temperature(self.path)
 
     def gates(self) -> list[Gate]:
         """The out-of-distribution gate of the run, or of each fold of an ensemble; [] when any is missing."""
