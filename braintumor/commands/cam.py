@@ -4,19 +4,20 @@ cam.csv and gallery figures. The maps come from explain/ (graph cutting, Grad-CA
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from .. import plots, runs
-from ..data import find_class, find_images, list_images, read_image
+from ..data import decode, find_class, find_images, list_images
 from ..errors import ConfigError, DataError, did_you_mean
-from ..explain.gradcam import METHODS, Explanation, explain, explainer
+from ..explain.gradcam import METHODS, Explanation, default_explanation, explain, explainer
 from ..explain.graph import last_conv_layer
-from ..explain.render import as_rgb, overlay, panel_png
+from ..explain.render import as_rgb, native_view, overlay, panel_png
 from ..models.loading import load_run
 from ..plots import figure_png
+from .localise import LocalisationReport, read_annotations, run_localisation
 
 
 @dataclass
@@ -47,6 +48,7 @@ class CamReport:
     rows: list[CamRow] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     figures: list[str] = field(default_factory=list)  # gallery grids, relative to out_dir
+    localisation: LocalisationReport | None = None  # with --boxes
 
 
 def class_index_of(name: str, class_names: Sequence[str]) -> int:
@@ -81,7 +83,7 @@ def _title(image: str, class_names: Sequence[str], e: Explanation, true: str | N
 
 
 def _label(method: str) -> str:
-    return "Grad-CAM++" if method == "gradcam++" else "Grad-CAM"
+    return {"gradcam++": "Grad-CAM++", "layercam": "LayerCAM"}.get(method, "Grad-CAM")
 
 
 def gallery_picks(folder: str | Path, class_names: Sequence[str], config_classes, per_class: int,
@@ -103,50 +105,76 @@ def gallery_picks(folder: str | Path, class_names: Sequence[str], config_classes
     return order
 
 
+def resolve_explanation(model, method: str | None, layers: Sequence[str] | None) -> tuple[str, list[str]]:
+    """The method and layers to explain: as given, else the architecture's default (``default_explanation``).
+    A method given without layers explains the last convolutional layer, except LayerCAM, which fuses the
+    default layers; ``layers`` may also hold comma-separated names."""
+    wanted = [n.strip() for item in (layers or []) for n in str(item).split(",") if n.strip()]
+    if method is not None and method not in METHODS:
+        raise ConfigError(f"unknown CAM method {method!r}; use one of: {', '.join(METHODS)}")
+    default_method, default_layers = default_explanation(model)
+    if wanted:
+        chosen = wanted
+    elif method is None or method == default_method:
+        chosen = default_layers
+    else:
+        chosen = [last_conv_layer(model)]
+    for name in chosen:
+        explainer(model, name)  # a wrong --layer fails here, listing the valid names
+    return method or default_method, chosen
+
+
 def run_cam(run_dir: str | Path, images: Sequence[str | Path] = (), *, gallery: str | Path | None = None,
-            per_class: int = 4, class_name: str | None = None, layer: str | None = None,
-            method: str = "gradcam", seed: int | None = None, runs_dir: str | Path = "runs",
-            name: str | None = None, on_image: Callable[[str], None] | None = None) -> CamReport:
+            per_class: int = 4, class_name: str | None = None, layer: str | Sequence[str] | None = None,
+            method: str | None = None, seed: int | None = None, runs_dir: str | Path = "runs",
+            name: str | None = None, boxes: str | Path | None = None, explain_true: bool = True,
+            on_image: Callable[[str], None] | None = None) -> CamReport:
     """The ``cam`` command: explain images (or a seeded per-class gallery) into runs/cam/<timestamp>-<arch>/.
 
-    Writes one panel PNG per image (named after it), cam.csv, skipped.txt for unreadable images and, with
-    ``gallery``, gallery_<class>.png per class plus gallery.png. ``on_image(path)`` follows each image.
+    Writes one panel PNG per image (named after it; the scan at its own resolution with the heatmap on top),
+    cam.csv, skipped.txt for unreadable images and, with ``gallery``, gallery_<class>.png per class plus
+    gallery.png. With ``boxes`` (annotations of where the tumour is) it scores the maps instead: see
+    ``commands.localise``. ``on_image(path)`` follows each image.
     """
     # 1. everything that can be wrong with the request fails before a run directory exists
     files = find_images(images)
     if images and not files:
         raise DataError(f"no image files in {', '.join(map(str, images))}")
-    if bool(files) == (gallery is not None):
+    if boxes is None and bool(files) == (gallery is not None):
         raise ConfigError("pass image files (or folders of images) or --gallery DIR: one of the two")
-    if method not in METHODS:
-        raise ConfigError(f"unknown CAM method {method!r}; use one of: {', '.join(METHODS)}")
     run = load_run(run_dir)
     if "ensemble_of" in run.meta:
         raise ConfigError(f"{run_dir} is a k-fold ensemble; Grad-CAM explains one model: pass one of its folds, "
                           f"e.g. --run {Path(run_dir) / run.meta['ensemble_of'][0]}")
     classes = run.class_names
     explained = None if class_name is None else class_index_of(class_name, classes)
-    layer = layer or last_conv_layer(run.model)
-    explainer(run.model, layer)  # a wrong --layer fails here, listing the valid names
+    layers = [layer] if isinstance(layer, str) else layer
+    method, layers = resolve_explanation(run.model, method, layers)
+    annotations = read_annotations(boxes, images, classes) if boxes is not None else None
     seed = run.config.seed if seed is None else seed
     picks = gallery_picks(gallery, classes, run.config.data.classes, per_class, seed) if gallery else None
 
     # 2. a run directory that says what was asked
     out = runs.new_run_dir(runs_dir, "cam", run.config.model.arch, name)
-    runs.start_run(out, run.config, "cam", source_run=str(run.path), method=method, layer=layer,
-              explained_class=None if explained is None else classes[explained],
-              images=None if gallery else [str(p) for p in images],
-              gallery=None if gallery is None else str(gallery), per_class=per_class if gallery else None)
-    report = CamReport(out, layer, method)
+    runs.start_run(out, run.config, "cam", source_run=str(run.path), method=method, layer="+".join(layers),
+                   explained_class=None if explained is None else classes[explained],
+                   images=None if gallery else [str(p) for p in images],
+                   gallery=None if gallery is None else str(gallery), per_class=per_class if gallery else None,
+                   boxes=None if boxes is None else str(boxes))
+    report = CamReport(out, "+".join(layers), method)
     with runs.run_status(out):
+        if annotations is not None:  # score the maps against the annotations; no panel per image
+            report.localisation = run_localisation(run, out, annotations, method, layers, explain_true, on_image)
+            runs.write_meta(out, n=len(report.localisation.rows), problems=len(report.localisation.problems))
+            return report
         # 3. one panel PNG per image; unreadable images are listed and skipped
         todo = [(p, None) for p in files] if picks is None else _gallery_todo(picks)
-        cells = _explain_all(run, todo, explained, layer, method, per_class, report, on_image)
+        cells = _explain_all(run, todo, explained, layers, method, per_class, report, on_image)
         # 4. the table, the skipped list and the gallery figures
         write_cam_csv(out / "cam.csv", report.rows)
         runs.write_skipped(out, report.skipped)
         if picks is not None:
-            report.figures = write_gallery(out, cells, classes, method, layer)
+            report.figures = write_gallery(out, cells, classes, method, report.layer)
         runs.write_meta(out, n=len(report.rows), skipped=len(report.skipped))
         if not report.rows:
             raise DataError(f"none of the {len(report.skipped)} images could be read; "
@@ -158,7 +186,7 @@ def _gallery_todo(picks: dict[int, list[str]]) -> list[tuple[str, int]]:
     return [(p, c) for c, paths in sorted(picks.items()) for p in paths]
 
 
-def _explain_all(run, todo: list[tuple[str, int | None]], explained: int | None, layer: str, method: str,
+def _explain_all(run, todo: list[tuple[str, int | None]], explained: int | None, layers: list[str], method: str,
                  per_class: int, report: CamReport, on_image) -> list[GalleryCell]:
     """Explain each (path, true class or None) and write its panel; gallery classes stop at ``per_class``."""
     classes = run.class_names
@@ -169,20 +197,22 @@ def _explain_all(run, todo: list[tuple[str, int | None]], explained: int | None,
         if true is not None and done[true] >= per_class:
             continue  # the seeded order is longer than needed, so an unreadable pick is replaced
         try:
-            image = read_image(path, run.spec)  # exactly the training preprocessing
+            img = decode(path)
         except DataError as err:
             report.skipped.append((path, str(err)))
             continue
-        e = explain(run.model, image, explained, layer, method)
+        array, box = run.spec.prepare(img)  # exactly the training preprocessing
+        e = explain(run.model, array, explained, layers, method)
+        scan, heat = native_view(img, box, e.heatmap)  # shown on the scan as it came, not the model's input
         true_name = None if true is None else classes[true]
         png = _png_name(path, taken, "" if true is None else f"{true_name}/")
         title = _title(path, classes, e, true_name)
-        runs.atomic_write_bytes(report.out_dir / png, panel_png(image, e.heatmap, title))
+        runs.atomic_write_bytes(report.out_dir / png, panel_png(scan, heat, title))
         report.rows.append(CamRow(path, classes[e.predicted], float(e.probs[e.predicted]),
                                   classes[e.class_index], float(e.probs[e.class_index]), png, true_name))
         if true is not None:
             done[true] += 1
-            cells.append((true, path, image, e))
+            cells.append((true, path, scan, replace(e, heatmap=heat)))
         if on_image:
             on_image(path)
     return cells

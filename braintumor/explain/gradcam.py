@@ -1,4 +1,4 @@
-"""Grad-CAM and Grad-CAM++ heatmaps (pure: a model and an image in, arrays out).
+"""Grad-CAM, Grad-CAM++ and LayerCAM heatmaps (pure: a model and an image in, arrays out).
 
 Gradients come from a sub-model returning [feature map, input of the classifier's last layer], so the score
 explained is the pre-softmax logit (a confident softmax saturates and its gradient vanishes). Our registry
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,9 +18,10 @@ import tensorflow as tf
 from PIL import Image
 
 from ..errors import ConfigError, DataError, ModelError
+from ..models import available, get_spec
 from .graph import check_layer, head_of, last_conv_layer, split_at
 
-METHODS = ("gradcam", "gradcam++")
+METHODS = ("gradcam", "gradcam++", "layercam")
 
 
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {layer name: step}
@@ -116,27 +117,52 @@ def resize_map(cam: np.ndarray, h: int, w: int) -> np.ndarray:
     return cam.astype(np.float32)
 
 
-def explain(model, image: np.ndarray, class_index: int | None = None, layer: str | None = None,
+def explain(model, image: np.ndarray, class_index: int | None = None, layer: str | Sequence[str] | None = None,
             method: str = "gradcam") -> Explanation:
     """Heatmap and class probabilities for one (h, w, c) image of 0-255 pixels (uint8 or float).
 
-    ``class_index`` None explains the predicted class. ``layer`` None uses ``last_conv_layer(model)``.
+    ``class_index`` None explains the predicted class. ``layer`` None uses ``last_conv_layer(model)``; several
+    layers are each explained, upsampled to the image, scaled to a peak of 1 and fused by their element-wise
+    maximum (LayerCAM's multi-layer fusion, Jiang et al. 2021, without its tanh rescaling of shallow maps).
     """
     if method not in METHODS:
         raise ConfigError(f"unknown CAM method {method!r}; use one of: {', '.join(METHODS)}")
-    layer = layer or last_conv_layer(model)
-    step = explainer(model, layer)
+    layers = [layer] if isinstance(layer, str) else list(layer or [last_conv_layer(model)])
     num_classes = int(model.outputs[0].shape[-1])
     if class_index is not None and not 0 <= int(class_index) < num_classes:
         raise ConfigError(f"class index {class_index} is out of range for a model with {num_classes} classes")
     h, w = np.asarray(image).shape[:2]
     x = tf.constant(_as_model_input(model, image))
     wanted = tf.constant(-1 if class_index is None else int(class_index), tf.int32)
-    feats, grads, probs, index = step(x, wanted)
-    feats, grads = tf.cast(feats[0], tf.float32), tf.cast(grads[0], tf.float32)  # (h', w', channels)
-    cam = tf.nn.relu(tf.reduce_sum(feats * _weights(method, feats, grads), axis=-1)).numpy()
-    heatmap = _normalise(resize_map(cam, h, w))
-    return Explanation(heatmap, probs[0].numpy().astype(np.float32), int(index), layer, method)
+    heatmap = np.zeros((h, w), np.float32)
+    for name in layers:
+        feats, grads, probs, index = explainer(model, name)(x, wanted)
+        feats, grads = tf.cast(feats[0], tf.float32), tf.cast(grads[0], tf.float32)  # (h', w', channels)
+        if method == "layercam":  # each position weighted by its own positive gradients
+            cam = tf.nn.relu(tf.reduce_sum(tf.nn.relu(grads) * feats, axis=-1)).numpy()
+        else:
+            cam = tf.nn.relu(tf.reduce_sum(feats * _weights(method, feats, grads), axis=-1)).numpy()
+        heatmap = np.maximum(heatmap, _normalise(resize_map(cam, h, w)))
+    return Explanation(heatmap, probs[0].numpy().astype(np.float32), int(index), "+".join(layers), method)
+
+
+def default_explanation(model) -> tuple[str, list[str]]:
+    """(method, layers) ``cam`` uses when none are given: the registry's choice for the architecture, else
+    Grad-CAM at the last convolutional layer."""
+    spec = get_spec(model.name) if model.name in available() else None
+    if spec is not None and spec.cam_layers is not None:
+        layers = spec.cam_layers(model)
+        if layers and all(_has_layer(model, name) for name in layers):
+            return spec.cam_method, layers
+    return "gradcam", [last_conv_layer(model)]
+
+
+def _has_layer(model, name: str) -> bool:
+    try:
+        model.get_layer(name)
+        return True
+    except ValueError:
+        return False
 
 
 def _normalise(cam: np.ndarray) -> np.ndarray:
@@ -147,7 +173,7 @@ def _normalise(cam: np.ndarray) -> np.ndarray:
     return np.clip(cam / top, 0.0, 1.0).astype(np.float32)
 
 
-def gradcam(model, image: np.ndarray, class_index: int | None = None, layer: str | None = None,
+def gradcam(model, image: np.ndarray, class_index: int | None = None, layer: str | Sequence[str] | None = None,
             method: str = "gradcam") -> np.ndarray:
     """The (h, w) float32 heatmap in [0, 1] of one 0-255 image, at the image's size (see ``explain``)."""
     return explain(model, image, class_index, layer, method).heatmap

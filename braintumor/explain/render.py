@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 from matplotlib import colormaps
+from PIL import Image
 
 from .. import plots
+from ..data import Box, unframe
 from .gradcam import resize_map
 
 
@@ -37,3 +39,23 @@ def panel_png(image: np.ndarray, heatmap: np.ndarray, title: str) -> bytes:
     rgb = as_rgb(image)
     heat = resize_map(np.asarray(heatmap, dtype=np.float32), *rgb.shape[:2])
     return plots.figure_png(plots.cam_panel_figure(rgb, heat, overlay(rgb, heat), title))
+
+
+def native_view(img: Image.Image, box: Box, heatmap: np.ndarray, max_side: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """(the decoded image as RGB, its heatmap) at the image's own resolution, capped at ``max_side`` pixels on
+    the longer side: the scan as it came with the model's map (made on the framed, resized input) on top."""
+    scale = min(1.0, max_side / max(img.size))
+    w, h = max(1, round(img.width * scale)), max(1, round(img.height * scale))
+    shown = img.convert("RGB").resize((w, h), Image.BILINEAR) if scale < 1 else img.convert("RGB")
+    box = tuple(int(round(v * scale)) for v in box)
+    return np.asarray(shown), unframe(heatmap, box, w, h)
+
+
+def draw_region(rgb: np.ndarray, mask: np.ndarray, colour=(0, 255, 0)) -> np.ndarray:
+    """The outline of an annotated region (same (h, w) as ``rgb``) drawn over a copy of the image."""
+    inside = np.asarray(mask, bool)
+    edge = inside & ~(np.roll(inside, 1, 0) & np.roll(inside, -1, 0) & np.roll(inside, 1, 1) & np.roll(inside, -1, 1))
+    thick = edge | np.roll(edge, 1, 0) | np.roll(edge, 1, 1)
+    out = np.array(rgb, copy=True)
+    out[thick] = colour
+    return out

@@ -7,6 +7,7 @@ Sized for CPUs: global average pooling instead of the study's large flatten+dens
 from __future__ import annotations
 
 import math
+import re
 
 import keras
 from keras import layers
@@ -52,7 +53,24 @@ def _block(x, filters: int, cfg: ModelConfig, index: int, pool: bool = True):
     return layers.MaxPooling2D(2, name=name + "_pool")(x) if pool else x
 
 
-@register("customnet", preprocessing="unit: scaled to [0, 1] (input 0-255)", last_conv="auto", imagenet=False)
+def block_ends(model) -> list[str]:
+    """The last activation of every block but the deepest: the maps `cam` fuses by default (LayerCAM).
+
+    Measured on figshare tumour boxes (benchmarks/localisation.md): the deepest map (8x8 at 64 px) is too coarse
+    to land on a tumour; the shallower block ends, fused, point at it far more often."""
+    ends: dict[int, tuple[int, str]] = {}
+    for layer in model.layers:
+        m = re.fullmatch(r"block(\d+)_(\d+)_act", layer.name)
+        if m:
+            block, conv = int(m.group(1)), int(m.group(2))
+            if conv >= ends.get(block, (0, ""))[0]:
+                ends[block] = (conv, layer.name)
+    blocks = sorted(ends)
+    return [ends[b][1] for b in blocks[:-1]] or [ends[b][1] for b in blocks]
+
+
+@register("customnet", preprocessing="unit: scaled to [0, 1] (input 0-255)", last_conv="auto", imagenet=False,
+          cam_method="layercam", cam_layers=block_ends)
 def customnet(cfg: ModelConfig, num_classes: int, input_shape: tuple):
     size = min(input_shape[:2])
     if size < 2 ** len(cfg.filters):

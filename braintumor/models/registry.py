@@ -12,6 +12,8 @@ from ..errors import ModelError, did_you_mean
 Builder = Callable[[ModelConfig, int, tuple], object]
 # a built model -> the layers of its pretrained backbone (frozen for model.freeze_backbone_epochs)
 Backbone = Callable[[object], list]
+# a built model -> the layers `cam` explains by default (several are fused)
+ExplainLayers = Callable[[object], list]
 
 
 @dataclass(frozen=True)
@@ -22,18 +24,21 @@ class ModelSpec:
     last_conv: str  # the layer Grad-CAM explains by default
     imagenet: bool  # whether ImageNet weights exist for it
     backbone: Backbone | None = None  # None: no pretrained backbone to freeze
+    cam_method: str = "gradcam"  # how `cam` explains by default
+    cam_layers: ExplainLayers | None = None  # None: last_conv alone
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register(name: str, *, preprocessing: str, last_conv: str, imagenet: bool, backbone: Backbone | None = None):
+def register(name: str, *, preprocessing: str, last_conv: str, imagenet: bool, backbone: Backbone | None = None,
+             cam_method: str = "gradcam", cam_layers: ExplainLayers | None = None):
     """Decorator: ``@register("resnet50", ...)`` on a builder adds it to the registry under ``name``."""
 
     def wrap(fn: Builder) -> Builder:
         if name in _REGISTRY:
             raise ValueError(f"architecture {name!r} registered twice")
-        _REGISTRY[name] = ModelSpec(name, fn, preprocessing, last_conv, imagenet, backbone)
+        _REGISTRY[name] = ModelSpec(name, fn, preprocessing, last_conv, imagenet, backbone, cam_method, cam_layers)
         return fn
 
     return wrap

@@ -1,0 +1,148 @@
+"""Localisation scores against known boxes, and the three annotation forms with their malformed rows."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from braintumor.explain.localisation import (
+    Box,
+    Region,
+    centre_prior,
+    energy_ratio,
+    pointing,
+    read_boxes_csv,
+    read_masks,
+    read_yolo_folder,
+    score,
+    summarise,
+)
+
+BOX = Box(0.25, 0.75, 0.2, 0.1)  # lower left: not under the image centre
+
+
+def test_box_mask_covers_the_box_and_grows_by_a_fraction_of_the_side():
+    m = BOX.mask(100, 100)
+    assert m.sum() == 20 * 10
+    rows, cols = np.nonzero(m)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (70, 79, 15, 34)
+    grown = BOX.mask(100, 100, grow=0.15)  # 15 px on every side
+    assert grown.sum() == (20 + 30) * (10 + 30)
+
+
+def test_a_perfect_map_scores_full_pointing_and_one_over_area_energy():
+    region = Region(boxes=[BOX])
+    s = score(BOX.mask(100, 100).astype(np.float32), region)
+    assert s.pointing and s.pointing_tol
+    assert s.energy == pytest.approx(1 / 0.02)
+
+
+def test_a_uniform_map_scores_chance_energy_and_no_peak():
+    region = Region(boxes=[BOX])
+    s = score(np.ones((100, 100), np.float32), region)
+    assert s.energy == pytest.approx(1.0)
+    assert not s.pointing  # a flat map has no peak, so it cannot point anywhere
+    zero = score(np.zeros((100, 100), np.float32), region)
+    assert not zero.pointing and zero.energy == pytest.approx(1.0)
+
+
+def test_a_map_elsewhere_scores_below_chance_and_misses():
+    heat = np.zeros((100, 100), np.float32)
+    heat[10:20, 80:90] = 1.0  # upper right
+    s = score(heat, Region(boxes=[BOX]))
+    assert not s.pointing and not s.pointing_tol and s.energy == 0.0
+
+
+def test_tolerance_catches_a_peak_just_outside_the_box():
+    heat = np.zeros((100, 100), np.float32)
+    heat[75, 40] = 1.0  # 6 px right of the box's right edge (column 34)
+    s = score(heat, Region(boxes=[BOX]))
+    assert not s.pointing and s.pointing_tol
+
+
+def test_centre_prior_is_the_documented_gaussian():
+    prior = centre_prior(101, 101)
+    assert np.unravel_index(prior.argmax(), prior.shape) == (50, 50)
+    # sigma = a quarter of the side: one sigma from the centre the prior is exp(-1/2)
+    assert prior[50, 50 + 25] == pytest.approx(np.exp(-0.5), rel=0.02)
+    centre_box = Region(boxes=[Box(0.5, 0.5, 0.2, 0.2)])
+    assert pointing(prior, centre_box.mask(101, 101))
+    assert not pointing(prior, Region(boxes=[BOX]).mask(101, 101))
+    # its energy in a central box: the Gaussian's mass there over the box's area
+    inside = centre_box.mask(101, 101)
+    assert energy_ratio(prior, inside) == pytest.approx(prior[inside].sum() / prior.sum() / inside.mean())
+
+
+def test_summarise_means_over_images():
+    region = Region(boxes=[BOX])
+    good = score(BOX.mask(50, 50).astype(np.float32), region)
+    flat = score(np.ones((50, 50), np.float32), region)
+    out = summarise([good, flat])
+    assert out["n"] == 2 and out["pointing"] == 0.5
+    assert out["energy"] == pytest.approx((good.energy + 1.0) / 2)
+
+
+def _image(path, size=(40, 40)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("L", size, 128).save(path)
+    return path
+
+
+def test_csv_reader_lists_malformed_and_unmatched_rows(tmp_path):
+    _image(tmp_path / "glioma" / "a.jpg")
+    _image(tmp_path / "glioma" / "b.jpg")
+    csv = tmp_path / "boxes.csv"
+    csv.write_text("path,class,x_center,y_center,width,height\n"
+                   "glioma/a.jpg,glioma,0.5,0.5,0.2,0.2\n"
+                   "glioma/a.jpg,glioma,0.2,0.2,0.1,0.1\n"  # a second box for the same image
+                   "glioma/b.jpg,glioma,0.5,abc,0.2,0.2\n"  # not a number
+                   "glioma/b.jpg,glioma,1.5,0.5,0.2,0.2\n"  # not a fraction
+                   "glioma/missing.jpg,glioma,0.5,0.5,0.2,0.2\n")
+    ann = read_boxes_csv(csv)
+    assert list(ann.regions) == [str(tmp_path / "glioma" / "a.jpg")]
+    assert len(ann.regions[str(tmp_path / "glioma" / "a.jpg")].boxes) == 2
+    reasons = dict(ann.problems)
+    assert set(reasons) == {"boxes.csv line 4", "boxes.csv line 5", "boxes.csv line 6"}
+    assert "malformed" in reasons["boxes.csv line 4"]
+    assert "fraction" in reasons["boxes.csv line 5"]
+    assert "does not exist" in reasons["boxes.csv line 6"]
+
+
+def test_csv_reader_names_missing_columns(tmp_path):
+    csv = tmp_path / "boxes.csv"
+    csv.write_text("path,x,y\nglioma/a.jpg,1,2\n")
+    ann = read_boxes_csv(csv)
+    assert not ann.regions
+    assert "x_center" in ann.problems[0][1]
+
+
+def test_yolo_folder_with_classes_file_and_bad_lines(tmp_path):
+    _image(tmp_path / "images" / "glioma" / "a.png")
+    _image(tmp_path / "images" / "pituitary" / "b.png")
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    (labels / "classes.txt").write_text("glioma\nmeningioma\npituitary\n")
+    (labels / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (labels / "b.txt").write_text("2 0.4 0.4 0.1 0.1\n7 0.5 0.5 0.1 0.1\n0 0.5 0.5\n")
+    (labels / "orphan.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    ann = read_yolo_folder(labels, tmp_path / "images", ["glioma", "meningioma", "notumor", "pituitary"])
+    a, b = str(tmp_path / "images" / "glioma" / "a.png"), str(tmp_path / "images" / "pituitary" / "b.png")
+    assert set(ann.regions) == {a, b}
+    assert ann.regions[b].label == "pituitary" and len(ann.regions[b].boxes) == 1
+    reasons = dict(ann.problems)
+    assert "class id 7" in reasons["b.txt line 2"]
+    assert "expected 'class_id" in reasons["b.txt line 3"]
+    assert "no image named orphan" in reasons["orphan.txt"]
+
+
+def test_mask_pngs_are_scored_by_their_own_pixels(tmp_path):
+    img = _image(tmp_path / "glioma" / "c.png", (40, 40))
+    mask = np.zeros((40, 40), np.uint8)
+    mask[5:10, 30:38] = 255  # a small blob, not a box around the image centre
+    Image.fromarray(mask).save(img.with_name("c_mask.png"))
+    Image.fromarray(np.zeros((40, 40), np.uint8)).save(tmp_path / "glioma" / "d_mask.png")  # empty, no image
+    ann = read_masks(tmp_path)
+    region = ann.regions[str(img)]
+    assert region.mask(40, 40).sum() == 5 * 8
+    s = score(region.mask(80, 80).astype(np.float32), region)  # resized to any heatmap size
+    assert s.pointing and s.energy == pytest.approx(1 / (40 / 1600))
+    assert any("d_mask" in p for p, _ in ann.problems)
