@@ -24,6 +24,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from .config import CANONICAL_CLASSES
 from .errors import DataError
+from .scanners import SCANNER_EXTENSIONS, ScanOptions, decode_scanner, expand, file_kind, source_kind
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -74,6 +75,7 @@ class ImageList:
     labels: np.ndarray  # (n,) int
     class_names: tuple[str, ...]
     folders: dict[str, str]  # folder name -> class name
+    scan: ScanOptions = ScanOptions()  # how scanner files (DICOM, NIfTI) became the slices listed in paths
 
 
 def match_folders(folders: list[str], classes: tuple[str, ...] | None) -> dict[str, str]:
@@ -105,11 +107,13 @@ def match_folders(folders: list[str], classes: tuple[str, ...] | None) -> dict[s
     return mapping
 
 
-def list_images(root: str | Path, classes: tuple[str, ...] | None = None, require_all: bool = True) -> ImageList:
+def list_images(root: str | Path, classes: tuple[str, ...] | None = None, require_all: bool = True,
+                scan: ScanOptions = ScanOptions()) -> ImageList:
     """List the images of a folder of class sub-folders.
 
     ``classes=None`` means the four canonical tumour classes in their fixed order. ``require_all=False`` lets an
-    evaluation folder hold only some of the classes.
+    evaluation folder hold only some of the classes. Scanner files list one entry per 2-D slice that
+    ``scan.slices`` keeps (``<file>#<slice index>``; see scanners.py).
     """
     root = Path(root)
     if not root.is_dir():
@@ -129,13 +133,15 @@ def list_images(root: str | Path, classes: tuple[str, ...] | None = None, requir
     for folder in folders:
         files = sorted(
             p for p in (root / folder).rglob("*")
-            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+            if p.is_file() and not p.name.startswith(".") and (p.suffix.lower() in IMAGE_EXTENSIONS or file_kind(p))
         )
-        paths += [str(p) for p in files]
-        labels += [class_names.index(mapping[folder])] * len(files)
+        ids = [i for p in files for i in (expand(p, scan) if file_kind(p) else [str(p)])]
+        paths += ids
+        labels += [class_names.index(mapping[folder])] * len(ids)
     if not paths:
-        raise DataError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) under {root}")
-    return ImageList(root, tuple(paths), np.asarray(labels, dtype=np.int64), class_names, mapping)
+        kinds = ", ".join(sorted(IMAGE_EXTENSIONS) + list(SCANNER_EXTENSIONS))
+        raise DataError(f"no image files ({kinds}) under {root}")
+    return ImageList(root, tuple(paths), np.asarray(labels, dtype=np.int64), class_names, mapping, scan)
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:
@@ -147,8 +153,13 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
 
-def decode(source: str | Path | bytes, max_pixels: int | None = None) -> Image.Image:
-    """Open and fully decode an image into mode 'L' or 'RGB'. Raises DataError with the reason."""
+def decode(source: str | Path | bytes, max_pixels: int | None = None, scan: ScanOptions = ScanOptions()) -> Image.Image:
+    """Open and fully decode an image into mode 'L' or 'RGB'. Raises DataError with the reason.
+
+    A DICOM or NIfTI source (a path, a ``<file>#<slice>`` id from list_images, or an upload's bytes) is one slice,
+    windowed to 8-bit mode 'L' as ``scan`` says."""
+    if source_kind(source):
+        return decode_scanner(source, scan, max_pixels)
     try:
         img = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
         if max_pixels is not None and img.width * img.height > max_pixels:
@@ -183,9 +194,10 @@ def to_array(img: Image.Image, size: int, channels: int) -> np.ndarray:
     return arr[..., None] if channels == 1 else arr
 
 
-def read_image(source: str | Path | bytes, size: int, channels: int = 3, max_pixels: int | None = None) -> np.ndarray:
+def read_image(source: str | Path | bytes, size: int, channels: int = 3, max_pixels: int | None = None,
+               scan: ScanOptions = ScanOptions()) -> np.ndarray:
     """One image as the (size, size, channels) uint8 array every model in this toolkit takes."""
-    return to_array(decode(source, max_pixels), size, channels)
+    return to_array(decode(source, max_pixels, scan), size, channels)
 
 
 def pixel_digest(img: Image.Image) -> str:
@@ -247,7 +259,7 @@ def load_images(listing: ImageList, size: int, channels: int = 3, workers: int |
     """Decode every listed image once, skipping unreadable files."""
 
     def read(path: str):
-        img = decode(path)
+        img = decode(path, scan=listing.scan)
         return to_array(img, size, channels), pixel_digest(img)
 
     results = map_images(listing.paths, read, workers)
