@@ -17,6 +17,7 @@ from ..explain.graph import last_conv_layer
 from ..explain.render import as_rgb, overlay, panel_png
 from ..models.loading import load_run
 from ..plots import figure_png
+from ..scanners import ScanOptions, expand, file_kind, split_id
 
 
 @dataclass
@@ -59,22 +60,26 @@ def class_index_of(name: str, class_names: Sequence[str]) -> int:
     raise ConfigError(f"unknown class {name!r}{hint}; this model's classes are: {', '.join(names)}")
 
 
-def expand_images(sources: Sequence[str | Path]) -> list[str]:
-    """Image paths from files and folders (a folder contributes its image files, recursively, sorted)."""
+def expand_images(sources: Sequence[str | Path], scan: ScanOptions = ScanOptions()) -> list[str]:
+    """Image paths from files and folders (a folder contributes its image files, recursively, sorted); a scanner
+    file contributes the ids of the slices ``scan`` keeps."""
     out = []
     for s in sources:
         p = Path(s)
         if p.is_dir():
-            out += sorted(str(f) for f in p.rglob("*") if f.is_file()
-                          and f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith("."))
+            files = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")
+                           and (f.suffix.lower() in IMAGE_EXTENSIONS or file_kind(f)))
         else:
-            out.append(str(p))  # a missing or broken file is reported when it is read
+            files = [p]  # a missing or broken file is reported when it is read
+        out += [i for f in files for i in (expand(f, scan) if f.is_file() and file_kind(f) else [str(f)])]
     return out
 
 
 def _png_name(path: str, taken: set[str], folder: str = "") -> str:
     """``<folder>/<stem>.png``, numbered ``-2``, ``-3``... when two inputs share a stem."""
-    stem = Path(path).stem or "image"
+    file, index = split_id(path)  # a scanner slice id: <file>#<index>
+    stem = Path(file).stem.removesuffix(".nii") or "image"
+    stem += "" if index is None else f"-slice{index}"
     name, i = f"{folder}{stem}.png", 1
     while name.lower() in taken:
         i += 1
@@ -98,11 +103,11 @@ def _label(method: str) -> str:
 
 
 def gallery_picks(folder: str | Path, class_names: Sequence[str], config_classes, per_class: int,
-                  seed: int) -> dict[int, list[str]]:
+                  seed: int, scan: ScanOptions = ScanOptions()) -> dict[int, list[str]]:
     """Seeded random order of each class's images in a folder of class sub-folders: class index -> paths."""
     if per_class < 1:
         raise ConfigError(f"--per-class must be at least 1, got {per_class}")
-    listing = list_images(folder, config_classes, require_all=False)
+    listing = list_images(folder, config_classes, require_all=False, scan=scan)
     unknown = [c for c in listing.class_names if c not in class_names]
     if unknown:
         raise DataError(f"{folder} has classes {', '.join(unknown)} that the model does not know; "
@@ -137,12 +142,14 @@ def run_cam(run_dir: str | Path, images: Sequence[str | Path] = (), *, gallery: 
     if "ensemble_of" in run.meta:
         raise ConfigError(f"{run_dir} is a k-fold ensemble; Grad-CAM explains one model: pass one of its folds, "
                           f"e.g. --run {Path(run_dir) / run.meta['ensemble_of'][0]}")
+    scan = ScanOptions.from_config(run.config.data)  # scanner files: the run's window and slices
+    files = expand_images(images, scan) if files else files
     classes = run.class_names
     explained = None if class_name is None else class_index_of(class_name, classes)
     layer = layer or last_conv_layer(run.model)
     explainer(run.model, layer)  # a wrong --layer fails here, listing the valid names
     seed = run.config.seed if seed is None else seed
-    picks = gallery_picks(gallery, classes, run.config.data.classes, per_class, seed) if gallery else None
+    picks = gallery_picks(gallery, classes, run.config.data.classes, per_class, seed, scan) if gallery else None
 
     # 2. a run directory that says what was asked
     out = runs.new_run_dir(runs_dir, "cam", run.config.model.arch, name)
@@ -175,6 +182,7 @@ def _explain_all(run, todo: list[tuple[str, int | None]], explained: int | None,
                  per_class: int, report: CamReport, on_image) -> list[GalleryCell]:
     """Explain each (path, true class or None) and write its panel; gallery classes stop at ``per_class``."""
     classes = run.class_names
+    scan = ScanOptions.from_config(run.config.data)  # scanner files: the run's window
     taken: set[str] = set()
     cells: list[GalleryCell] = []
     done = dict.fromkeys(range(len(classes)), 0)
@@ -182,7 +190,7 @@ def _explain_all(run, todo: list[tuple[str, int | None]], explained: int | None,
         if true is not None and done[true] >= per_class:
             continue  # the seeded order is longer than needed, so an unreadable pick is replaced
         try:
-            image = read_image(path, run.image_size, run.channels)  # exactly the training preprocessing
+            image = read_image(path, run.image_size, run.channels, scan=scan)  # exactly the training preprocessing
         except DataError as err:
             report.skipped.append((path, str(err)))
             continue

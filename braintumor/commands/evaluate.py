@@ -14,6 +14,7 @@ from ..errors import DataError, RunError
 from ..metrics import compute_metrics, write_metrics, write_predictions
 from ..models.loading import LoadedRun, evaluate_folder, evaluate_paths, load_run
 from ..runs import new_run_dir, run_status, start_run, write_csv_dicts, write_meta, write_skipped
+from ..scanners import ScanOptions
 
 
 def read_split(run_dir: Path, which: str = "val") -> tuple[list[str], np.ndarray]:
@@ -67,7 +68,8 @@ def exclude_copies(loaded, probs: np.ndarray, train_dir: str | Path, run: Loaded
 
     Returns (kept images, their probabilities, {"of", "near_threshold", "exact", "near", "total", "kept"}).
     """
-    mask, rows = copies_of(train_dir, loaded.paths, run.config.data.classes, DEFAULT_NEAR_THRESHOLD)
+    mask, rows = copies_of(train_dir, loaded.paths, run.config.data.classes, DEFAULT_NEAR_THRESHOLD,
+                           scan=ScanOptions.from_config(run.config.data))
     keep = np.flatnonzero(~mask)
     if len(keep) == 0:
         raise DataError(f"all {len(mask)} images are copies of images under {train_dir}: none left to score")

@@ -13,6 +13,7 @@ from ..config import Config, build, read_yaml
 from ..data import ImageList, list_images, load_images
 from ..errors import DataError, RunError
 from ..runs import fold_complete, read_meta
+from ..scanners import ScanOptions
 from . import applications, customnet  # noqa: F401  (registers the custom layers for safe loading)
 
 
@@ -93,7 +94,8 @@ def load_kfold_ensemble(run_dir: Path, with_model: bool = True) -> LoadedRun:
 
 def evaluate_folder(run: LoadedRun, data_dir: str | Path, tta: bool = False):
     """Decode a folder with the run's class mapping and image settings; return (loaded images, probs)."""
-    listing = list_images(data_dir, run.config.data.classes, require_all=False)
+    listing = list_images(data_dir, run.config.data.classes, require_all=False,
+                          scan=ScanOptions.from_config(run.config.data))
     if tuple(listing.class_names) != tuple(run.class_names):
         raise DataError(f"{data_dir} classes {listing.class_names} differ from the model's {run.class_names}")
     loaded = load_images(listing, run.image_size, run.channels)
@@ -102,6 +104,7 @@ def evaluate_folder(run: LoadedRun, data_dir: str | Path, tta: bool = False):
 
 def evaluate_paths(run: LoadedRun, paths: list[str], labels: np.ndarray, tta: bool = False):
     """Like evaluate_folder, for an explicit list of files (a run's own validation split)."""
-    listing = ImageList(Path("."), tuple(paths), np.asarray(labels), tuple(run.class_names), {})
+    listing = ImageList(Path("."), tuple(paths), np.asarray(labels), tuple(run.class_names), {},
+                        ScanOptions.from_config(run.config.data))
     loaded = load_images(listing, run.image_size, run.channels)
     return loaded, predict(run.model, loaded.images, run.config.train.batch_size, tta)

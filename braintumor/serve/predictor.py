@@ -20,6 +20,7 @@ from ..data import find_class, read_image
 from ..errors import DataError, ModelError, did_you_mean
 from ..explain import gradcam, render
 from ..models.loading import load_run
+from ..scanners import ScanOptions
 
 
 class UploadTooLarge(DataError):
@@ -92,6 +93,7 @@ class Predictor:
         self.size = run.image_size
         self.channels = run.channels
         self.max_pixels = max_pixels
+        self.scan = ScanOptions.from_config(run.config.data)  # a DICOM/NIfTI upload: the run's window
         model = self.model
         # One trace for every batch size; model(x, training=False) avoids predict()'s per-call dataset set-up.
         self._call = tf.function(
@@ -126,7 +128,7 @@ class Predictor:
         if not data:
             raise DataError("file is empty: send the image file's content (curl -F file=@scan.jpg)")
         check_pixels(data, self.max_pixels)
-        return read_image(data, self.size, self.channels, max_pixels=self.max_pixels)
+        return read_image(data, self.size, self.channels, max_pixels=self.max_pixels, scan=self.scan)
 
     def infer(self, images: np.ndarray) -> np.ndarray:
         """(n, size, size, channels) 0-255 -> (n, classes) float64 probabilities."""
