@@ -18,6 +18,8 @@ from braintumor.errors import ConfigError, DataError
 from braintumor.scanners import ScanOptions, select_slices, split_id
 from tests.conftest import FAST
 
+runner = CliRunner()
+
 pydicom = pytest.importorskip("pydicom")
 nib = pytest.importorskip("nibabel")
 from pydicom.dataset import FileDataset, FileMetaDataset  # noqa: E402
@@ -253,14 +255,35 @@ def scanner_dataset(root: Path) -> Path:
     return root
 
 
-def test_train_on_scanner_files_writes_a_complete_run_and_never_the_patient(tmp_path: Path):
-    from tests.test_train import RUN_FILES, run_dir_from
+def no_patient(text: str | bytes) -> bool:
+    blob = text.encode() if isinstance(text, str) else text
+    return not any(t in blob for t in (PATIENT.encode(), PATIENT_ID.encode(), b"Doe"))
 
-    data = scanner_dataset(tmp_path / "data")
-    result = CliRunner().invoke(app, ["train", "--arch", "customnet", "--data", str(data), "--runs-dir",
-                                      str(tmp_path / "runs"), *FAST])
+
+def assert_no_patient_in(folder: Path) -> None:
+    for f in folder.rglob("*"):
+        if f.is_file():
+            assert no_patient(f.read_bytes()), f
+
+
+@pytest.fixture(scope="module")
+def scanner_run(tmp_path_factory):
+    """One tiny train run on a folder of scanner files, shared by the tests below."""
+    from tests.test_train import run_dir_from
+
+    tmp = tmp_path_factory.mktemp("scanners")
+    data = scanner_dataset(tmp / "data")
+    result = runner.invoke(app, ["train", "--arch", "customnet", "--data", str(data), "--runs-dir",
+                                 str(tmp / "runs"), *FAST])
     assert result.exit_code == 0, result.output
-    run = run_dir_from(result.output)
+    assert no_patient(result.output)
+    return run_dir_from(result.output), data, tmp
+
+
+def test_train_on_scanner_files_writes_a_complete_run_and_never_the_patient(scanner_run):
+    from tests.test_train import RUN_FILES
+
+    run, _, _ = scanner_run
     for name in RUN_FILES:
         assert (run / name).is_file(), name
     skipped = (run / "skipped.txt").read_text()
@@ -268,8 +291,53 @@ def test_train_on_scanner_files_writes_a_complete_run_and_never_the_patient(tmp_
     split = (run / "split.csv").read_text()
     assert "multi.dcm#3" in split and "vol.nii.gz#0" in split and "series/IM2" in split
     assert split.count("\n") - 1 == 4 * 8
-    for f in run.rglob("*"):
-        if f.is_file():
-            blob = f.read_bytes()
-            assert PATIENT.encode() not in blob and PATIENT_ID.encode() not in blob and b"Doe" not in blob, f
-    assert PATIENT not in result.output and PATIENT_ID not in result.output and "Doe" not in result.output
+    assert_no_patient_in(run)
+
+
+def test_evaluate_cam_and_eda_read_scanner_files(scanner_run):
+    run, data, tmp = scanner_run
+    r = runner.invoke(app, ["evaluate", str(run), "--data", str(data), "--runs-dir", str(tmp / "runs")])
+    assert r.exit_code == 0 and no_patient(r.output), r.output
+    (ev,) = (tmp / "runs" / "evaluate").iterdir()
+    assert "multi.dcm#1" in (ev / "predictions.csv").read_text() and "empty.dcm" in (ev / "skipped.txt").read_text()
+    r = runner.invoke(app, ["cam", str(data / "glioma" / "multi.dcm"), str(data / "notumor" / "vol.nii.gz"),
+                            "--run", str(run), "--runs-dir", str(tmp / "runs")])
+    assert r.exit_code == 0 and no_patient(r.output), r.output
+    (cam,) = (tmp / "runs" / "cam").iterdir()
+    assert {"multi-slice0.png", "multi-slice3.png", "vol-slice2.png"} <= {p.name for p in cam.glob("*.png")}
+    r = runner.invoke(app, ["eda", "--data", str(data), "--runs-dir", str(tmp / "runs")])
+    assert r.exit_code == 0 and no_patient(r.output), r.output
+    for out in (ev, cam, *(tmp / "runs" / "eda").iterdir()):
+        assert_no_patient_in(out)
+
+
+def test_serve_reads_a_dicom_upload(scanner_run, tmp_path: Path):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from braintumor.serve.app import create_app
+    from braintumor.serve.predictor import Predictor
+    from braintumor.serve.settings import ServeSettings
+
+    run, data, _ = scanner_run
+    predictor = Predictor.load(run)
+    multi = (data / "glioma" / "multi.dcm").read_bytes()
+    with TestClient(create_app(ServeSettings(concurrency=1), predictor)) as client:
+        r = client.post("/predict", files={"file": ("scan.dcm", multi, "application/dicom")})
+        assert r.status_code == 200 and no_patient(r.content), r.text
+        middle = predictor.infer(predictor.image(multi)[None])[0]  # the middle frame, as documented
+        assert r.json()["probabilities"] == pytest.approx(predictor.probabilities(middle), abs=1e-4)
+        r = client.post("/predict", files={"file": ("x.dcm", (data / "glioma" / "empty.dcm").read_bytes())})
+        assert r.status_code == 400 and "no pixel data" in r.text and no_patient(r.content)
+
+
+def test_kfold_on_scanner_files(scanner_run):
+    _, data, tmp = scanner_run
+    runs = tmp / "kfold-runs"
+    r = runner.invoke(app, ["kfold", "--arch", "customnet", *FAST, "--folds", "2", "--data", str(data),
+                            "--runs-dir", str(runs)])
+    assert r.exit_code == 0 and no_patient(r.output), r.output
+    (run,) = (runs / "kfold").iterdir()
+    folds = (run / "folds.csv").read_text()
+    assert "multi.dcm#2" in folds and "vol.nii.gz#3" in folds and (run / "oof_metrics.json").is_file()
+    assert_no_patient_in(run)
