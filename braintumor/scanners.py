@@ -14,10 +14,14 @@ functions that need them, so installs without scanner files do not pay for them.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
+import os
 import re
+import threading
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -166,7 +170,9 @@ def _dicom_frames(path: str, scan: ScanOptions) -> list[int] | None:
         return None
     fg = None
     if scan.slices.startswith("mask"):
-        fg = _foreground(np.stack([_dicom_values(ds, i) for i in range(n)]), 0)  # mask reads every frame
+        from pydicom.pixels import apply_modality_lut  # optional dependency, as above
+
+        fg = _foreground(np.stack([apply_modality_lut(_dicom_frame(ds, i), ds) for i in range(n)]), 0)
     return select_slices(n, scan.slices, fg)
 
 
@@ -195,15 +201,14 @@ def decode_scanner(source: str | Path | bytes, scan: ScanOptions = ScanOptions()
     else:
         fp, index = split_id(str(source))
         kind = file_kind(fp)
-    invert = False
     if kind == "dicom":
-        values, file_window, invert = _read_dicom(fp, index, max_pixels)
+        gray = _decode_dicom(fp, index, scan.window, max_pixels)
     elif kind == "nifti":
         values, file_window = _read_nifti(fp, index, scan.slice_axis, max_pixels)
+        gray = to_8bit(values, scan.window, file_window)
     else:
         raise DataError("not a DICOM or NIfTI file")
-    gray = to_8bit(values, scan.window, file_window)
-    return Image.fromarray(255 - gray if invert else gray)  # MONOCHROME1: low values are white
+    return Image.fromarray(gray)
 
 
 def to_8bit(values: np.ndarray, window: tuple[float, float] | None, file_window=None) -> np.ndarray:
@@ -226,18 +231,13 @@ def _check_size(shape: tuple[int, ...], max_pixels: int | None) -> None:
         raise DataError(f"slice is {shape[1]}x{shape[0]} pixels, over the limit of {max_pixels:,}")
 
 
-def _read_dicom(fp: str | io.BytesIO, index: int | None, max_pixels: int | None):
-    """(rows, cols) modality values (rescale slope/intercept applied), the file's window as a function (or None),
-    and whether the file is MONOCHROME1 (to be inverted after windowing)."""
-    pydicom = _import("pydicom")
-    from pydicom.errors import InvalidDicomError  # optional dependency, as above
+def _decode_dicom(fp: str | io.BytesIO, index: int | None, window: tuple[float, float] | None,
+                  max_pixels: int | None) -> np.ndarray:
+    """One frame as (rows, cols) uint8: rescale slope/intercept, then the window, then MONOCHROME1 inverted."""
+    from pydicom.pixels import apply_modality_lut  # optional dependency: only scanner files need it
 
-    try:
-        ds = pydicom.dcmread(fp)
-    except InvalidDicomError:
-        raise DataError("not a DICOM file (no DICM header)") from None
-    except Exception as e:  # noqa: BLE001 - reader messages may quote tag values: give only the kind of failure
-        raise DataError(f"not a readable DICOM file ({type(e).__name__}; truncated or damaged)") from None
+    # a frame of a multi-frame file: the parsed file is kept, so reading its n frames reads the file once, not n times
+    ds = _open_dicom_cached(fp) if isinstance(fp, str) and index is not None else _open_dicom(fp)
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise DataError("DICOM file has no pixel data (a non-image object such as a report, or a file cut short)")
     n = int(ds.get("NumberOfFrames", 1) or 1)
@@ -245,15 +245,100 @@ def _read_dicom(fp: str | io.BytesIO, index: int | None, max_pixels: int | None)
     if not 0 <= frame < n:
         raise DataError(f"DICOM file has {n} frame(s), no frame {frame}")
     _check_size((int(ds.get("Rows", 0)), int(ds.get("Columns", 0))), max_pixels)
-    values = _dicom_values(ds, frame)
-    return values, _dicom_window(ds), ds.get("PhotometricInterpretation", "") == "MONOCHROME1"
+    stored = _dicom_frame(ds, frame)
+    table = _lut_for(ds, stored, window)
+    if table is not None:
+        low, lut = table
+        index = stored if low == 0 else stored.astype(np.int32) - low
+        gray = lut[np.clip(index, 0, len(lut) - 1, dtype=index.dtype) if index.max(initial=0) >= len(lut) else index]
+    else:
+        gray = to_8bit(apply_modality_lut(stored, ds), window, _dicom_window(ds))
+    return 255 - gray if ds.get("PhotometricInterpretation", "") == "MONOCHROME1" else gray  # low values white
 
 
-def _dicom_values(ds: Any, frame: int) -> np.ndarray:
-    """One frame's modality values (float64); raises DataError naming the transfer syntax it cannot decode."""
-    from pydicom.pixels import apply_modality_lut, pixel_array  # optional dependency: only scanner files need it
+def _open_dicom(fp: str | io.BytesIO) -> Any:
+    pydicom = _import("pydicom")
+    from pydicom.errors import InvalidDicomError  # optional dependency, as above
+
+    try:
+        return pydicom.dcmread(fp)
+    except InvalidDicomError:
+        raise DataError("not a DICOM file (no DICM header)") from None
+    except Exception as e:  # noqa: BLE001 - reader messages may quote tag values: give only the kind of failure
+        raise DataError(f"not a readable DICOM file ({type(e).__name__}; truncated or damaged)") from None
+
+
+def _open_dicom_cached(path: str) -> Any:
+    return _cached_volume(path, _open_dicom)
+
+
+_VOLUME_LOCK = threading.Lock()
+
+
+def _cached_volume(path: str, load) -> Any:
+    """``load(path)``, kept for the last two files asked for (keyed by path, size and modification time). Slices of
+    one volume are listed next to each other, so the threads decoding them hit the file they have just opened; the
+    lock makes the threads that miss wait for one read instead of each reading the whole file."""
+    st = os.stat(path)
+    with _VOLUME_LOCK:
+        return _load_cached(path, st.st_size, st.st_mtime_ns, load)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_cached(path: str, size: int, mtime_ns: int, load) -> Any:
+    return load(path)
+
+
+def _lut_for(ds: Any, stored: np.ndarray, window: tuple[float, float] | None) -> tuple[int, np.ndarray] | None:
+    """A stored value -> uint8 lookup table for this file, or None where a table cannot stand in (colour or float
+    pixels, modality or VOI LUT sequences, over 16 bits, or no window so percentiles of the slice decide).
+
+    Slices of one series share their rescale and window, so the table is built once per series (cached) and a
+    slice costs one indexing instead of float arithmetic over every pixel."""
+    if (stored.ndim != 2 or stored.dtype.kind not in "iu" or ds.get("ModalityLUTSequence")
+            or ds.get("VOILUTSequence") or not 1 <= int(ds.get("BitsStored", 0) or 0) <= 16):
+        return None
+    file_window = None
+    if window is None:
+        if "WindowCenter" not in ds or "WindowWidth" not in ds:
+            return None
+        file_window = (_first(ds.WindowCenter), _first(ds.WindowWidth), str(ds.get("VOILUTFunction", "LINEAR")))
+    slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
+    rescale = None if slope is None or intercept is None else (float(slope), float(intercept))
+    return _window_lut(int(ds.BitsStored), int(ds.get("PixelRepresentation", 0) or 0), rescale, file_window, window)
+
+
+def _first(value: Any) -> float:
+    """A Window Center/Width may hold several windows: pydicom's apply_voi_lut uses the first."""
+    return float(value[0]) if isinstance(value, Sequence) and not isinstance(value, str) else float(value)
+
+
+@functools.lru_cache(maxsize=32)
+def _window_lut(bits: int, signed: int, rescale, file_window, window) -> tuple[int, np.ndarray]:
+    """(lowest stored value, uint8 table over every stored value): the same apply_modality_lut and apply_voi_lut
+    calls as a slice takes, made once on all 2**bits values."""
+    from pydicom.dataset import Dataset  # optional dependency: only scanner files need it
+    from pydicom.pixels import apply_modality_lut
+
+    ds = Dataset()
+    ds.BitsStored, ds.PixelRepresentation, ds.PhotometricInterpretation = bits, signed, "MONOCHROME2"
+    if rescale is not None:
+        ds.RescaleSlope, ds.RescaleIntercept = rescale
+    if file_window is not None:
+        ds.WindowCenter, ds.WindowWidth, ds.VOILUTFunction = file_window
+    low = -(2 ** (bits - 1)) if signed else 0
+    values = apply_modality_lut(np.arange(low, low + 2**bits, dtype=np.int64), ds)
+    return low, to_8bit(values, window, _dicom_window(ds))
+
+
+def _dicom_frame(ds: Any, frame: int) -> np.ndarray:
+    """One frame's stored values; raises DataError naming the transfer syntax it cannot decode."""
+    from pydicom.pixels import pixel_array  # optional dependency: only scanner files need it
 
     ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    fast = _native_frame(ds, frame, ts)
+    if fast is not None:
+        return fast
     try:
         arr = pixel_array(ds, index=frame if int(ds.get("NumberOfFrames", 1) or 1) > 1 else None)
     except (NotImplementedError, RuntimeError) as e:
@@ -261,11 +346,35 @@ def _dicom_values(ds: Any, frame: int) -> np.ndarray:
         raise DataError(f"DICOM pixel data uses transfer syntax {name!s} ({ts!s}), which cannot be decoded here "
                         "(compressed syntaxes need a pixel-data plugin: pip install pylibjpeg pylibjpeg-libjpeg "
                         f"pylibjpeg-openjpeg; {type(e).__name__})") from None
-    except Exception as e:  # noqa: BLE001 - see _read_dicom: never quote a reader message
+    except Exception as e:  # noqa: BLE001 - see _open_dicom: never quote a reader message
         raise DataError(f"DICOM pixel data cannot be read ({type(e).__name__}; truncated or damaged)") from None
-    if arr.ndim == 3:  # colour (RGB/YBR) samples: the mean is the gray level
-        arr = arr.mean(axis=-1)
-    return np.asarray(apply_modality_lut(arr, ds), dtype=np.float64)
+    return arr.mean(axis=-1) if arr.ndim == 3 else arr  # colour (RGB/YBR) samples: the mean is the gray level
+
+
+_NATIVE = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")  # Implicit and Explicit VR Little Endian, uncompressed
+
+
+def _native_frame(ds: Any, frame: int, ts: Any) -> np.ndarray | None:
+    """One frame of uncompressed little-endian gray integer pixels straight from the bytes, or None for anything
+    else (pydicom decodes those). Written by hand because pydicom's pixel_array spends ~0.5 ms per call resolving
+    decoder options, most of the cost of a 256-px slice of a series; the bits and sign handling mirror it."""
+    if (str(ts) not in _NATIVE or "PixelData" not in ds or int(ds.get("SamplesPerPixel", 1) or 1) != 1
+            or ds.get("BitsAllocated") not in (8, 16, 32)):
+        return None
+    rows, cols, allocated = int(ds.Rows), int(ds.Columns), int(ds.BitsAllocated)
+    stored, signed = int(ds.get("BitsStored", allocated) or allocated), int(ds.get("PixelRepresentation", 0) or 0)
+    if not 1 <= stored <= allocated:
+        return None
+    dtype = np.dtype(f"<{'i' if signed else 'u'}{allocated // 8}")
+    count = rows * cols
+    data = ds.PixelData
+    if len(data) < (frame + 1) * count * dtype.itemsize:
+        raise DataError("DICOM pixel data cannot be read (shorter than its rows, columns and frames; truncated)")
+    arr = np.frombuffer(data, dtype, count, frame * count * dtype.itemsize).reshape(rows, cols)
+    if stored < allocated:  # bits above BitsStored are not pixel data: mask them, or sign-extend from the top bit
+        shift = allocated - stored
+        arr = (arr << shift) >> shift if signed else arr & ((1 << stored) - 1)
+    return arr
 
 
 def _dicom_window(ds: Any):
@@ -301,10 +410,17 @@ def _voi_range(ds: Any) -> tuple[float | None, float | None]:
 def _read_nifti(fp: str | io.BytesIO, index: int | None, axis: int, max_pixels: int | None):
     """(rows, cols) values of one slice along RAS ``axis`` (anterior/superior at the top), read lazily."""
     nib = _import("nibabel")
+    voxels = None
     try:
         if isinstance(fp, io.BytesIO):
             data = fp.getvalue()
             img = nib.Nifti1Image.from_bytes(gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data)
+        elif fp.lower().endswith(".gz") and index is not None:
+            # gzip has no random access: reading slice k decompresses slices 0..k, so a listed volume is
+            # decompressed once and kept while its slices are decoded (a plain .nii is memory-mapped instead)
+            img, voxels = _cached_volume(fp, _load_gz_volume)
+        elif index is not None:  # a slice of a listed .nii: the header is parsed once, voxels stay memory-mapped
+            img = _cached_volume(fp, nib.load)
         else:
             img = nib.load(fp)
         file_axis, flip = _canonical_axis(img, axis)
@@ -316,7 +432,10 @@ def _read_nifti(fp: str | io.BytesIO, index: int | None, axis: int, max_pixels: 
         slicer[file_axis] = n - 1 - k if flip else k
         if len(img.shape) > 3:
             slicer[3:] = [0] * (len(img.shape) - 3)  # a 4-D series: its first volume
-        values = np.asarray(img.dataobj[tuple(slicer)], dtype=np.float64)  # reads this slice only
+        if voxels is not None:
+            values = np.asarray(voxels[tuple(slicer[:3])], dtype=np.float64)
+        else:
+            values = np.asarray(img.dataobj[tuple(slicer)], dtype=np.float64)  # reads this slice only
         values = _as_canonical_slice(values, img, file_axis)
     except DataError:
         raise
@@ -326,6 +445,12 @@ def _read_nifti(fp: str | io.BytesIO, index: int | None, axis: int, max_pixels: 
     lo, hi = float(img.header.get("cal_min", 0) or 0), float(img.header.get("cal_max", 0) or 0)
     window = (lambda v: (v - lo) / (hi - lo)) if hi > lo else None  # the file's display range, when it has one
     return values, window
+
+
+def _load_gz_volume(path: str) -> tuple[Any, np.ndarray]:
+    """A .nii.gz image and its (first) 3-D volume in memory."""
+    img = _import("nibabel").load(path)
+    return img, np.asanyarray(img.dataobj[..., 0] if len(img.shape) > 3 else img.dataobj)
 
 
 def _canonical_axis(img: Any, axis: int) -> tuple[int, bool]:
