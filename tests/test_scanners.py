@@ -341,3 +341,20 @@ def test_kfold_on_scanner_files(scanner_run):
     folds = (run / "folds.csv").read_text()
     assert "multi.dcm#2" in folds and "vol.nii.gz#3" in folds and (run / "oof_metrics.json").is_file()
     assert_no_patient_in(run)
+
+
+def test_lookup_table_matches_pydicom_on_signed_pixels(tmp_path: Path):
+    """The per-series lookup table gives what apply_modality_lut + apply_voi_lut give on the pixels themselves."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    f = write_dicom(tmp_path / "s.dcm", [np.zeros((40, 40), np.uint8)])
+    ds = pydicom.dcmread(f)
+    stored = np.random.default_rng(0).integers(-3000, 3000, (40, 40)).astype(np.int16)
+    ds.PixelRepresentation, ds.PixelData = 1, stored.tobytes()
+    ds.RescaleSlope, ds.RescaleIntercept, ds.WindowCenter, ds.WindowWidth = 0.5, 10.0, [150.0, 40.0], [900.0, 80.0]
+    ds.save_as(f)
+    windowed = apply_voi_lut(apply_modality_lut(stored, ds), ds)  # the first of the two windows
+    lo, hi = -32768 * 0.5 + 10, 32767 * 0.5 + 10  # apply_voi_lut's output range for signed 16-bit, rescaled
+    expected = np.round((windowed - lo) / (hi - lo) * 255)
+    assert np.abs(gray(f) - expected).max() <= 1
+    assert 0 < (gray(f) == 0).mean() < 1 and 0 < (gray(f) == 255).mean() < 1  # the window clips both ends
