@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ DEFAULT_NEAR_THRESHOLD = 2
 MAX_NEAR_THRESHOLD = 64  # bits in a pHash: every pair is within 64
 
 CANONICAL_CLASSES = ("glioma", "meningioma", "notumor", "pituitary")
+# data.slices: which 2-D slices of a scanner volume are images (scanners.select_slices reads it)
+SLICES_PATTERN = re.compile(r"^(all|middle:[1-9]\d*|range:\d+-\d+|mask(:(0(\.\d+)?|1(\.0+)?))?)$")
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,10 @@ class DataConfig:
     oversample: bool = False
     crop: Literal["none", "brain"] = "none"  # brain: crop to the square around the head before resizing
     normalize: Literal["none", "percentile"] = "none"  # percentile: stretch each image's 0.5-99.5 percentiles
+    # scanner files (DICOM, NIfTI): see scanners.py
+    window: tuple[float, ...] | None = None  # [center, width]; None: the file's own window, else 1-99 percentiles
+    slices: str = "all"  # all | middle:K | range:A-B | mask[:F]
+    slice_axis: int = 2  # NIfTI axis after reorienting to RAS: 0 sagittal, 1 coronal, 2 axial
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -329,6 +336,17 @@ def _validate(obj: Any, prefix: str) -> None:
         _check(0.0 < obj.val_split < 0.9, prefix + "val_split", obj.val_split, "use a fraction above 0 and below 0.9")
         _check(0 <= obj.near_threshold <= MAX_NEAR_THRESHOLD, prefix + "near_threshold", obj.near_threshold,
                f"use 0 to {MAX_NEAR_THRESHOLD} bits")
+        if obj.window is not None:
+            _check(len(obj.window) == 2 and obj.window[1] >= 1, prefix + "window", list(obj.window),
+                   "use null (the file's own window) or [center, width] with a width of 1 or more")
+        _check(bool(SLICES_PATTERN.match(obj.slices)), prefix + "slices", obj.slices,
+               "use all, middle:K (the K middle slices), range:A-B (slices A to B) or mask[:F] (slices with at "
+               "least a fraction F, default 0.1, of non-background voxels)")
+        if obj.slices.startswith("range:"):
+            first, last = (int(v) for v in obj.slices[6:].split("-"))
+            _check(first <= last, prefix + "slices", obj.slices, "a range runs from its first slice to its last")
+        _check(obj.slice_axis in (0, 1, 2), prefix + "slice_axis", obj.slice_axis,
+               "use 0 (sagittal), 1 (coronal) or 2 (axial), axes of the volume reoriented to RAS")
         if obj.classes is not None:
             _check(len(obj.classes) >= 2, prefix + "classes", list(obj.classes), "list at least two classes")
             _check(len(set(obj.classes)) == len(obj.classes), prefix + "classes", list(obj.classes), "names repeat")

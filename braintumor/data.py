@@ -24,6 +24,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from .config import CANONICAL_CLASSES, DataConfig
 from .errors import DataError
+from .scanners import SCANNER_EXTENSIONS, ScanOptions, decode_scanner, expand, file_kind, source_kind
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -74,6 +75,7 @@ class ImageList:
     labels: np.ndarray  # (n,) int
     class_names: tuple[str, ...]
     folders: dict[str, str]  # folder name -> class name
+    scan: ScanOptions = ScanOptions()  # how scanner files (DICOM, NIfTI) became the slices listed in paths
 
 
 def match_folders(folders: list[str], classes: tuple[str, ...] | None) -> dict[str, str]:
@@ -105,11 +107,13 @@ def match_folders(folders: list[str], classes: tuple[str, ...] | None) -> dict[s
     return mapping
 
 
-def list_images(root: str | Path, classes: tuple[str, ...] | None = None, require_all: bool = True) -> ImageList:
+def list_images(root: str | Path, classes: tuple[str, ...] | None = None, require_all: bool = True,
+                scan: ScanOptions = ScanOptions()) -> ImageList:
     """List the images of a folder of class sub-folders.
 
     ``classes=None`` means the four canonical tumour classes in their fixed order. ``require_all=False`` lets an
-    evaluation folder hold only some of the classes.
+    evaluation folder hold only some of the classes. Scanner files list one entry per 2-D slice that
+    ``scan.slices`` keeps (``<file>#<slice index>``; see scanners.py).
     """
     root = Path(root)
     if not root.is_dir():
@@ -129,25 +133,29 @@ def list_images(root: str | Path, classes: tuple[str, ...] | None = None, requir
     for folder in folders:
         files = sorted(
             p for p in (root / folder).rglob("*")
-            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+            if p.is_file() and not p.name.startswith(".") and (p.suffix.lower() in IMAGE_EXTENSIONS or file_kind(p))
         )
-        paths += [str(p) for p in files]
-        labels += [class_names.index(mapping[folder])] * len(files)
+        ids = [i for p in files for i in (expand(p, scan) if file_kind(p) else [str(p)])]
+        paths += ids
+        labels += [class_names.index(mapping[folder])] * len(ids)
     if not paths:
-        raise DataError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) under {root}")
-    return ImageList(root, tuple(paths), np.asarray(labels, dtype=np.int64), class_names, mapping)
+        kinds = ", ".join(sorted(IMAGE_EXTENSIONS) + list(SCANNER_EXTENSIONS))
+        raise DataError(f"no image files ({kinds}) under {root}")
+    return ImageList(root, tuple(paths), np.asarray(labels, dtype=np.int64), class_names, mapping, scan)
 
 
-def find_images(sources: Sequence[str | Path]) -> list[str]:
-    """Image paths from files and folders (a folder contributes its image files, recursively, sorted)."""
+def find_images(sources: Sequence[str | Path], scan: ScanOptions = ScanOptions()) -> list[str]:
+    """Image ids from files and folders (a folder contributes its image files, recursively, sorted); a scanner
+    file contributes the ids of the slices ``scan`` keeps."""
     out = []
     for s in sources:
         p = Path(s)
         if p.is_dir():
-            out += sorted(str(f) for f in p.rglob("*") if f.is_file()
-                          and f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith("."))
+            files = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")
+                           and (f.suffix.lower() in IMAGE_EXTENSIONS or file_kind(f)))
         else:
-            out.append(str(p))  # a missing or broken file is reported when it is read
+            files = [p]  # a missing or broken file is reported when it is read
+        out += [i for f in files for i in (expand(f, scan) if f.is_file() and file_kind(f) else [str(f)])]
     return out
 
 
@@ -160,8 +168,13 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
 
-def decode(source: str | Path | bytes, max_pixels: int | None = None) -> Image.Image:
-    """Open and fully decode an image into mode 'L' or 'RGB'. Raises DataError with the reason."""
+def decode(source: str | Path | bytes, max_pixels: int | None = None, scan: ScanOptions = ScanOptions()) -> Image.Image:
+    """Open and fully decode an image into mode 'L' or 'RGB'. Raises DataError with the reason.
+
+    A DICOM or NIfTI source (a path, a ``<file>#<slice>`` id from list_images, or an upload's bytes) is one slice,
+    windowed to 8-bit mode 'L' as ``scan`` says."""
+    if source_kind(source):
+        return decode_scanner(source, scan, max_pixels)
     try:
         img = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
         if max_pixels is not None and img.width * img.height > max_pixels:
@@ -236,10 +249,12 @@ class ImageSpec:
     channels: int = 3
     crop: str = "none"  # none | brain
     normalize: str = "none"  # none | percentile
+    scan: ScanOptions = ScanOptions()  # how DICOM and NIfTI files become 8-bit slices
 
     @classmethod
     def of(cls, data: DataConfig) -> ImageSpec:
-        return cls(data.image_size, 1 if data.color_mode == "grayscale" else 3, data.crop, data.normalize)
+        return cls(data.image_size, 1 if data.color_mode == "grayscale" else 3, data.crop, data.normalize,
+                   ScanOptions.from_config(data))
 
     def frame(self, img: Image.Image) -> tuple[Image.Image, Box]:
         """The decoded image as the model sees it before resizing, and where that lies in the decoded image."""
@@ -256,8 +271,8 @@ class ImageSpec:
         return to_array(framed, self.size, self.channels), box
 
     def read(self, source: str | Path | bytes, max_pixels: int | None = None) -> tuple[np.ndarray, InputStats]:
-        """(model input, the gate's input-check figures) of one image file or upload."""
-        img = decode(source, max_pixels)
+        """(model input, the gate's input-check figures) of one image file, scanner slice or upload."""
+        img = decode(source, max_pixels, self.scan)
         return self.prepare(img)[0], InputStats.of(img)
 
 
@@ -290,7 +305,7 @@ class InputStats:
 
 def read_image(source: str | Path | bytes, spec: ImageSpec, max_pixels: int | None = None) -> np.ndarray:
     """One image as the (size, size, channels) uint8 array every model in this toolkit takes."""
-    return spec.prepare(decode(source, max_pixels))[0]
+    return spec.read(source, max_pixels)[0]
 
 
 def pixel_digest(img: Image.Image) -> str:
@@ -354,7 +369,7 @@ def load_images(listing: ImageList, spec: ImageSpec, workers: int | None = None)
     """Decode every listed image once, skipping unreadable files."""
 
     def read(path: str):
-        img = decode(path)
+        img = decode(path, scan=listing.scan)
         return spec.prepare(img)[0], pixel_digest(img), InputStats.of(img)
 
     results = map_images(listing.paths, read, workers)

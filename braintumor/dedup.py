@@ -19,6 +19,7 @@ from scipy.sparse.csgraph import connected_components
 
 from .config import DEFAULT_NEAR_THRESHOLD
 from .data import ImageList, decode, is_gray, list_images, map_images, pixel_digest
+from .scanners import ScanOptions, file_kind, split_id
 
 
 def exact_groups(digests: Sequence[str]) -> np.ndarray:
@@ -189,17 +190,22 @@ class Matches:
         return (self.exact >= 0) | (self.distance <= threshold)
 
 
-def _inspect(path: str) -> dict[str, Any]:
+def _inspect(path: str, scan: ScanOptions = ScanOptions()) -> dict[str, Any]:
     """Everything the report needs from one file; raises DataError with the reason if it cannot be read."""
-    img = decode(path)  # DataError with the reason if unreadable
-    with Image.open(path) as raw:  # header only: what the file stores before decode() converts it
-        stored_mode, fmt = raw.mode, raw.format or Path(path).suffix.lstrip(".").upper()
+    img = decode(path, scan=scan)  # DataError with the reason if unreadable
+    file = split_id(path)[0]  # a scanner slice id names its file
+    kind = file_kind(file)
+    if kind:  # a slice of scanner values, windowed to 8 bits; the bytes are the whole file's
+        stored_mode, fmt = "scanner", {"dicom": "DICOM", "nifti": "NIfTI"}[kind]
+    else:
+        with Image.open(path) as raw:  # header only: what the file stores before decode() converts it
+            stored_mode, fmt = raw.mode, raw.format or Path(path).suffix.lstrip(".").upper()
     arr = np.asarray(img)
     gray = is_gray(img)
     return {
         "digest": pixel_digest(img), "hash": phash64(img), "mean": float(arr.mean()), "size": img.size,
         "colour": "grayscale" if gray else "colour", "stored_mode": stored_mode, "format": fmt,
-        "bytes": os.path.getsize(path),
+        "bytes": os.path.getsize(file),
     }
 
 
@@ -207,7 +213,7 @@ def scan_listing(listing: ImageList, name: str, workers: int | None = None,
                  progress: Progress | None = None) -> Split:
     """Read every listed image once (data.map_images); unreadable files apart."""
     report = None if progress is None else (lambda done, total: progress(name, done, total))
-    results = map_images(listing.paths, _inspect, workers, report)
+    results = map_images(listing.paths, lambda p: _inspect(p, listing.scan), workers, report)
     ok = [i for i, r in enumerate(results) if isinstance(r, dict)]
     recs = [results[i] for i in ok]
     return Split(
@@ -223,9 +229,10 @@ def scan_listing(listing: ImageList, name: str, workers: int | None = None,
 
 
 def scan_split(root: str | Path, name: str, classes: tuple[str, ...] | None = None,
-               workers: int | None = None, progress: Progress | None = None) -> Split:
+               workers: int | None = None, progress: Progress | None = None,
+               scan: ScanOptions = ScanOptions()) -> Split:
     """List and read a folder of class sub-folders (a missing class is reported, not refused)."""
-    return scan_listing(list_images(root, classes, require_all=False), name, workers, progress)
+    return scan_listing(list_images(root, classes, require_all=False, scan=scan), name, workers, progress)
 
 
 def match(query: Split, reference: Split) -> Matches:
@@ -235,16 +242,16 @@ def match(query: Split, reference: Split) -> Matches:
 
 
 def copies_of(reference_dir: str | Path, paths: Sequence[str], classes: tuple[str, ...] | None = None,
-              threshold: int = DEFAULT_NEAR_THRESHOLD,
-              workers: int | None = None) -> tuple[np.ndarray, list[dict]]:
+              threshold: int = DEFAULT_NEAR_THRESHOLD, workers: int | None = None,
+              scan: ScanOptions = ScanOptions()) -> tuple[np.ndarray, list[dict]]:
     """Which of ``paths`` are exact or near copies of an image under ``reference_dir`` (test vs training).
 
     ``classes`` maps the reference folder's sub-folders as list_images does. Returns a (len(paths),) bool
     mask (True: a copy) and one row per copy: path, copy_of (the matching reference path), distance in bits
     and kind ('exact' or 'near'). Unreadable files are never marked.
     """
-    reference = scan_split(reference_dir, "reference", classes, workers)
-    listing = ImageList(Path("."), tuple(paths), np.zeros(len(paths), np.int64), ("any",), {})
+    reference = scan_split(reference_dir, "reference", classes, workers, scan=scan)
+    listing = ImageList(Path("."), tuple(paths), np.zeros(len(paths), np.int64), ("any",), {}, scan)
     query = scan_listing(listing, "query", workers)
     m = match(query, reference)
     hit = m.copies(threshold)

@@ -17,6 +17,7 @@ from ..explain.graph import last_conv_layer
 from ..explain.render import as_rgb, native_view, overlay, panel_png
 from ..models.loading import load_run
 from ..plots import figure_png
+from ..scanners import ScanOptions, split_id
 from .localise import LocalisationReport, read_annotations, run_localisation
 
 
@@ -63,7 +64,9 @@ def class_index_of(name: str, class_names: Sequence[str]) -> int:
 
 def _png_name(path: str, taken: set[str], folder: str = "") -> str:
     """``<folder>/<stem>.png``, numbered ``-2``, ``-3``... when two inputs share a stem."""
-    stem = Path(path).stem or "image"
+    file, index = split_id(path)  # a scanner slice id: <file>#<index>
+    stem = Path(file).stem.removesuffix(".nii") or "image"
+    stem += "" if index is None else f"-slice{index}"
     name, i = f"{folder}{stem}.png", 1
     while name.lower() in taken:
         i += 1
@@ -87,11 +90,11 @@ def _label(method: str) -> str:
 
 
 def gallery_picks(folder: str | Path, class_names: Sequence[str], config_classes, per_class: int,
-                  seed: int) -> dict[int, list[str]]:
+                  seed: int, scan: ScanOptions = ScanOptions()) -> dict[int, list[str]]:
     """Seeded random order of each class's images in a folder of class sub-folders: class index -> paths."""
     if per_class < 1:
         raise ConfigError(f"--per-class must be at least 1, got {per_class}")
-    listing = list_images(folder, config_classes, require_all=False)
+    listing = list_images(folder, config_classes, require_all=False, scan=scan)
     unknown = [c for c in listing.class_names if c not in class_names]
     if unknown:
         raise DataError(f"{folder} has classes {', '.join(unknown)} that the model does not know; "
@@ -146,13 +149,15 @@ def run_cam(run_dir: str | Path, images: Sequence[str | Path] = (), *, gallery: 
     if "ensemble_of" in run.meta:
         raise ConfigError(f"{run_dir} is a k-fold ensemble; Grad-CAM explains one model: pass one of its folds, "
                           f"e.g. --run {Path(run_dir) / run.meta['ensemble_of'][0]}")
+    files = find_images(images, run.spec.scan) if files else files  # scanner files: the slices the run keeps
     classes = run.class_names
     explained = None if class_name is None else class_index_of(class_name, classes)
     layers = [layer] if isinstance(layer, str) else layer
     method, layers = resolve_explanation(run.model, method, layers)
     annotations = read_annotations(boxes, images, classes) if boxes is not None else None
     seed = run.config.seed if seed is None else seed
-    picks = gallery_picks(gallery, classes, run.config.data.classes, per_class, seed) if gallery else None
+    picks = gallery_picks(gallery, classes, run.config.data.classes, per_class, seed, run.spec.scan) \
+        if gallery else None
 
     # 2. a run directory that says what was asked
     out = runs.new_run_dir(runs_dir, "cam", run.config.model.arch, name)
@@ -197,22 +202,22 @@ def _explain_all(run, todo: list[tuple[str, int | None]], explained: int | None,
         if true is not None and done[true] >= per_class:
             continue  # the seeded order is longer than needed, so an unreadable pick is replaced
         try:
-            img = decode(path)
+            img = decode(path, scan=run.spec.scan)
         except DataError as err:
             report.skipped.append((path, str(err)))
             continue
         array, box = run.spec.prepare(img)  # exactly the training preprocessing
         e = explain(run.model, array, explained, layers, method)
-        scan, heat = native_view(img, box, e.heatmap)  # shown on the scan as it came, not the model's input
+        shown, heat = native_view(img, box, e.heatmap)  # the scan as it came, not the model's input
         true_name = None if true is None else classes[true]
         png = _png_name(path, taken, "" if true is None else f"{true_name}/")
         title = _title(path, classes, e, true_name)
-        runs.atomic_write_bytes(report.out_dir / png, panel_png(scan, heat, title))
+        runs.atomic_write_bytes(report.out_dir / png, panel_png(shown, heat, title))
         report.rows.append(CamRow(path, classes[e.predicted], float(e.probs[e.predicted]),
                                   classes[e.class_index], float(e.probs[e.class_index]), png, true_name))
         if true is not None:
             done[true] += 1
-            cells.append((true, path, scan, replace(e, heatmap=heat)))
+            cells.append((true, path, shown, replace(e, heatmap=heat)))
         if on_image:
             on_image(path)
     return cells

@@ -87,7 +87,7 @@ def run_evaluate(run_dir: str | Path, data: str | Path | None = None, *, runs_di
 def score_refusals(run: LoadedRun, scans: list[Verdict], ood_dir: str | Path, tta: bool,
                    out: Path) -> dict[str, Any]:
     """The gate on images that must be refused (``ood_dir``) against labelled scans that must be accepted."""
-    paths = find_images([ood_dir])
+    paths = find_images([ood_dir], run.spec.scan)
     results = map_images(paths, run.spec.read)
     good = [r for r in results if not isinstance(r, str)]
     if not good:
@@ -125,7 +125,8 @@ def exclude_copies(loaded, train_dir: str | Path, run: LoadedRun, out_dir: Path)
 
     Returns (kept images, {"of", "near_threshold", "exact", "near", "total", "kept"}).
     """
-    mask, rows = copies_of(train_dir, loaded.paths, run.config.data.classes, DEFAULT_NEAR_THRESHOLD)
+    mask, rows = copies_of(train_dir, loaded.paths, run.config.data.classes, DEFAULT_NEAR_THRESHOLD,
+                           scan=run.spec.scan)
     keep = np.flatnonzero(~mask)
     if len(keep) == 0:
         raise DataError(f"all {len(mask)} images are copies of images under {train_dir}: none left to score")

@@ -44,6 +44,7 @@ from ..runs import (
     write_meta,
     write_skipped,
 )
+from ..scanners import ScanOptions
 
 
 def channels_of(cfg: Config) -> int:
@@ -54,7 +55,7 @@ def prepare_data(cfg: Config) -> tuple[LoadedImages, np.ndarray]:
     """Decode the configured folder once and group duplicate images (the unit that splits never cut)."""
     if not cfg.data.path:
         raise ConfigError("no data folder: pass --data DIR (a folder with one sub-folder per class)")
-    listing = list_images(cfg.data.path, cfg.data.classes)
+    listing = list_images(cfg.data.path, cfg.data.classes, scan=ScanOptions.from_config(cfg.data))
     loaded = load_images(listing, ImageSpec.of(cfg.data))
     groups = duplicate_groups(loaded.digests, loaded.images, cfg.data.group_duplicates, cfg.data.near_threshold)
     return loaded, groups

@@ -16,6 +16,7 @@ from ..errors import DataError, RunError
 from ..inference import Classifier
 from ..ood import Gate
 from ..runs import fold_complete, read_json, read_meta
+from ..scanners import ScanOptions
 from . import applications, customnet  # noqa: F401  (registers the custom layers for safe loading)
 
 
@@ -65,7 +66,7 @@ class LoadedRun:
     def spec(self) -> ImageSpec:
         """How this run prepares an image (older runs' configs have no framing keys: none)."""
         d = self.config.data
-        return ImageSpec(self.image_size, self.channels, d.crop, d.normalize)
+        return ImageSpec(self.image_size, self.channels, d.crop, d.normalize, ScanOptions.from_config(d))
 
     @property
     def temperature(self) -> float:
@@ -124,7 +125,7 @@ def load_kfold_ensemble(run_dir: Path, with_model: bool = True) -> LoadedRun:
 
 def load_folder(run: LoadedRun, data_dir: str | Path) -> LoadedImages:
     """Decode a folder of class sub-folders with the run's class mapping and image settings."""
-    listing = list_images(data_dir, run.config.data.classes, require_all=False)
+    listing = list_images(data_dir, run.config.data.classes, require_all=False, scan=run.spec.scan)
     if tuple(listing.class_names) != tuple(run.class_names):
         raise DataError(f"{data_dir} classes {listing.class_names} differ from the model's {run.class_names}")
     return load_images(listing, run.spec)
@@ -132,4 +133,5 @@ def load_folder(run: LoadedRun, data_dir: str | Path) -> LoadedImages:
 
 def load_listing(run: LoadedRun, paths: list[str], labels: np.ndarray) -> LoadedImages:
     """Like load_folder, for an explicit list of files (a run's own validation split)."""
-    return load_images(ImageList(Path("."), tuple(paths), np.asarray(labels), tuple(run.class_names), {}), run.spec)
+    listing = ImageList(Path("."), tuple(paths), np.asarray(labels), tuple(run.class_names), {}, run.spec.scan)
+    return load_images(listing, run.spec)
