@@ -72,6 +72,13 @@ def test_centre_prior_is_the_documented_gaussian():
     assert energy_ratio(prior, inside) == pytest.approx(prior[inside].sum() / prior.sum() / inside.mean())
 
 
+def test_tied_peaks_score_the_share_inside():
+    heat = np.zeros((100, 100), np.float32)
+    heat[75, 25] = 1.0  # inside BOX
+    heat[10, 90] = 1.0  # a second peak elsewhere: a fused map's peaks tie at 1
+    assert pointing(heat, Region(boxes=[BOX]).mask(100, 100)) == 0.5
+
+
 def test_summarise_means_over_images():
     region = Region(boxes=[BOX])
     good = score(BOX.mask(50, 50).astype(np.float32), region)

@@ -125,7 +125,7 @@ def run_localisation(run: LoadedRun, out: Path, annotations: Annotations, method
 
 
 def _caption(r: Scored) -> str:
-    hit = "hit" if r.model.pointing_tol else "MISS"
+    hit = "hit" if r.model.pointing_tol >= 0.5 else "MISS"
     return f"{Path(r.path).name}: {hit}, energy {r.model.energy:.1f}\n{r.true}, predicted {r.predicted}"
 
 
@@ -147,9 +147,9 @@ def write_localisation(report: LocalisationReport, annotations: Annotations, wor
     runs.write_csv(out / "localisation.csv",
                    ["image", "true", "predicted", "probability", "pointing", "pointing_tol", "energy",
                     "prior_pointing", "prior_pointing_tol", "prior_energy"],
-                   ([r.path, r.true, r.predicted, f"{r.probability:.6f}", int(r.model.pointing),
-                     int(r.model.pointing_tol), f"{r.model.energy:.4f}", int(r.prior.pointing),
-                     int(r.prior.pointing_tol), f"{r.prior.energy:.4f}"] for r in report.rows))
+                   ([r.path, r.true, r.predicted, f"{r.probability:.6f}", f"{r.model.pointing:g}",
+                     f"{r.model.pointing_tol:g}", f"{r.model.energy:.4f}", f"{r.prior.pointing:g}",
+                     f"{r.prior.pointing_tol:g}", f"{r.prior.energy:.4f}"] for r in report.rows))
     runs.atomic_write_json(out / "localisation.json", report.summary)
     runs.atomic_write_text(out / "localisation.md", localisation_markdown(report))
     if report.problems:

@@ -8,8 +8,8 @@ Three annotation forms, all resolved to one boolean region per image at any reso
 
 Scores (per image; the report averages them):
 - **pointing game** (Zhang et al. 2016): is the heatmap's peak inside the region; ``exact`` and with a tolerance
-  (the box grown on every side by ``tolerance`` x the image side, 0.15 by default). A flat heatmap (all zero, or
-  constant) has no peak and counts as a miss.
+  (the box grown on every side by ``tolerance`` x the image side, 0.15 by default). Tied peaks score the share of
+  them inside; a flat heatmap (all zero, or constant) has no peak and counts as a miss.
 - **energy ratio**: the share of the heatmap's mass inside the region divided by the region's share of the image
   (1.0 = what an even spread scores; a perfect map scores 1 / area). An all-zero heatmap says nothing and is
   scored as an even spread (1.0).
@@ -218,13 +218,15 @@ def centre_prior(h: int, w: int, sigma: float = PRIOR_SIGMA) -> np.ndarray:
     return np.exp(-(ys ** 2 + xs ** 2) / (2 * sigma ** 2)).astype(np.float32)
 
 
-def pointing(heatmap: np.ndarray, region: np.ndarray) -> bool:
-    """Whether the heatmap's maximum lies in ``region`` (same shape). A flat map (all zero, or constant) has no
-    peak: False. Ties (several pixels at the maximum, as after upsampling a plateau) hit when any is inside."""
+def pointing(heatmap: np.ndarray, region: np.ndarray) -> float:
+    """1.0 when the heatmap's maximum lies in ``region`` (same shape), 0.0 when outside. Ties (several pixels at
+    the maximum: a fused map has one peak per layer, an upsampled plateau several) score the share of them
+    inside, what breaking the tie at random would score on average, so a map cannot hit by peaking everywhere.
+    A flat map (all zero, or constant) has no peak: 0.0."""
     top = float(heatmap.max()) if heatmap.size else 0.0
     if not (top > 0 and np.isfinite(top)) or top <= float(heatmap.min()):
-        return False
-    return bool(region[heatmap >= top].any())
+        return 0.0
+    return float(region[heatmap >= top].mean())
 
 
 def energy_ratio(heatmap: np.ndarray, region: np.ndarray) -> float:
@@ -243,8 +245,8 @@ def energy_ratio(heatmap: np.ndarray, region: np.ndarray) -> float:
 class Score:
     """The four localisation figures of one heatmap against one region."""
 
-    pointing: bool
-    pointing_tol: bool
+    pointing: float  # 1 hit, 0 miss (a share for tied peaks)
+    pointing_tol: float
     energy: float
 
 
