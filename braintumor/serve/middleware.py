@@ -33,6 +33,9 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+log.addFilter(RequestIdFilter())  # the server's own lines, whatever handler (uvicorn's config, pytest) shows them
+
+
 def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BraintumorError)
     async def library_error(request: Request, exc: BraintumorError):
