@@ -5,7 +5,7 @@ DEMO := demo_data/brain-tumor-mri-sample
 .PHONY: install demo test lint bench
 
 install:
-	$(PY) -m pip install -e ".[serve,dev]"
+	$(PY) -m pip install -e ".[train,serve,onnx,export,dev]"
 
 demo:
 	braintumor train --arch customnet --data $(DEMO)/train --batch-size 16 --name demo
