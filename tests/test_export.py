@@ -100,6 +100,26 @@ def test_int8_tflite_is_smaller_and_verified(run_dir, tmp_path):
     assert "meets_targets" in info
 
 
+def test_a_kfold_run_exports_its_ensemble_as_one_model(run_dir, tmp_path):
+    """Two identical folds: one ONNX graph, the ensemble's numbers, each fold's gate beside it."""
+    import shutil
+
+    kfold_dir = tmp_path / "kfold" / "run"
+    for i in (1, 2):
+        shutil.copytree(run_dir, kfold_dir / f"fold_{i}")
+    shutil.copy(run_dir / "config.yaml", kfold_dir / "config.yaml")
+    (kfold_dir / "meta.json").write_text(json.dumps({"command": "kfold", "status": "complete", "n_folds": 2}))
+    out, info = run_export(kfold_dir, "onnx", runs_dir=tmp_path)
+    assert info["gates"] == 2 and (out / "gates" / "1" / "gate.json").is_file()
+    v = info["verification"]
+    assert v["max_abs_prob_diff"] <= 1e-4 and v["top1_agreement"] == 1.0 and "fold_1" in v["on"]
+    single, ensemble = Predictor.load(run_dir), Predictor.load_exported(out / "model.onnx")
+    blob = image_bytes(2)
+    a, b = single.predict(blob), ensemble.predict(blob)
+    assert a.status == b.status
+    np.testing.assert_allclose(a.probs, b.probs, atol=1e-4)
+
+
 def test_bad_options_say_what_is_valid(run_dir, tmp_path):
     from braintumor.errors import ConfigError
 
