@@ -5,7 +5,7 @@ DEMO := demo_data/brain-tumor-mri-sample
 .PHONY: install demo test lint bench
 
 install:
-	$(PY) -m pip install -e ".[serve,dev,scanners]"
+	$(PY) -m pip install -e ".[train,serve,onnx,export,scanners,dev]"
 
 demo:
 	braintumor train --arch customnet --data $(DEMO)/train --batch-size 16 --name demo

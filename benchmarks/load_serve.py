@@ -110,7 +110,7 @@ def raw_baseline(run_dir: Path, data: bytes, calls: int) -> dict:
     from braintumor.serve.predictor import Predictor
 
     predictor = Predictor.load(run_dir)
-    x = predictor.image(data)[None]
+    x = predictor.image(data)[0][None]  # (array, input stats)
     for _ in range(10):
         predictor.infer(x)
     call = []

@@ -9,30 +9,17 @@ Keras model), so it costs a few matrix products, not a second network call.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import keras
 import numpy as np
 
 from .data import InputStats
+from .decision import Decider, Verdict
 from .explain.graph import last_conv_layer
-from .metrics import scale
-from .ood import STATUSES, Gate, decide
+from .ood import STATUSES, Gate
 
-
-@dataclass(frozen=True)
-class Verdict:
-    """What the toolkit says about one image."""
-
-    status: str  # ok | uncertain | out_of_distribution
-    reason: str
-    probs: np.ndarray  # (classes,) calibrated probabilities
-    ratio: float | None  # feature distance over the gate's threshold (None without a gate)
-
-    @property
-    def answered(self) -> bool:
-        return self.status == "ok"
+__all__ = ["Classifier", "Verdict", "feature_layer", "gate_report", "pooled_features", "scoring_model"]
 
 
 def feature_layer(model) -> str:
@@ -69,13 +56,13 @@ def gate_report(verdicts: list[Verdict], labels: np.ndarray | None, where: str) 
     return out
 
 
-class Classifier:
-    """A run's model with its temperature and gate (either may be missing: older runs)."""
+class Classifier(Decider):
+    """A run's model with its temperature and gate (either may be missing: older runs); the decision itself is
+    ``Decider``'s (NumPy only, shared with the exported-model server)."""
 
     def __init__(self, model, temperature: float = 1.0, gates: list[Gate] | None = None,
                  members: list | None = None):
-        self.temperature = float(temperature)
-        self.gates = gates or []
+        super().__init__(temperature, gates)
         if self.gates and members is None:
             members = [model]
         if self.gates:
@@ -89,10 +76,6 @@ class Classifier:
                 self.model = keras.Model(inputs, [probs, *[o[1] for o in outs]], name="ensemble_scoring")
         else:
             self.model = model
-
-    @property
-    def has_gate(self) -> bool:
-        return bool(self.gates)
 
     def raw(self, images: np.ndarray, tta: bool = False, batch_size: int = 64) -> tuple[np.ndarray, list]:
         """(uncalibrated probabilities (n, classes), one (n, d) feature array per gate) for uint8 images."""
@@ -113,36 +96,9 @@ class Classifier:
             return np.zeros((0, k)), [np.zeros((0, 1)) for _ in self.gates]
         return np.concatenate(probs), [np.concatenate([f[i] for f in feats]) for i in range(len(self.gates))]
 
-    def ratios(self, features: list[np.ndarray]) -> np.ndarray | None:
-        """(n,) the median over gates of the feature distance over each gate's threshold."""
-        if not self.gates:
-            return None
-        return np.median(np.stack([g.ratio(f) for g, f in zip(self.gates, features, strict=True)]), axis=0)
-
     def classify(self, images: np.ndarray, stats: list[InputStats | None] | None = None,
                  tta: bool = False) -> list[Verdict]:
         """A verdict per (n, h, w, c) uint8 image; ``stats`` are the input checks' figures of each decoded image
         (None where only the resized array is known)."""
         raw, feats = self.raw(images, tta)
-        return self.verdicts(scale(raw, self.temperature), feats, stats)
-
-    def verdicts(self, probs: np.ndarray, feats: list[np.ndarray], stats: list[InputStats | None] | None = None
-                 ) -> list[Verdict]:
-        """Verdicts from calibrated probabilities and each gate's features (see ``classify``)."""
-        ratios = self.ratios(feats)
-        stats = stats or [None] * len(probs)
-        out = []
-        for i, p in enumerate(probs):
-            if ratios is None:
-                out.append(Verdict("ok", "no out-of-distribution gate is stored with this run (trained before the "
-                                         "gate existed): not checked", p, None))
-                continue
-            status, reason = self.decide(float(ratios[i]), float(p.max()), stats[i])
-            out.append(Verdict(status, reason, p, float(ratios[i])))
-        return out
-
-    def decide(self, ratio: float, confidence: float, stats: InputStats | None) -> tuple[str, str]:
-        g = self.gates
-        return decide(ratio, confidence, stats, far_ratio=float(np.median([x.far_ratio for x in g])),
-                      colour_limit=float(np.median([x.colour_limit for x in g])),
-                      flat_limit=float(np.median([x.flat_limit for x in g])), min_confidence=g[0].min_confidence)
+        return self.from_raw(raw, feats, stats)

@@ -10,6 +10,7 @@ from scipy.optimize import minimize_scalar
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
 from . import plots
+from .decision import scale  # noqa: F401  (re-exported: calibration code and tests use it from here)
 from .plots import atomic_save_figure
 from .runs import atomic_write_json, atomic_write_text, markdown_table, write_csv
 
@@ -161,17 +162,6 @@ def nll(y_true, probs) -> float:
     y_true = np.asarray(y_true, dtype=int)
     probs = np.asarray(probs, dtype=np.float64)
     return float(-np.log(np.clip(probs[np.arange(len(y_true)), y_true], _TINY, 1.0)).mean())
-
-
-def scale(probs, temperature: float) -> np.ndarray:
-    """Probabilities with their temperature changed: softmax(log(p) / T).
-
-    log(p) equals the logits up to a per-row constant, which softmax ignores, so this is temperature scaling of
-    the logits and works on any model's (or ensemble's) probabilities."""
-    logits = np.log(np.clip(np.asarray(probs, dtype=np.float64), _TINY, 1.0)) / float(temperature)
-    logits -= logits.max(axis=1, keepdims=True)
-    e = np.exp(logits)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def fit_temperature(y_true, probs) -> float:

@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from braintumor.errors import ConfigError
+from braintumor.metrics import scale
 from tests.conftest import CLASSES, FAST, blob_image, make_dataset
 
 pytest.importorskip("fastapi", reason="the [serve] extra (fastapi, uvicorn, python-multipart) is missing")
@@ -119,6 +120,7 @@ def test_model_describes_the_run_without_server_paths(client, run_dir):
     channels = 1 if load_config("customnet").data.color_mode == "grayscale" else 3  # the shipped recipe's
     assert m["input"]["height"] == m["input"]["width"] == 32 and m["input"]["channels"] == channels
     assert "[0, 1]" in m["preprocessing"]
+    assert m["decision"]["has_gate"] is True and m["decision"]["temperature"] > 0 and m["runtime"] == "keras"
     assert 0 <= m["metrics"]["accuracy"] <= 1 and "per_class" in m["metrics"]
     assert m["run"] == run_dir.name and m["version"]["braintumor"]
     assert m["version"]["trained_with"]["tensorflow"]
@@ -128,20 +130,23 @@ def test_model_describes_the_run_without_server_paths(client, run_dir):
 
 @pytest.mark.parametrize("fmt, mode", [("PNG", "L"), ("JPEG", "RGB"), ("BMP", "RGB"), ("PNG", "RGBA")])
 def test_predict_matches_the_training_preprocessing(client, predictor, fmt, mode):
-    from braintumor.data import ImageSpec, read_image
+    from braintumor.data import read_image
 
     data = image_bytes(fmt, mode=mode, label=2)
     r = client.post("/predict", files=upload(data, f"scan.{fmt.lower()}"))
     assert r.status_code == 200, r.text
     body = r.json()
-    assert set(body) == {"class", "probabilities", "latency_ms"}
+    assert set(body) == {"status", "reason", "answered", "class", "probabilities", "distance_ratio", "latency_ms"}
     assert list(body["probabilities"]) == list(CLASSES)
     assert sum(body["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
-    assert body["class"] == max(body["probabilities"], key=body["probabilities"].get)
+    top = max(body["probabilities"], key=body["probabilities"].get)
+    assert body["class"] == (top if body["status"] == "ok" else None) and body["answered"] == (body["status"] == "ok")
     assert body["latency_ms"] > 0
-    # the same pixels training would have seen, through predict(): the served numbers are the model's numbers
-    expected = predictor.model.predict(read_image(data, ImageSpec(32, predictor.channels))[None].astype(np.float32),
-                                       verbose=0)[0]
+    # the same pixels training would have seen, through predict() and the run's temperature: the served numbers
+    # are the model's numbers, calibrated
+    assert predictor.spec.size == 32
+    raw = predictor.model.predict(read_image(data, predictor.spec)[None].astype(np.float32), verbose=0)
+    expected = scale(raw, predictor.decider.temperature)[0]
     np.testing.assert_allclose(list(body["probabilities"].values()), expected, atol=1e-5)
 
 
@@ -154,7 +159,8 @@ def test_predict_batch_keeps_order_and_names(client):
     assert [x["filename"] for x in results] == ["scan0.png", "scan1.png", "scan2.png"]
     for blob, item in zip(blobs, results, strict=True):
         single = client.post("/predict", files=upload(blob)).json()
-        assert item["class"] == single["class"]
+        assert (item["class"], item["status"], item["reason"]) == (single["class"], single["status"],
+                                                                   single["reason"])
         np.testing.assert_allclose(list(item["probabilities"].values()),
                                    list(single["probabilities"].values()), atol=1e-5)
     assert r.json()["latency_ms"] > 0
@@ -165,8 +171,8 @@ def test_cam_returns_a_png_overlay_of_the_predicted_or_asked_class(client):
     r = client.post("/cam", files=upload(data))
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == "image/png"
-    predicted = client.post("/predict", files=upload(data)).json()["class"]
-    assert r.headers["x-class"] == predicted
+    probs = client.post("/predict", files=upload(data)).json()["probabilities"]
+    assert r.headers["x-class"] == max(probs, key=probs.get)  # /cam explains the most probable class
     img = Image.open(io.BytesIO(r.content))
     assert img.format == "PNG" and img.size == (32, 32) and img.mode == "RGB"
 
@@ -178,7 +184,13 @@ def test_cam_returns_a_png_overlay_of_the_predicted_or_asked_class(client):
 
 
 def test_docs_and_openapi_with_examples(client):
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200
+    # offline: Swagger UI and ReDoc come from this server, never a CDN
+    assert "cdn" not in docs.text.lower() and "/static-offline-docs/swagger-ui-bundle.js" in docs.text
+    assert client.get("/static-offline-docs/swagger-ui-bundle.js").status_code == 200
+    redoc = client.get("/redoc")
+    assert redoc.status_code == 200 and "cdn" not in redoc.text.lower() and "fonts.googleapis" not in redoc.text
     spec = client.get("/openapi.json").json()
     assert {"/health", "/model", "/predict", "/predict/batch", "/cam"} <= set(spec["paths"])
     assert spec["components"]["schemas"]["Prediction"]["examples"][0]["class"] == "glioma"
@@ -203,6 +215,96 @@ def test_no_cors_unless_configured(client, predictor):
         assert r.headers["access-control-allow-origin"] == "http://intranet.example"
         r = c.get("/health", headers={"Origin": "http://elsewhere.example"})
         assert "access-control-allow-origin" not in r.headers
+
+
+# --- the out-of-distribution status (issue 13) -------------------------------------------------------------
+
+
+def colour_photo() -> bytes:
+    rng = np.random.default_rng(5)
+    buf = io.BytesIO()
+    Image.fromarray((rng.random((64, 64, 3)) * 255).astype(np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_a_colour_photo_is_out_of_distribution_and_gets_no_class(client):
+    body = client.post("/predict", files=upload(colour_photo())).json()
+    assert body["status"] == "out_of_distribution" and "colour" in body["reason"]
+    assert body["class"] is None and body["answered"] is False
+    assert sum(body["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)  # still there, marked
+    r = client.post("/predict/batch", files=[("files", ("photo.png", colour_photo(), "image/png")),
+                                             ("files", ("scan.png", image_bytes(), "image/png"))])
+    first, second = r.json()["results"]
+    assert first["status"] == "out_of_distribution" and first["class"] is None
+    assert second["status"] in ("ok", "uncertain", "out_of_distribution") and second["reason"]
+
+
+def test_a_run_without_a_gate_still_predicts_and_says_so(run_dir, tmp_path):
+    import shutil
+
+    old = tmp_path / "old-run"
+    shutil.copytree(run_dir, old)
+    for name in ("gate.json", "gate.npz", "calibration.json"):
+        (old / name).unlink(missing_ok=True)  # a 1-epoch run may have no temperature fitted
+    with TestClient(create_app(settings(run=str(old)))) as c:
+        body = c.post("/predict", files=upload(image_bytes())).json()
+        assert body["status"] == "ok" and "no out-of-distribution gate" in body["reason"]
+        assert body["class"] in CLASSES and body["distance_ratio"] is None
+        decision = c.get("/model").json()["decision"]
+        assert decision == {"temperature": 1.0, "has_gate": False, "gate": None}
+
+
+# --- access and monitoring (issue 15) ----------------------------------------------------------------------
+
+
+def test_an_api_key_guards_every_route_but_health(predictor, tmp_path, caplog):
+    key = "k3y-" + "x" * 20
+    key_file = tmp_path / "key"
+    key_file.write_text(key + "\n")
+    for s in (settings(api_key=key), settings(api_key_file=str(key_file))):
+        with caplog.at_level("INFO", logger="braintumor"), TestClient(create_app(s, predictor)) as c:
+            assert c.get("/health").status_code == 200
+            for method, path in (("get", "/"), ("get", "/model"), ("get", "/docs"), ("get", "/openapi.json")):
+                assert_plain_error(getattr(c, method)(path), 401, "API key")
+            assert_plain_error(c.post("/predict", files=upload(image_bytes())), 401, "X-API-Key")
+            assert_plain_error(c.get("/model", headers={"X-API-Key": "wrong"}), 401, "wrong")
+            assert c.get("/model", headers={"X-API-Key": key}).status_code == 200
+            assert c.get("/model", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+            r = c.post("/predict", files=upload(image_bytes()), headers={"X-API-Key": key})
+            assert r.status_code == 200 and r.json()["status"]
+        assert key not in caplog.text and "wrong" not in caplog.text
+    with pytest.raises(ConfigError, match="empty"):
+        load_settings(environ={"BRAINTUMOR_API_KEY": "   "})
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ConfigError, match="empty"):
+        create_app(settings(api_key_file=str(tmp_path / "empty")), predictor)
+
+
+def test_metrics_count_requests_and_verdicts(predictor):
+    with TestClient(create_app(settings(), predictor)) as c:
+        assert c.get("/metrics").status_code == 404  # opt-in
+    with TestClient(create_app(settings(metrics=True), predictor)) as c:
+        c.post("/predict", files=upload(image_bytes()))
+        c.post("/predict", files=upload(colour_photo()))
+        c.post("/predict", files=upload(b"junk"))
+        text = c.get("/metrics").text
+    assert 'braintumor_requests_total{method="POST",route="/predict",status="200"} 2.0' in text
+    assert 'braintumor_refused_requests_total{route="/predict",status="400"} 1.0' in text
+    assert 'braintumor_verdicts_total{status="out_of_distribution"} 1.0' in text
+    assert 'braintumor_request_duration_seconds_count{route="/predict"} 3.0' in text
+    assert "braintumor_model_load_seconds" in text and 'runtime="keras"' in text
+
+
+def test_every_response_and_log_line_carries_a_request_id(client, caplog):
+    with caplog.at_level("INFO", logger="braintumor"):
+        r = client.get("/health")
+        mine = client.get("/health", headers={"X-Request-ID": "scanner-42"})
+        odd = client.get("/health", headers={"X-Request-ID": "no spaces <allowed>"})
+    rid = r.headers["x-request-id"]
+    assert len(rid) == 32 and mine.headers["x-request-id"] == "scanner-42"
+    assert odd.headers["x-request-id"] != "no spaces <allowed>"
+    ids = [getattr(rec, "request_id", None) for rec in caplog.records if rec.name == "braintumor.serve"]
+    assert rid in ids and "scanner-42" in ids
 
 
 # --- bad input: a 4xx with a plain detail, never a crash ---------------------------------------------------
@@ -302,10 +404,10 @@ def test_one_bad_file_fails_the_batch_and_is_named(client):
 
 
 def test_unexpected_errors_reach_the_client_as_a_plain_500(predictor, monkeypatch):
-    def broken(images):
+    def broken(images, stats=None):
         raise RuntimeError("secret internal state /home/model/weights")
 
-    monkeypatch.setattr(predictor, "infer", broken)
+    monkeypatch.setattr(predictor, "classify", broken)
     with TestClient(create_app(settings(), predictor), raise_server_exceptions=False) as c:
         r = c.post("/predict", files=upload(image_bytes()))
     assert_plain_error(r, 500, "internal server error")
@@ -420,7 +522,8 @@ def test_real_server_process(run_dir):
             assert http.get("/model").json()["classes"] == list(CLASSES)
             data = image_bytes("JPEG", mode="RGB")
             r = http.post("/predict", files=upload(data, "patient-jane-doe.jpg"))
-            assert r.status_code == 200 and r.json()["class"] in CLASSES
+            assert r.status_code == 200 and r.json()["status"] in ("ok", "uncertain", "out_of_distribution")
+            rid = r.headers["x-request-id"]
             assert "server" not in r.headers  # no software banner
             r = http.post("/predict/batch", files=[("files", ("a.png", image_bytes(), "image/png"))] * 2)
             assert r.status_code == 200 and len(r.json()["results"]) == 2
@@ -439,6 +542,7 @@ def test_real_server_process(run_dir):
             out, _ = proc.communicate()
     assert proc.returncode == 0, out
     assert "POST /predict 200" in out and "POST /predict 413" in out  # one log line per request ...
+    assert f"[{rid}] POST /predict 200" in out  # ... with the request id the response carried
     assert "patient-jane-doe" not in out  # ... without file names or content
     assert "Traceback" not in out
 
@@ -456,10 +560,9 @@ def test_a_kfold_run_is_served_as_the_mean_of_its_folds(run_dir, predictor, tmp_
     ensemble = Predictor.load(kfold_dir)
     assert ensemble.run.meta["ensemble_of"] == ["fold_1", "fold_2"]
     blob = image_bytes(label=2)
-    single, probs = predictor.predict(blob)
-    index, ens_probs = ensemble.predict(blob)
-    assert index == single
-    assert all(abs(ens_probs[k] - probs[k]) < 1e-5 for k in probs)
+    single, ens = predictor.predict(blob), ensemble.predict(blob)
+    assert (ens.status, ens.reason) == (single.status, single.reason)
+    np.testing.assert_allclose(ens.probs, single.probs, atol=1e-5)
     with TestClient(create_app(settings(), ensemble)) as c:
         r = c.post("/cam", files={"file": ("x.png", blob, "image/png")})
         assert r.status_code == 400 and "ensemble" in r.json()["detail"] and "fold_1" in r.json()["detail"]

@@ -1,4 +1,5 @@
-"""The page at / in a real headless browser (Debian's chromium driven by playwright): upload, bars, heatmap.
+"""The page at / in a real headless browser (Debian's chromium driven by playwright): upload, the gate's verdict,
+bars, heatmap; and /docs offline.
 
 Needs `apt-get install -y chromium` and `pip install playwright` (never `playwright install`: it downloads).
 """
@@ -124,7 +125,16 @@ def test_upload_shows_probability_bars_and_heatmap(page, tmp_path):
     widths = [float(bars.nth(i).locator(".fill").evaluate("e => parseFloat(e.style.width)"))
               for i in range(bars.count())]
     assert widths == sorted(widths, reverse=True) and sum(widths) == pytest.approx(100, abs=1)
-    assert bars.first.evaluate("e => e.classList.contains('top')")
+
+    # the gate's verdict is shown plainly, and below the gate no bar is marked as the answer
+    verdict = page.locator("#verdict")
+    expect(verdict).to_be_visible()
+    status = verdict.get_attribute("data-status")
+    assert status in ("ok", "uncertain", "out_of_distribution")
+    assert page.inner_text("#verdict-reason").strip()
+    answered = status == "ok"
+    assert bars.first.evaluate("e => e.classList.contains('top')") == answered
+    assert page.inner_text("#verdict-status").startswith("Answer" if answered else "No answer")
 
     # the heatmap: a PNG the browser decoded, at the model's input size
     wait_until(lambda: page.eval_on_selector("#heatmap", "e => e.complete && e.naturalWidth") > 0, 30)
@@ -143,4 +153,28 @@ def test_a_file_that_is_not_an_image_shows_the_reason(page, tmp_path):
     page.wait_for_selector("#status.error", timeout=20_000)
     assert "not a readable image" in page.inner_text("#status")
     assert page.locator("#bars .bar").count() == 0
+    assert not page.elsewhere, page.elsewhere
+
+
+def test_a_colour_photo_gets_no_answer_on_the_page(page, tmp_path):
+    photo = tmp_path / "photo.png"
+    Image.fromarray((np.random.default_rng(3).random((80, 80, 3)) * 255).astype(np.uint8)).save(photo)
+    page.set_input_files("#file", str(photo))
+    page.wait_for_selector("#verdict[data-status]", timeout=30_000)
+    assert page.get_attribute("#verdict", "data-status") == "out_of_distribution"
+    assert page.inner_text("#verdict-status").startswith("No answer")
+    assert "colour" in page.inner_text("#verdict-reason")
+    assert "not an answer" in page.inner_text("#bars-title")
+    assert page.locator("#bars .bar.top").count() == 0
+    assert not page.elsewhere, page.elsewhere
+
+
+def test_docs_list_the_operations_with_no_network(page, server):
+    """Swagger UI and ReDoc from this server alone: every request elsewhere is refused and recorded."""
+    page.goto(server + "/docs")
+    page.wait_for_selector(".opblock-summary-path", timeout=30_000)
+    paths = page.locator(".opblock-summary-path").all_inner_texts()
+    assert {"/predict", "/predict/batch", "/model", "/health", "/cam"} <= {p.strip() for p in paths}
+    page.goto(server + "/redoc")
+    expect(page.get_by_text("/predict/batch").first).to_be_attached(timeout=30_000)  # ReDoc rendered the spec
     assert not page.elsewhere, page.elsewhere

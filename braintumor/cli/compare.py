@@ -11,7 +11,6 @@ import typer
 from rich import box
 from rich.table import Table
 
-from ..commands.compare import display_cells, markdown, run_compare, to_frame
 from ..errors import RunError
 from .app import command
 from .common import Name, RunsDir, console, err_console
@@ -59,6 +58,9 @@ def compare(
         if not paths:
             raise RunError(f"no runs under {root}/train or {root}/kfold; pass run directories, e.g. "
                            "braintumor compare runs/train/*")
+    from ..commands.compare import markdown, run_compare, to_frame  # lazy: pandas and matplotlib (the train
+    # extra) stay out of the CLI's start-up, so `braintumor serve --model x.onnx` runs on the slim install
+
     out, cmp = run_compare(paths, runs_dir=root, sort=sort, measure=measure, repeats=repeats, name=name)
 
     for path, why in cmp.skipped:
@@ -98,6 +100,8 @@ def terminal_table(cmp, width: int) -> tuple[Table, list[str]]:
 
     Columns that are the same in every row (kind, cohort) are left out too.
     """
+
+    from ..commands.compare import display_cells  # lazy: see compare()
 
     cells = [display_cells(r) for r in cmp.rows]
     for c in cells:

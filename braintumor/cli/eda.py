@@ -9,7 +9,6 @@ import typer
 from rich.panel import Panel
 from rich.table import Table
 
-from ..commands.eda import run_eda
 from ..config import DEFAULT_NEAR_THRESHOLD, MAX_NEAR_THRESHOLD
 from .app import command
 from .common import Name, RunsDir, console, print_run_dir
@@ -45,6 +44,8 @@ def eda(
             if split not in tasks:
                 tasks[split] = progress.add_task(f"reading {split}", total=total)
             progress.update(tasks[split], completed=done)
+
+        from ..commands.eda import run_eda  # lazy: matplotlib (the train extra) stays out of the CLI's start-up
 
         out, s = run_eda(data, test, near_threshold=near_threshold, runs_dir=runs_dir or Path("runs"),
                          name=name, samples_per_class=samples, seed=seed, progress=on_progress)

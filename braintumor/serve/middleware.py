@@ -1,10 +1,15 @@
 """Error mapping (a plain sentence to the client, the traceback only in the server log) and the plain ASGI
-middleware (no per-request task overhead): the body limit and the access log."""
+middleware (no per-request task overhead): the body limit, the API key, the access log with its request id and
+the Prometheus metrics."""
 
 from __future__ import annotations
 
+import hmac
 import logging
+import re
 import time
+import uuid
+from contextvars import ContextVar
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -15,6 +20,20 @@ from .predictor import human_bytes
 from .settings import MiB, ServeSettings
 
 log = logging.getLogger("braintumor.serve")
+request_id: ContextVar[str] = ContextVar("braintumor_request_id", default="-")
+_CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")  # a caller's own X-Request-ID is kept only when it is this tame
+
+
+class RequestIdFilter(logging.Filter):
+    """Puts the current request's id on every log record (``%(request_id)s``; '-' outside a request). Context
+    variables follow a request into the worker threads anyio runs inference in."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id.get()
+        return True
+
+
+log.addFilter(RequestIdFilter())  # the server's own lines, whatever handler (uvicorn's config, pytest) shows them
 
 
 def add_error_handlers(app: FastAPI) -> None:
@@ -80,32 +99,68 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
-class AccessLog:
-    """One log line per request (method, path, status, time, size, client), never the query or image content;
-    also tells browsers not to sniff content types."""
+class ApiKey:
+    """401 on every route but /health without the key (header ``X-API-Key`` or ``Authorization: Bearer``).
+    Compared in constant time; neither the key nor what a client sent is ever logged."""
 
-    def __init__(self, app):
+    OPEN = ("/health",)
+
+    def __init__(self, app, key: bytes):
         self.app = app
+        self.key = key
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] in self.OPEN or scope["method"] == "OPTIONS":
+            return await self.app(scope, receive, send)
+        given = _header(scope, b"x-api-key")
+        if given is None:
+            auth = _header(scope, b"authorization") or ""
+            given = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+        if hmac.compare_digest(given.encode("latin-1"), self.key):
+            return await self.app(scope, receive, send)
+        detail = ("this server needs an API key: send it as header X-API-Key (curl -H 'X-API-Key: ...') or "
+                  "Authorization: Bearer" if not given else "the API key is wrong")
+        await JSONResponse({"detail": detail}, status_code=401,
+                           headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
+
+
+class AccessLog:
+    """One log line per request (request id, method, path, status, time, size, client), never the query or
+    image content; the request id (the caller's X-Request-ID when it is plain, else a new one) goes back in the
+    X-Request-ID header and on every log line written while the request runs; also tells browsers not to sniff
+    content types. Counts every request in ``metrics`` (when given)."""
+
+    def __init__(self, app, metrics=None):
+        self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         t0 = time.perf_counter()
         status = [500]
+        theirs = _header(scope, b"x-request-id")
+        rid = theirs if theirs and _CLIENT_ID.fullmatch(theirs) else uuid.uuid4().hex
+        token = request_id.set(rid)
 
         async def send_logged(message):
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
                 message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-content-type-options", b"nosniff")]
+                message["headers"] = [*message["headers"], (b"x-content-type-options", b"nosniff"),
+                                      (b"x-request-id", rid.encode())]
             await send(message)
 
         try:
             await self.app(scope, receive, send_logged)
         finally:
+            seconds = time.perf_counter() - t0
             client = scope.get("client") or ("-", 0)
-            log.info("%s %s %d %.1fms %sB %s", scope["method"], scope["path"], status[0],
-                     (time.perf_counter() - t0) * 1000, _header(scope, b"content-length") or "-", client[0])
+            log.info("%s %s %d %.1fms %sB %s", scope["method"], scope["path"], status[0], seconds * 1000,
+                     _header(scope, b"content-length") or "-", client[0])
+            if self.metrics is not None:
+                self.metrics.request(scope, status[0], seconds)
+            request_id.reset(token)
 
 
 def _header(scope, name: bytes) -> str | None:

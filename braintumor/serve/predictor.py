@@ -1,5 +1,8 @@
-"""Inference on uploaded bytes: a run's model behind one compiled call, its exact preprocessing, Grad-CAM.
+"""Inference on uploaded bytes: a model behind one call, the run's exact preprocessing, the calibrated verdict.
 
+The model runs in a backend: ``keras_backend.KerasBackend`` (a train or k-fold run, TensorFlow, Grad-CAM) or
+``OnnxBackend`` (an exported ``model.onnx`` in ONNX Runtime, no TensorFlow anywhere). Both return the run's
+probabilities and the gate's features from one forward pass; the verdict is ``decision.Decider``'s either way.
 No FastAPI here: the load benchmark and any other caller use the same object the server does.
 """
 
@@ -12,14 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
 from PIL import Image, UnidentifiedImageError
 
 from .. import __version__
-from ..data import find_class, read_image
+from ..data import InputStats, decode, find_class
+from ..decision import Decider, Verdict
 from ..errors import DataError, ModelError, did_you_mean
-from ..explain import gradcam, render
-from ..models.loading import load_run
+from ..exported import OnnxScorer, load_exported
 
 
 class UploadTooLarge(DataError):
@@ -32,6 +34,12 @@ class UnknownClass(DataError):
     """A ``class=`` the model does not have."""
 
     status_code = 422
+
+
+class CamUnavailable(ModelError):
+    """Grad-CAM needs the Keras model's gradients; an exported model has none."""
+
+    status_code = 501
 
 
 def check_bytes(data: bytes, max_bytes: int, what: str = "file") -> None:
@@ -82,75 +90,128 @@ def finite_or_none(obj: Any) -> Any:
     return obj
 
 
-class Predictor:
-    """A loaded train run ready to classify uploads. Thread-safe: the compiled call holds no Python state."""
+class OnnxBackend:
+    """An exported ONNX model in ONNX Runtime. No Grad-CAM: that needs the Keras model's gradients."""
 
-    def __init__(self, run, max_pixels: int = 40_000_000):
+    kind = "onnx"
+
+    def __init__(self, run, threads: int | None = None):
+        self.model = OnnxScorer(run.model_file, threads)
+        self.decider = run.decider()
+        self.file = run.model_file.name
+
+    def scores(self, images: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        return self.model(images)
+
+    def warm_up_cam(self) -> None:
+        pass
+
+    def cam(self, image: np.ndarray, index: int) -> np.ndarray:
+        self.check_cam()
+
+    def check_cam(self) -> None:
+        raise CamUnavailable(f"Grad-CAM needs the Keras model, and this server runs the exported {self.file}: "
+                             "serve the source run (braintumor serve --run DIR) for /cam")
+
+
+class Predictor:
+    """A loaded model ready to classify uploads. Thread-safe: the backend's call holds no Python state."""
+
+    def __init__(self, run, backend, max_pixels: int = 40_000_000):
         self.run = run
-        self.model = run.model
+        self.backend = backend
+        self.decider: Decider = backend.decider
         self.class_names = run.class_names
         self.size = run.image_size
         self.channels = run.channels
+        self.spec = run.spec
         self.max_pixels = max_pixels
-        model = self.model
-        # One trace for every batch size; model(x, training=False) avoids predict()'s per-call dataset set-up.
-        self._call = tf.function(
-            lambda x: model(x, training=False),
-            input_signature=[tf.TensorSpec((None, self.size, self.size, self.channels), tf.float32)],
-            jit_compile=False, reduce_retracing=True,
-        )
         self.ready = False
+
+    @property
+    def model(self):
+        """The backend's model: the Keras classifier (probabilities only), or the ONNX scorer."""
+        return self.backend.model
 
     @classmethod
     def load(cls, run_dir: str | Path, max_pixels: int = 40_000_000, warm: bool = True) -> Predictor:
-        """Load a train run's model (Keras safe mode) and warm it up."""
-        predictor = cls(load_run(run_dir), max_pixels)
+        """A train or k-fold run's Keras model (safe mode) with its temperature and gate, warmed up."""
+        from .keras_backend import KerasBackend, load_run  # lazy: TensorFlow; the ONNX server never imports it
+
+        run = load_run(run_dir)
+        predictor = cls(run, KerasBackend(run), max_pixels)
+        if warm:
+            predictor.warm_up()
+        return predictor
+
+    @classmethod
+    def load_exported(cls, model_file: str | Path, max_pixels: int = 40_000_000, warm: bool = True,
+                      threads: int | None = None) -> Predictor:
+        """An exported ``model.onnx`` (``braintumor export``) in ONNX Runtime, warmed up."""
+        run = load_exported(model_file)
+        if run.export["format"] != "onnx":
+            raise ModelError(f"{model_file} is a {run.export['format']} export; the server runs ONNX exports "
+                             "(braintumor export RUN --format onnx) or a run directory (--run)")
+        predictor = cls(run, OnnxBackend(run, threads), max_pixels)
         if warm:
             predictor.warm_up()
         return predictor
 
     def warm_up(self) -> None:
-        """Trace and run the compiled call once, so the first request does not pay for it."""
-        self.infer(np.zeros((1, self.size, self.size, self.channels), np.uint8))
+        """Run the model once, so the first request does not pay for tracing or session set-up."""
+        self.backend.scores(np.zeros((1, self.size, self.size, self.channels), np.uint8))
         self.ready = True
 
     def warm_up_cam(self) -> None:
         """Run Grad-CAM once (building its gradient graph); raises whatever cam raises."""
-        self._check_explainable()
-        gradcam.gradcam(self.model, np.zeros((self.size, self.size, self.channels), np.float32), class_index=0)
+        self.backend.warm_up_cam()
 
     # --- the steps of a request ---------------------------------------------------------------------------
 
-    def image(self, data: bytes) -> np.ndarray:
-        """Upload bytes -> (size, size, channels) uint8, exactly as training decoded its images."""
+    def image(self, data: bytes) -> tuple[np.ndarray, InputStats]:
+        """Upload bytes -> ((size, size, channels) uint8 exactly as training prepared its images, the gate's
+        input-check figures of the decoded image before any framing or resizing)."""
         if not data:
             raise DataError("file is empty: send the image file's content (curl -F file=@scan.jpg)")
         check_pixels(data, self.max_pixels)
-        return read_image(data, self.run.spec, max_pixels=self.max_pixels)
+        img = decode(data, self.max_pixels)
+        return self.spec.prepare(img)[0], InputStats.of(img)
 
     def infer(self, images: np.ndarray) -> np.ndarray:
-        """(n, size, size, channels) 0-255 -> (n, classes) float64 probabilities."""
-        x = np.asarray(images, dtype=np.float32)
-        return np.asarray(self._call(x), dtype=np.float64)
+        """(n, size, size, channels) 0-255 -> (n, classes) float64 calibrated probabilities."""
+        return np.stack([v.probs for v in self.classify(images)])
+
+    def classify(self, images: np.ndarray, stats: list[InputStats | None] | None = None) -> list[Verdict]:
+        """One forward pass (probabilities and gate features), then the run's temperature and gate."""
+        raw, feats = self.backend.scores(images)
+        return self.decider.from_raw(raw, feats, stats)
 
     def probabilities(self, probs: np.ndarray) -> dict[str, float]:
         return {c: round(float(p), 6) for c, p in zip(self.class_names, probs, strict=True)}
 
-    def predict(self, data: bytes) -> tuple[int, dict[str, float]]:
-        """One upload -> (class index, {class: probability})."""
-        probs = self.infer(self.image(data)[None])[0]
-        return int(np.argmax(probs)), self.probabilities(probs)
+    def answer(self, v: Verdict) -> dict[str, Any]:
+        """What /predict says about one image: the class only when the gate lets it through."""
+        top = int(np.argmax(v.probs))
+        return {"status": v.status, "reason": v.reason, "answered": v.answered,
+                "class": self.class_names[top] if v.answered else None, "probabilities": self.probabilities(v.probs),
+                "distance_ratio": None if v.ratio is None else round(v.ratio, 4)}
 
-    def predict_many(self, blobs: list[bytes]) -> list[tuple[int, dict[str, float]]]:
+    def predict(self, data: bytes) -> Verdict:
+        """One upload -> its verdict (status, reason, calibrated probabilities)."""
+        image, stats = self.image(data)
+        return self.classify(image[None], [stats])[0]
+
+    def predict_many(self, blobs: list[bytes]) -> list[Verdict]:
         """Several uploads in one model call; the first unreadable one fails them all, naming its position."""
-        images = []
+        images, stats = [], []
         for i, data in enumerate(blobs, start=1):
             try:
-                images.append(self.image(data))
+                image, s = self.image(data)
             except DataError as e:
                 raise type(e)(f"file {i} of {len(blobs)}: {e}") from None
-        probs = self.infer(np.stack(images))
-        return [(int(np.argmax(p)), self.probabilities(p)) for p in probs]
+            images.append(image)
+            stats.append(s)
+        return self.classify(np.stack(images), stats)
 
     def class_index(self, value: str | None) -> int | None:
         """``class=`` as a class name (any case) or a 0-based index; None means the predicted class."""
@@ -165,25 +226,20 @@ class Predictor:
         raise UnknownClass(f"unknown class {value!r}{hint}; this model's classes are "
                            f"{', '.join(self.class_names)} (or their index 0-{len(self.class_names) - 1})")
 
-    def _check_explainable(self) -> None:
-        if "ensemble_of" in self.run.meta:
-            raise ModelError("this server runs a k-fold ensemble, and Grad-CAM explains one model: serve one of "
-                             f"its folds for /cam (--run {self.run.path / self.run.meta['ensemble_of'][0]})")
-
     def cam(self, data: bytes, class_name: str | None = None) -> tuple[bytes, int, float]:
-        """Grad-CAM overlay PNG for one upload: (png, explained class index, its probability)."""
-        self._check_explainable()
+        """Grad-CAM overlay PNG for one upload: (png, explained class index, its calibrated probability)."""
+        self.backend.check_cam()  # 501 (exported model) or 400 (ensemble) before any work
         target = self.class_index(class_name)  # before any work: a bad class= costs nothing
-        image = self.image(data)
-        probs = self.infer(image[None])[0]
+        image, stats = self.image(data)
+        probs = self.classify(image[None], [stats])[0].probs
         index = int(np.argmax(probs)) if target is None else target
-        heatmap = gradcam.gradcam(self.model, image.astype(np.float32), class_index=index)
-        return png_bytes(render.overlay(image, heatmap)), index, float(probs[index])
+        return png_bytes(self.backend.cam(image, index)), index, float(probs[index])
 
     # --- description -------------------------------------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
-        """What /model reports: architecture, classes, input, preprocessing, training metrics, versions."""
+        """What /model reports: architecture, classes, input, preprocessing, the decision (temperature, gate),
+        training metrics, versions and what runs the model."""
         meta = self.run.meta
         metrics = {}
         path = Path(self.run.path) / "metrics.json"
@@ -192,13 +248,15 @@ class Predictor:
             keep = ("n", "accuracy", "accuracy_ci95", "loss", "auc", "macro_f1", "per_class")
             metrics = {k: m[k] for k in keep if k in m}
         return finite_or_none({
-            "arch": meta.get("arch", self.run.config.model.arch),
+            "arch": meta.get("arch", "unknown"),
             "classes": self.class_names,
             "input": {"height": self.size, "width": self.size, "channels": self.channels,
                       "dtype": "uint8 0-255 (any image is decoded and resized, squashed, to this)"},
             "preprocessing": meta.get("preprocessing", "unknown"),
+            "decision": self.decider.describe(),
             "metrics": metrics,
             "run": Path(self.run.path).name,  # the name only: server paths are not a client's business
+            "runtime": self.backend.kind,
             "trained": meta.get("finished"),
             "version": {"braintumor": __version__, "trained_with": meta.get("versions", {}),
                         "git_commit": meta.get("git_commit")},

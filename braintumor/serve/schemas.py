@@ -2,37 +2,56 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 _PROBS = {"glioma": 0.912, "meningioma": 0.051, "notumor": 0.021, "pituitary": 0.016}
+_OK = {"status": "ok", "reason": "like the training scans", "answered": True, "class": "glioma",
+       "probabilities": _PROBS, "distance_ratio": 0.62}
+_OOD = {"status": "out_of_distribution", "answered": False, "class": None, "distance_ratio": 1.3,
+        "reason": "a colour image (colourfulness 61.2; training scans at most 9.8): MRI slices are gray",
+        "probabilities": {"glioma": 0.41, "meningioma": 0.33, "notumor": 0.16, "pituitary": 0.10}}
+Status = Literal["ok", "uncertain", "out_of_distribution"]
 
 
-class Prediction(BaseModel):
+class Verdict(BaseModel):
+    """The decision on one image (issue 13): a class only when the out-of-distribution gate lets it through."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    status: Status = Field(description="ok: like the training scans and confident; uncertain: at the edge of "
+                                       "the training scans or not confident; out_of_distribution: not a scan "
+                                       "like those the model learnt from (or an input check failed).")
+    reason: str = Field(description="One sentence saying why; also says when the run has no gate to check.")
+    answered: bool = Field(description="True only for status ok: the class is the answer.")
+    class_: str | None = Field(alias="class", description="The most probable class when status is ok; null "
+                                                          "otherwise: no class is presented as the answer.")
+    probabilities: dict[str, float] = Field(description="Calibrated (temperature-scaled) probability per "
+                                                        "class, in model order; when answered is false they "
+                                                        "are the model's numbers, not an answer.")
+    distance_ratio: float | None = Field(description="Feature distance over the gate's threshold (above 1: "
+                                                     "past the edge of the training scans); null without a "
+                                                     "gate.")
+
+
+class Prediction(Verdict):
     model_config = ConfigDict(populate_by_name=True, json_schema_extra={
-        "examples": [{"class": "glioma", "probabilities": _PROBS, "latency_ms": 7.4}]})
+        "examples": [{**_OK, "latency_ms": 7.4}, {**_OOD, "latency_ms": 7.9}]})
 
-    class_: str = Field(alias="class", description="The most probable class.")
-    probabilities: dict[str, float] = Field(description="Softmax probability per class, in model order.")
     latency_ms: float = Field(description="Server time for decoding and inference, including any wait for a "
                                           "free inference slot; excludes the upload.")
 
 
-class BatchItem(BaseModel):
+class BatchItem(Verdict):
     model_config = ConfigDict(populate_by_name=True)
 
     filename: str | None = Field(description="The name the client gave the file, to match results up.")
-    class_: str = Field(alias="class")
-    probabilities: dict[str, float]
 
 
 class BatchPrediction(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
-        "results": [{"filename": "scan1.jpg", "class": "glioma", "probabilities": _PROBS},
-                    {"filename": "scan2.jpg", "class": "notumor",
-                     "probabilities": {"glioma": 0.02, "meningioma": 0.03, "notumor": 0.93,
-                                       "pituitary": 0.02}}],
+        "results": [{"filename": "scan1.jpg", **_OK}, {"filename": "photo.jpg", **_OOD}],
         "latency_ms": 11.8}]})
 
     results: list[BatchItem] = Field(description="One result per uploaded file, in upload order.")
@@ -51,6 +70,9 @@ class ModelInfo(BaseModel):
         "arch": "customnet", "classes": ["glioma", "meningioma", "notumor", "pituitary"],
         "input": {"height": 128, "width": 128, "channels": 3, "dtype": "uint8 0-255 (resized, squashed)"},
         "preprocessing": "unit: scaled to [0, 1] (input 0-255)",
+        "decision": {"temperature": 1.31, "has_gate": True, "gate": [{"feature_layer": "conv2d_3",
+                                                                       "threshold": 11.2, "far": 19.5}]},
+        "runtime": "keras",
         "metrics": {"accuracy": 0.94, "loss": 0.18, "auc": 0.99, "macro_f1": 0.93, "n": 1311},
         "run": "20260101-120000-customnet", "trained": "2026-01-01T12:40:00+00:00",
         "version": {"braintumor": "0.1.0", "trained_with": {"tensorflow": "2.21.0", "keras": "3.15.1"}},
@@ -60,6 +82,9 @@ class ModelInfo(BaseModel):
     classes: list[str]
     input: dict[str, Any] = Field(description="Size and channels every upload is resized to.")
     preprocessing: str = Field(description="What the model does to 0-255 pixels inside itself.")
+    decision: dict[str, Any] = Field(description="The calibration temperature, whether the run has an "
+                                                 "out-of-distribution gate (older runs do not), and its summary.")
+    runtime: str = Field(description="What runs the model: keras, or onnx (an exported model; no /cam).")
     metrics: dict[str, Any] = Field(description="Validation metrics of the best epoch (from metrics.json).")
     run: str = Field(description="Name of the run directory served.")
     trained: str | None = None

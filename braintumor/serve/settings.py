@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from contextvars import ContextVar
+from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 
 from ..errors import ConfigError
@@ -49,6 +50,7 @@ class ServeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, env_ignore_empty=True, extra="forbid")
 
     run: str | None = None  # train run directory; None = latest complete run under runs_dir
+    model: str | None = None  # an exported model.onnx (braintumor export) to serve instead of a run: no TensorFlow
     runs_dir: str = "runs"
     host: str = "127.0.0.1"  # loopback only unless asked: a clinic network must opt in to exposure
     port: int = 8000
@@ -59,6 +61,11 @@ class ServeSettings(BaseSettings):
     queue_timeout: float = 30.0  # seconds a request may wait for a free slot before 503
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()  # none: no CORS headers at all; env: comma-separated
     log_level: str = "info"
+    # Opt-in access control: every route but /health then needs the key (X-API-Key or Authorization: Bearer).
+    # From the environment or a file only, never a flag: command lines are visible to every user (ps).
+    api_key: SecretStr | None = None
+    api_key_file: str | None = None
+    metrics: bool = False  # opt-in Prometheus /metrics (behind the key when there is one)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
@@ -87,10 +94,30 @@ class ServeSettings(BaseSettings):
             ("log_level", self.log_level in ("critical", "error", "warning", "info", "debug"),
              "critical, error, warning, info or debug"),
         ]
+        if self.api_key is not None and not self.api_key.get_secret_value().strip():
+            raise ConfigError(f"serve setting api_key ({ENV_PREFIX}API_KEY) is empty; set a key or unset it")
+        if self.api_key is not None and self.api_key_file:
+            raise ConfigError(f"give the API key once: {ENV_PREFIX}API_KEY or --api-key-file, not both")
         for name, ok, valid in checks:
             if not ok:  # a ConfigError passes through pydantic untouched
                 raise ConfigError(f"serve setting {name}={getattr(self, name)!r} is invalid; use {valid}")
         return self
+
+    def key(self) -> bytes | None:
+        """The API key clients must send, or None (no access control). Read from the key file each call."""
+        if self.api_key is not None:
+            return self.api_key.get_secret_value().strip().encode()
+        if not self.api_key_file:
+            return None
+        path = Path(self.api_key_file)
+        try:
+            key = path.read_text().strip()
+        except OSError as e:
+            raise ConfigError(f"API key file {path} cannot be read ({type(e).__name__}); check the path and "
+                              "its permissions") from None
+        if not key:
+            raise ConfigError(f"API key file {path} is empty; write the key into it")
+        return key.encode()
 
     @property
     def max_request_bytes(self) -> int:

@@ -44,6 +44,22 @@ function drawBars(probabilities, best) {
   }
 }
 
+const LABELS = { ok: "like the training scans", uncertain: "uncertain",
+                 out_of_distribution: "not like the scans this model learnt from" };
+
+// The gate's decision first, in words: below the gate the bars are the model's numbers, not an answer.
+function showVerdict(result) {
+  const box = $("verdict");
+  box.hidden = false;
+  box.className = "verdict " + result.status;
+  box.dataset.status = result.status;
+  $("verdict-status").textContent = result.answered ? `Answer: ${result.class}` : `No answer: ${LABELS[result.status]}`;
+  $("verdict-reason").textContent = result.reason;
+  $("bars").classList.toggle("not-answer", !result.answered);
+  $("bars-title").textContent = result.answered ? "Class probabilities"
+    : "Class probabilities (not an answer: the image did not pass the check)";
+}
+
 async function analyse(file) {
   if (!file) return;
   urls.forEach(URL.revokeObjectURL);
@@ -51,20 +67,27 @@ async function analyse(file) {
   $("preview").src = urls[0];
   $("heatmap").removeAttribute("src");
   $("bars").replaceChildren();
+  $("verdict").hidden = true;
   $("result").hidden = false;
   status("classifying…");
   const predicted = await post("/predict", file);
   if (!predicted.ok) return status(await detail(predicted), true);
   const result = await predicted.json();
+  showVerdict(result);
   drawBars(result.probabilities, result.class);
-  status(`${result.class} (${(100 * result.probabilities[result.class]).toFixed(1)}%) in ${result.latency_ms} ms;` +
-         " computing Grad-CAM…");
-  const cam = await post("/cam?class=" + encodeURIComponent(result.class), file);
-  if (!cam.ok) return status(`${result.class}; Grad-CAM failed: ${await detail(cam)}`, true);
+  // Below the gate the heatmap still shows where the model looked, for its most probable class, marked.
+  const top = Object.entries(result.probabilities).sort((a, b) => b[1] - a[1])[0][0];
+  const said = result.answered ? `${result.class} (${(100 * result.probabilities[result.class]).toFixed(1)}%)`
+    : `no answer: ${LABELS[result.status]}`;
+  status(`${said} in ${result.latency_ms} ms; computing Grad-CAM…`);
+  const cam = await post("/cam?class=" + encodeURIComponent(result.answered ? result.class : top), file);
+  if (cam.status === 501) return status(`${said}; no Grad-CAM here: ${await detail(cam)}`);
+  if (!cam.ok) return status(`${said}; Grad-CAM failed: ${await detail(cam)}`, true);
   urls.push(URL.createObjectURL(await cam.blob()));
   $("heatmap").src = urls[1];
-  $("heatmap-caption").textContent = `Grad-CAM for ${cam.headers.get("X-Class")}`;
-  status(`${result.class} (${(100 * result.probabilities[result.class]).toFixed(1)}%)`);
+  $("heatmap-caption").textContent = `Grad-CAM for ${cam.headers.get("X-Class")}` +
+    (result.answered ? "" : " (where the model looked; not an answer)");
+  status(said);
 }
 
 async function showModel() {
@@ -72,7 +95,10 @@ async function showModel() {
   if (!r.ok) return ($("model").textContent = await detail(r));
   const m = await r.json();
   const acc = m.metrics && m.metrics.accuracy != null ? `, validation accuracy ${(100 * m.metrics.accuracy).toFixed(1)}%` : "";
-  $("model").textContent = `${m.arch} on ${m.input.width}×${m.input.height} px, classes ${m.classes.join(", ")}${acc}`;
+  const gate = m.decision && m.decision.has_gate ? "out-of-distribution gate on"
+    : "no out-of-distribution gate (older run): images are not checked";
+  $("model").textContent = `${m.arch} on ${m.input.width}×${m.input.height} px, classes ${m.classes.join(", ")}${acc}; ` +
+    `${gate}; runs on ${m.runtime}`;
 }
 
 window.addEventListener("DOMContentLoaded", () => {

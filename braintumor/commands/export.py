@@ -1,0 +1,261 @@
+"""`braintumor export`: a run's scoring model as ONNX, TFLite or a SavedModel, verified against ``model.keras``.
+
+The exported graph is the run's scoring model (``Classifier.model``): probabilities and the gate's pooled features
+from one forward pass, preprocessing inside, so any runtime that feeds 0-255 pixels reaches the same verdict once
+``decision.Decider`` applies the stored temperature and gate (``exported.py`` reads it back without TensorFlow).
+
+Converters, the ones the ecosystem keeps: Keras' own ``model.export(format="onnx")`` (tf2onnx underneath, on the
+traced TF graph: the route Keras maintains for Keras 3, where ``tf2onnx.convert.from_keras`` is not), and the
+TFLite converter from a SavedModel written by ``model.export`` (``from_keras_model`` breaks on Keras 3; the
+SavedModel route is the one that takes quantisation options).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data import ImageList, list_images, load_images
+from ..decision import Decider
+from ..errors import ConfigError, DataError
+from ..exported import EXPORT_JSON, MODEL_FILES, OnnxScorer
+from ..models.loading import LoadedRun, load_run
+from ..runs import atomic_write_json, new_run_dir, now, versions, write_meta
+from .evaluate import read_split
+
+FORMATS = tuple(MODEL_FILES)
+QUANTIZE = ("float16", "int8")
+CONVERTERS = {"onnx": "keras Model.export(format='onnx') (tf2onnx)",
+              "tflite": "tf.lite.TFLiteConverter.from_saved_model (SavedModel from keras Model.export)",
+              "savedmodel": "keras Model.export(format='tf_saved_model')"}
+# What a float export must meet on the verification images (issue 15); int8 is allowed 1% disagreement.
+TARGETS = {"max_abs_prob_diff": 1e-4, "top1_agreement": 1.0, "int8_top1_agreement": 0.99}
+Scorer = Callable[[np.ndarray], tuple[np.ndarray, list[np.ndarray]]]
+
+
+def run_export(run_dir: str | Path, fmt: str, *, quantize: str | None = None, data: str | Path | None = None,
+               runs_dir: str | Path = "runs", name: str | None = None, max_images: int = 256,
+               calibration_images: int = 200) -> tuple[Path, dict[str, Any]]:
+    """Export and verify; returns (the export directory, what export.json holds)."""
+    _check_options(fmt, quantize)
+    # 1. the run, its scoring model (probabilities + gate features) and the images to verify on
+    run = load_run(run_dir)
+    scorer = run.classifier.model
+    images, where = verification_images(run, data, max_images)
+    out = new_run_dir(runs_dir, "export", run.meta.get("arch"), name or "-".join(filter(None, [fmt, quantize])))
+    # 2. convert
+    model_path = out / MODEL_FILES[fmt]
+    calibration = training_images(run, calibration_images) if quantize == "int8" else None
+    t0 = time.perf_counter()
+    convert(scorer, fmt, model_path, quantize, calibration)
+    seconds = time.perf_counter() - t0
+    # 3. verify against model.keras on real images, and time both runtimes
+    keras_run, exported_run = keras_scorer(scorer), load_scorer(fmt, model_path)
+    verification = verify(keras_run, exported_run, images, run.classifier, where)
+    verification["latency_ms"] = {"keras": latency(keras_run, images), fmt: latency(exported_run, images)}
+    # 4. what a server needs beside the model: spec, classes, temperature, gates, the source run's files
+    info = describe(run, fmt, quantize, model_path, seconds, verification)
+    copy_run_files(run, out)
+    atomic_write_json(out / EXPORT_JSON, info)
+    write_meta(out, command="export", status="complete", finished=now(), exported_from=str(run.path))
+    return out, info
+
+
+def _check_options(fmt: str, quantize: str | None) -> None:
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
+    if quantize is not None and quantize not in QUANTIZE:
+        raise ConfigError(f"--quantize {quantize!r} is not one of {', '.join(QUANTIZE)}")
+    if quantize is not None and fmt != "tflite":
+        raise ConfigError(f"--quantize is for --format tflite (the TFLite converter quantises); {fmt} exports "
+                          "are float32")
+
+
+def verification_images(run: LoadedRun, data: str | Path | None, limit: int) -> tuple[np.ndarray, str]:
+    """(n, size, size, channels) uint8 real images: ``data``, else the run's validation split (a k-fold run:
+    its first fold's; agreement between runtimes needs real images, not held-out ones)."""
+    if data is not None:
+        listing = list_images(data, run.config.data.classes, require_all=False)
+        where = str(data)
+    else:
+        split_dir = run.path / run.meta["ensemble_of"][0] if "ensemble_of" in run.meta else run.path
+        paths, labels = read_split(split_dir, "val")
+        listing = ImageList(Path("."), tuple(paths), np.asarray(labels), tuple(run.class_names), {})
+        where = f"the validation split of {split_dir.name}"
+    images = _subsample(load_images(listing, run.spec).images, limit)
+    if not len(images):
+        raise DataError(f"no readable images in {where} to verify the export on; pass --data DIR")
+    return images, f"{len(images)} images from {where}"
+
+
+def training_images(run: LoadedRun, limit: int) -> np.ndarray:
+    """Training images for int8 calibration (the run's own training split)."""
+    split_dir = run.path / run.meta["ensemble_of"][0] if "ensemble_of" in run.meta else run.path
+    paths, labels = read_split(split_dir, "train")
+    listing = ImageList(Path("."), tuple(paths), np.asarray(labels), tuple(run.class_names), {})
+    return _subsample(load_images(listing, run.spec).images, limit)
+
+
+def _subsample(images: np.ndarray, limit: int) -> np.ndarray:
+    if len(images) <= limit:
+        return images
+    return images[np.random.default_rng(0).choice(len(images), limit, replace=False)]
+
+
+# --- converters ---------------------------------------------------------------------------------------------
+
+def convert(scorer, fmt: str, path: Path, quantize: str | None, calibration: np.ndarray | None) -> None:
+    scorer([np.zeros((1, *scorer.inputs[0].shape[1:]), np.float32)])  # Keras' ONNX export wants a called model
+    if fmt == "onnx":
+        scorer.export(str(path), format="onnx", verbose=False)
+    elif fmt == "savedmodel":
+        scorer.export(str(path), format="tf_saved_model", verbose=False)
+    else:
+        path.write_bytes(tflite_bytes(scorer, quantize, calibration))
+
+
+def tflite_bytes(scorer, quantize: str | None, calibration: np.ndarray | None) -> bytes:
+    import tensorflow as tf  # lazy: the export command is the only one that needs the converter
+
+    with tempfile.TemporaryDirectory() as tmp:
+        scorer.export(tmp, format="tf_saved_model", verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
+        if quantize == "float16":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_types = [tf.float16]
+        elif quantize == "int8":  # int8 weights and activations, calibrated on training images; float in and out
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = lambda: ([x[None].astype(np.float32)] for x in calibration)
+        return converter.convert()
+
+
+# --- runtimes ----------------------------------------------------------------------------------------------
+
+def keras_scorer(scorer) -> Scorer:
+    """The Keras model as the Keras server runs it: one compiled call."""
+    import tensorflow as tf
+
+    call = tf.function(lambda x: scorer(x, training=False), reduce_retracing=True)
+
+    def run(images):
+        out = call(np.asarray(images, np.float32))
+        out = out if isinstance(out, (list, tuple)) else [out]
+        return np.asarray(out[0], np.float64), [np.asarray(f, np.float64) for f in out[1:]]
+    return run
+
+
+def load_scorer(fmt: str, path: Path) -> Scorer:
+    if fmt == "onnx":
+        return OnnxScorer(path)
+    import tensorflow as tf
+
+    if fmt == "savedmodel":
+        loaded = tf.saved_model.load(str(path))  # held by the closure: its variables die with it
+
+        def run(images):
+            out = loaded.serve([tf.constant(np.asarray(images, np.float32))])  # Keras' signature: a list of inputs
+            out = out if isinstance(out, (list, tuple)) else [out]
+            return np.asarray(out[0], np.float64), [np.asarray(f, np.float64) for f in out[1:]]
+        return run
+    interpreter = tf.lite.Interpreter(model_path=str(path))
+    runner = interpreter.get_signature_runner()
+
+    def run(images):
+        (key,) = runner.get_input_details()
+        out = runner(**{key: np.asarray(images, np.float32)})
+        names = sorted(out, key=lambda k: int(k.rsplit("_", 1)[-1]) if k.rsplit("_", 1)[-1].isdigit() else 0)
+        arrays = [np.asarray(out[k], np.float64) for k in names]
+        return arrays[0], arrays[1:]
+    return run
+
+
+def verify(reference: Scorer, exported: Scorer, images: np.ndarray, decider: Decider, where: str,
+           batch: int = 32) -> dict[str, Any]:
+    """Agreement of the exported model with model.keras on ``images``: probabilities, top-1, the gate's
+    features and the final verdict (temperature and gate applied to each)."""
+    ref_p, ref_f, exp_p, exp_f = [], [], [], []
+    for i in range(0, len(images), batch):
+        p, f = reference(images[i:i + batch])
+        ref_p.append(p)
+        ref_f.append(f)
+        p, f = exported(images[i:i + batch])
+        exp_p.append(p)
+        exp_f.append(f)
+    ref_p, exp_p = np.concatenate(ref_p), np.concatenate(exp_p)
+    ref_feats = [np.concatenate([f[g] for f in ref_f]) for g in range(len(ref_f[0]))]
+    exp_feats = [np.concatenate([f[g] for f in exp_f]) for g in range(len(exp_f[0]))]
+    ref_v, exp_v = decider.from_raw(ref_p, ref_feats), decider.from_raw(exp_p, exp_feats)
+    feature_diff = max((float(np.abs(a - b).max() / (np.abs(a).max() + 1e-12))
+                        for a, b in zip(ref_feats, exp_feats, strict=True)), default=None)
+    return {"on": where, "n": int(len(images)),
+            "max_abs_prob_diff": float(np.abs(ref_p - exp_p).max()),
+            "top1_agreement": float(np.mean(ref_p.argmax(1) == exp_p.argmax(1))),
+            "max_rel_feature_diff": feature_diff,
+            "verdict_agreement": float(np.mean([a.status == b.status for a, b in zip(ref_v, exp_v, strict=True)]))}
+
+
+def latency(scorer: Scorer, images: np.ndarray, repeats: int = 30, batch: int = 32) -> dict[str, float]:
+    """Median milliseconds for one image and for one batch (after a warm-up call each)."""
+    one, many = images[:1], images[:batch]
+    scorer(one), scorer(many)
+    singles, batches = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        scorer(one)
+        singles.append(time.perf_counter() - t0)
+    for _ in range(max(3, repeats // 6)):
+        t0 = time.perf_counter()
+        scorer(many)
+        batches.append(time.perf_counter() - t0)
+    return {"single_ms": round(1000 * float(np.median(singles)), 3),
+            "batch_ms": round(1000 * float(np.median(batches)), 3), "batch_size": int(len(many))}
+
+
+# --- the export directory ----------------------------------------------------------------------------------
+
+def file_size(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def describe(run: LoadedRun, fmt: str, quantize: str | None, model_path: Path, seconds: float,
+             verification: dict[str, Any]) -> dict[str, Any]:
+    spec = run.spec
+    v = verification
+    if quantize == "int8":
+        meets = v["top1_agreement"] >= TARGETS["int8_top1_agreement"]
+    elif quantize == "float16":
+        meets = v["top1_agreement"] >= TARGETS["top1_agreement"]
+    else:
+        meets = (v["max_abs_prob_diff"] <= TARGETS["max_abs_prob_diff"]
+                 and v["top1_agreement"] >= TARGETS["top1_agreement"])
+    return {
+        "format": fmt, "quantize": quantize, "file": model_path.name, "size_bytes": file_size(model_path),
+        "converter": CONVERTERS[fmt], "convert_seconds": round(seconds, 2),
+        "source_run": run.path.name, "arch": run.meta.get("arch"), "class_names": run.class_names,
+        "spec": {"size": spec.size, "channels": spec.channels, "crop": spec.crop, "normalize": spec.normalize},
+        "input": "float32 (n, size, size, channels), pixels 0-255 (preprocessing is inside the model)",
+        "outputs": ["probabilities (uncalibrated)", *[f"gate {i} features" for i in range(len(run.classifier.gates))]],
+        "temperature": run.classifier.temperature, "gates": len(run.classifier.gates),
+        "verification": v, "targets": TARGETS, "meets_targets": bool(meets), "versions": versions(),
+        "exported": now(),
+    }
+
+
+def copy_run_files(run: LoadedRun, out: Path) -> None:
+    """The source run's description (meta, config, metrics, calibration) and each model's gate."""
+    for name in ("config.yaml", "metrics.json", "calibration.json"):
+        if (run.path / name).is_file():
+            shutil.copy2(run.path / name, out / name)
+    meta = dict(run.meta)
+    meta.pop("status", None)
+    meta.pop("command", None)
+    atomic_write_json(out / "meta.json", {**meta, "class_names": run.class_names})
+    for i, gate in enumerate(run.classifier.gates):
+        (out / "gates" / str(i)).mkdir(parents=True, exist_ok=True)
+        gate.save(out / "gates" / str(i))

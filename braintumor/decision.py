@@ -1,0 +1,91 @@
+"""The decision on one image from numbers alone: temperature scaling, the gate's distance ratio and the verdict.
+
+NumPy only (no TensorFlow, no Keras): the Keras ``Classifier`` and the ONNX server both decide here, so an
+exported model reaches the same verdict as ``model.keras`` for the same model outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .data import InputStats
+from .ood import Gate, decide
+
+_TINY = 1e-12  # probabilities are clipped here before a log: float32 softmax underflows to 0
+NO_GATE = "no out-of-distribution gate is stored with this run (trained before the gate existed): not checked"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the toolkit says about one image."""
+
+    status: str  # ok | uncertain | out_of_distribution
+    reason: str
+    probs: np.ndarray  # (classes,) calibrated probabilities
+    ratio: float | None  # feature distance over the gate's threshold (None without a gate)
+
+    @property
+    def answered(self) -> bool:
+        return self.status == "ok"
+
+
+def scale(probs, temperature: float) -> np.ndarray:
+    """Probabilities with their temperature changed: softmax(log(p) / T).
+
+    log(p) equals the logits up to a per-row constant, which softmax ignores, so this is temperature scaling of
+    the logits and works on any model's (or ensemble's) probabilities."""
+    logits = np.log(np.clip(np.asarray(probs, dtype=np.float64), _TINY, 1.0)) / float(temperature)
+    logits -= logits.max(axis=1, keepdims=True)
+    e = np.exp(logits)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class Decider:
+    """A run's temperature and gate(s) (either may be missing: older runs), applied to model outputs."""
+
+    def __init__(self, temperature: float = 1.0, gates: list[Gate] | None = None):
+        self.temperature = float(temperature)
+        self.gates = gates or []
+
+    @property
+    def has_gate(self) -> bool:
+        return bool(self.gates)
+
+    def ratios(self, features: list[np.ndarray]) -> np.ndarray | None:
+        """(n,) the median over gates of the feature distance over each gate's threshold."""
+        if not self.gates:
+            return None
+        return np.median(np.stack([g.ratio(f) for g, f in zip(self.gates, features, strict=True)]), axis=0)
+
+    def from_raw(self, raw: np.ndarray, feats: list[np.ndarray], stats: list[InputStats | None] | None = None
+                 ) -> list[Verdict]:
+        """Verdicts from the model's own (uncalibrated) probabilities and each gate's features."""
+        return self.verdicts(scale(raw, self.temperature), feats, stats)
+
+    def verdicts(self, probs: np.ndarray, feats: list[np.ndarray], stats: list[InputStats | None] | None = None
+                 ) -> list[Verdict]:
+        """Verdicts from calibrated probabilities and each gate's features; ``stats`` are the input checks'
+        figures of each decoded image (None where only the resized array is known)."""
+        ratios = self.ratios(feats)
+        stats = stats or [None] * len(probs)
+        out = []
+        for i, p in enumerate(probs):
+            if ratios is None:
+                out.append(Verdict("ok", NO_GATE, p, None))
+                continue
+            status, reason = self.decide(float(ratios[i]), float(p.max()), stats[i])
+            out.append(Verdict(status, reason, p, float(ratios[i])))
+        return out
+
+    def decide(self, ratio: float, confidence: float, stats: InputStats | None) -> tuple[str, str]:
+        g = self.gates
+        return decide(ratio, confidence, stats, far_ratio=float(np.median([x.far_ratio for x in g])),
+                      colour_limit=float(np.median([x.colour_limit for x in g])),
+                      flat_limit=float(np.median([x.flat_limit for x in g])), min_confidence=g[0].min_confidence)
+
+    def describe(self) -> dict:
+        """What /model and export.json say about the decision: the temperature and the gate, if any."""
+        return {"temperature": self.temperature, "has_gate": self.has_gate,
+                "gate": [g.summary() for g in self.gates] if self.gates else None}

@@ -1,0 +1,51 @@
+"""The Keras backend of the server: a run's scoring model (probabilities + gate features) behind one compiled
+call, and Grad-CAM. Imports TensorFlow: only ``Predictor.load`` reaches it, never the ONNX server."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from ..errors import ModelError
+from ..explain import gradcam, render
+from ..models.loading import LoadedRun, load_run
+
+__all__ = ["KerasBackend", "load_run"]
+
+
+class KerasBackend:
+    kind = "keras"
+
+    def __init__(self, run: LoadedRun):
+        self.run = run
+        self.model = run.model  # probabilities only: what Grad-CAM explains
+        self.decider = run.classifier  # a Classifier is a Decider with the run's temperature and gate(s)
+        scorer = run.classifier.model  # [probabilities, *features] in one forward pass when there is a gate
+        size, channels = run.image_size, run.channels
+        # One trace for every batch size; model(x, training=False) avoids predict()'s per-call dataset set-up.
+        self._call = tf.function(
+            lambda x: scorer(x, training=False),
+            input_signature=[tf.TensorSpec((None, size, size, channels), tf.float32)],
+            jit_compile=False, reduce_retracing=True,
+        )
+
+    def scores(self, images: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        out = self._call(np.asarray(images, dtype=np.float32))
+        out = out if isinstance(out, (list, tuple)) else [out]
+        return np.asarray(out[0], np.float64), [np.asarray(f, np.float64) for f in out[1:]]
+
+    def check_cam(self) -> None:
+        if "ensemble_of" in self.run.meta:
+            raise ModelError("this server runs a k-fold ensemble, and Grad-CAM explains one model: serve one of "
+                             f"its folds for /cam (--run {self.run.path / self.run.meta['ensemble_of'][0]})")
+
+    def warm_up_cam(self) -> None:
+        self.check_cam()
+        size, channels = self.run.image_size, self.run.channels
+        gradcam.gradcam(self.model, np.zeros((size, size, channels), np.float32), class_index=0)
+
+    def cam(self, image: np.ndarray, index: int) -> np.ndarray:
+        """(size, size, 3) uint8 overlay of where the model looked for class ``index``."""
+        self.check_cam()
+        heatmap = gradcam.gradcam(self.model, image.astype(np.float32), class_index=index)
+        return render.overlay(image, heatmap)

@@ -1,0 +1,199 @@
+"""`braintumor export` round trips (ONNX, TFLite, SavedModel, int8) and the ONNX server without TensorFlow."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import CLASSES, FAST, blob_image, make_dataset
+
+pytest.importorskip("onnxruntime", reason="the [onnx] extra (onnxruntime) is missing")
+pytest.importorskip("tf2onnx", reason="the [export] extra (tf2onnx, onnx) is missing")
+pytest.importorskip("fastapi", reason="the [serve] extra is missing")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from braintumor.commands.export import run_export  # noqa: E402
+from braintumor.serve.app import create_app  # noqa: E402
+from braintumor.serve.predictor import Predictor  # noqa: E402
+from braintumor.serve.settings import ServeSettings  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    from typer.testing import CliRunner
+
+    from braintumor.cli import app
+
+    root = tmp_path_factory.mktemp("export")
+    data = make_dataset(root / "data", per_class=8)
+    result = CliRunner().invoke(app, ["train", "--arch", "customnet", "--data", str(data),
+                                      "--runs-dir", str(root / "runs"), *FAST])
+    assert result.exit_code == 0, result.output
+    (run,) = (root / "runs" / "train").iterdir()
+    return run
+
+
+@pytest.fixture(scope="module")
+def onnx_file(run_dir) -> Path:
+    """Exported through the CLI, as a user would."""
+    from typer.testing import CliRunner
+
+    from braintumor.cli import app
+
+    result = CliRunner().invoke(app, ["export", str(run_dir), "--format", "onnx",
+                                      "--runs-dir", str(run_dir.parents[1])])
+    assert result.exit_code == 0, result.output
+    assert "top-1 agreement" in result.output and "braintumor serve --model" in result.output
+    (out,) = (run_dir.parents[1] / "export").glob("*-onnx")
+    return out / "model.onnx"
+
+
+def image_bytes(label: int = 0, mode: str = "L") -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(blob_image(label, 48, np.random.default_rng(label))).convert(mode).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def assert_agrees(info: dict, run_dir: Path) -> None:
+    v = info["verification"]
+    assert v["n"] > 0 and "validation split" in v["on"]
+    assert v["max_abs_prob_diff"] <= 1e-4 and v["top1_agreement"] == 1.0, v
+    assert info["meets_targets"] is True
+    assert info["class_names"] == list(CLASSES) and info["source_run"] == run_dir.name
+    assert info["gates"] == 1 and info["temperature"] > 0
+    for runtime in ("keras", info["format"]):
+        assert v["latency_ms"][runtime]["single_ms"] > 0 and v["latency_ms"][runtime]["batch_ms"] > 0
+
+
+def test_onnx_export_agrees_and_carries_what_a_server_needs(onnx_file, run_dir):
+    out = onnx_file.parent
+    info = json.loads((out / "export.json").read_text())
+    assert_agrees(info, run_dir)
+    assert info["format"] == "onnx" and "tf2onnx" in info["converter"] and info["size_bytes"] > 0
+    assert (out / "gates" / "0" / "gate.npz").is_file() and (out / "config.yaml").is_file()
+    assert json.loads((out / "meta.json").read_text())["status"] == "complete"
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "savedmodel"])
+def test_tflite_and_savedmodel_exports_agree(run_dir, fmt, tmp_path):
+    out, info = run_export(run_dir, fmt, runs_dir=tmp_path)
+    assert_agrees(info, run_dir)
+    assert (out / ("model.tflite" if fmt == "tflite" else "saved_model")).exists()
+
+
+def test_int8_tflite_is_smaller_and_verified(run_dir, tmp_path):
+    _, full = run_export(run_dir, "tflite", runs_dir=tmp_path)
+    out, info = run_export(run_dir, "tflite", quantize="int8", runs_dir=tmp_path)
+    assert info["quantize"] == "int8" and info["size_bytes"] < full["size_bytes"]
+    v = info["verification"]
+    assert 0 <= v["top1_agreement"] <= 1 and v["max_abs_prob_diff"] < 1  # measured, and a probability
+    assert "meets_targets" in info
+
+
+def test_a_kfold_run_exports_its_ensemble_as_one_model(run_dir, tmp_path):
+    """Two identical folds: one ONNX graph, the ensemble's numbers, each fold's gate beside it."""
+    import shutil
+
+    kfold_dir = tmp_path / "kfold" / "run"
+    for i in (1, 2):
+        shutil.copytree(run_dir, kfold_dir / f"fold_{i}")
+    shutil.copy(run_dir / "config.yaml", kfold_dir / "config.yaml")
+    (kfold_dir / "meta.json").write_text(json.dumps({"command": "kfold", "status": "complete", "n_folds": 2}))
+    out, info = run_export(kfold_dir, "onnx", runs_dir=tmp_path)
+    assert info["gates"] == 2 and (out / "gates" / "1" / "gate.json").is_file()
+    v = info["verification"]
+    assert v["max_abs_prob_diff"] <= 1e-4 and v["top1_agreement"] == 1.0 and "fold_1" in v["on"]
+    single, ensemble = Predictor.load(run_dir), Predictor.load_exported(out / "model.onnx")
+    blob = image_bytes(2)
+    a, b = single.predict(blob), ensemble.predict(blob)
+    assert a.status == b.status
+    np.testing.assert_allclose(a.probs, b.probs, atol=1e-4)
+
+
+def test_bad_options_say_what_is_valid(run_dir, tmp_path):
+    from braintumor.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="onnx, tflite, savedmodel"):
+        run_export(run_dir, "pt", runs_dir=tmp_path)
+    with pytest.raises(ConfigError, match="tflite"):
+        run_export(run_dir, "onnx", quantize="int8", runs_dir=tmp_path)
+
+
+# --- serving the ONNX file ---------------------------------------------------------------------------------
+
+
+def test_onnx_server_answers_every_endpoint_like_the_keras_server(onnx_file, run_dir):
+    keras_p, onnx_p = Predictor.load(run_dir), Predictor.load_exported(onnx_file)
+    settings = ServeSettings(concurrency=2, metrics=True)
+    with TestClient(create_app(settings, onnx_p)) as c, TestClient(create_app(settings, keras_p)) as k:
+        assert c.get("/health").json() == {"status": "ready", "model": "customnet"}
+        m = c.get("/model").json()
+        assert m["runtime"] == "onnx" and m["classes"] == list(CLASSES)
+        assert m["decision"] == k.get("/model").json()["decision"]  # same temperature and gate
+        photo = io.BytesIO()
+        Image.fromarray((np.random.default_rng(1).random((48, 48, 3)) * 255).astype(np.uint8)).save(photo, "PNG")
+        for blob in [image_bytes(i) for i in range(4)] + [image_bytes(1, "RGB"), photo.getvalue()]:
+            a = c.post("/predict", files={"file": ("x.png", blob)}).json()
+            b = k.post("/predict", files={"file": ("x.png", blob)}).json()
+            assert (a["status"], a["class"], a["reason"][:12]) == (b["status"], b["class"], b["reason"][:12])
+            np.testing.assert_allclose(list(a["probabilities"].values()), list(b["probabilities"].values()),
+                                       atol=1e-4)
+        assert a["status"] == "out_of_distribution"  # the colour photo, on both
+        r = c.post("/predict/batch", files=[("files", (f"{i}.png", image_bytes(i), "image/png")) for i in range(3)])
+        assert r.status_code == 200 and [x["filename"] for x in r.json()["results"]] == ["0.png", "1.png", "2.png"]
+        r = c.post("/cam", files={"file": ("x.png", image_bytes())})
+        assert r.status_code == 501 and "Keras model" in r.json()["detail"] and "--run" in r.json()["detail"]
+        assert c.get("/").status_code == 200 and c.get("/docs").status_code == 200
+        assert 'runtime="onnx"' in c.get("/metrics").text
+
+
+def test_serving_an_onnx_file_never_imports_tensorflow(onnx_file):
+    """The real CLI in a fresh interpreter where importing tensorflow or keras fails."""
+    import httpx
+
+    from tests.test_serve import free_port
+
+    port = free_port()
+    entry = ("import sys\n"
+             "class Block:\n"
+             "    def find_spec(self, name, path=None, target=None):\n"
+             "        if name.split('.')[0] in ('tensorflow', 'keras', 'tf_keras', 'matplotlib', 'pandas'):\n"
+             "            raise ImportError(f'{name} imported by the ONNX server')\n"
+             "sys.meta_path.insert(0, Block())\n"
+             "from braintumor.cli import main\n"
+             "sys.argv[0] = 'braintumor'\n"
+             "main()\n")
+    cmd = [sys.executable, "-c", entry, "serve", "--model", str(onnx_file), "--port", str(port)]
+    env = {**os.environ, "BRAINTUMOR_API_KEY": "k", "BRAINTUMOR_METRICS": "true"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10, trust_env=False) as http:
+            while True:
+                assert proc.poll() is None, f"server exited:\n{proc.stdout.read()}"
+                assert time.monotonic() < deadline, "not ready within 60 s"
+                try:
+                    if http.get("/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.3)
+            assert http.post("/predict", files={"file": ("a.png", image_bytes())}).status_code == 401
+            r = http.post("/predict", files={"file": ("a.png", image_bytes())}, headers={"X-API-Key": "k"})
+            assert r.status_code == 200 and r.json()["status"], r.text
+            assert "braintumor_verdicts_total" in http.get("/metrics", headers={"X-API-Key": "k"}).text
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert "imported by the ONNX server" not in out
