@@ -112,7 +112,7 @@ class EvalConfig:
     tta: bool = False  # average predictions over horizontal flips
     calibrate: bool = True  # fit a temperature on predictions the model did not train on
     gate: bool = True  # fit the out-of-distribution gate at train time
-    gate_acceptance: float = 0.975  # share of held-out real scans the gate's threshold accepts
+    gate_acceptance: float = 0.98  # share of held-out real scans the gate's threshold accepts
     gate_min_confidence: float = 0.5  # calibrated top probability below which an answer is 'uncertain'
 
 
@@ -373,7 +373,7 @@ def _validate(obj: Any, prefix: str) -> None:
     elif isinstance(obj, EvalConfig):
         _check(obj.bootstrap >= 0, prefix + "bootstrap", obj.bootstrap, "use 0 (off) or more resamples")
         _check(0.5 <= obj.gate_acceptance <= 1.0, prefix + "gate_acceptance", obj.gate_acceptance,
-               "use a share from 0.5 to 1 (0.975 accepts 97.5% of held-out scans)")
+               "use a share from 0.5 to 1 (0.98 accepts 98% of held-out scans)")
         _check(0.0 <= obj.gate_min_confidence < 1.0, prefix + "gate_min_confidence", obj.gate_min_confidence,
                "use 0 (off) to below 1")
     elif isinstance(obj, Config):

@@ -18,7 +18,7 @@ with a short reason:
 - ``uncertain``: the distance is past ``threshold`` (the edge of the training scans), or the calibrated top
   probability is below ``min_confidence``;
 - ``ok``: otherwise.
-``threshold`` is set so that ``acceptance`` of the held-out scans get ``ok`` (default 97.5%).
+``threshold`` is set so that ``acceptance`` of the held-out scans get ``ok`` (default 98%).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from .errors import RunError
 from .runs import atomic_write_bytes, atomic_write_json, read_json
 
 STATUSES = ("ok", "uncertain", "out_of_distribution")
-DEFAULT_ACCEPTANCE = 0.975
+DEFAULT_ACCEPTANCE = 0.98
 
 
 @dataclass
