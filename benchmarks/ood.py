@@ -57,7 +57,8 @@ def measure(run_dir: str, seed: int = 0, acceptance: float | None = None) -> dic
     f_other = pooled_features(run.model, others, batch)
 
     halves = np.random.default_rng(seed).permutation(len(val.labels)) % 2
-    out = {"run": shown_path(run_dir), "acceptance": acceptance or run.config.eval.gate_acceptance, "n_train": len(train.labels), "n_val": len(val.labels),
+    out = {"run": shown_path(run_dir), "acceptance": acceptance or run.config.eval.gate_acceptance,
+           "n_train": len(train.labels), "n_val": len(val.labels),
            "n_nonbrain": len(others), "nonbrain_sources": sorted({r["source"] for r in rows}), "halves": []}
     for fit_half in (0, 1):
         a, b = np.flatnonzero(halves == fit_half), np.flatnonzero(halves != fit_half)

@@ -56,3 +56,17 @@ def runs_dir(tmp_path: Path) -> Path:
 FAST = ["--epochs", "1", "--image-size", "32", "--batch-size", "8",
         "--set", "model.filters=[8,16]", "--set", "model.dense_units=[16]", "--set", "eval.bootstrap=50",
         "--set", "data.augment.flip_horizontal=false"]
+
+
+def train_tiny_run(root: Path, per_class: int = 6) -> Path:
+    """Train the FAST customnet on a fresh synthetic dataset under ``root``; returns the run directory."""
+    from typer.testing import CliRunner
+
+    from braintumor.cli import app
+
+    data = make_dataset(root / "data", per_class=per_class)
+    result = CliRunner().invoke(app, ["train", "--arch", "customnet", "--data", str(data),
+                                      "--runs-dir", str(root / "runs"), *FAST])
+    assert result.exit_code == 0, result.output
+    (run,) = (root / "runs" / "train").iterdir()
+    return run

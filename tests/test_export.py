@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import CLASSES, FAST, blob_image, make_dataset
+from tests.conftest import CLASSES, blob_image, train_tiny_run
 
 pytest.importorskip("onnxruntime", reason="the [onnx] extra (onnxruntime) is missing")
 pytest.importorskip("tf2onnx", reason="the [export] extra (tf2onnx, onnx) is missing")
@@ -30,17 +30,7 @@ from braintumor.serve.settings import ServeSettings  # noqa: E402
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    from typer.testing import CliRunner
-
-    from braintumor.cli import app
-
-    root = tmp_path_factory.mktemp("export")
-    data = make_dataset(root / "data", per_class=8)
-    result = CliRunner().invoke(app, ["train", "--arch", "customnet", "--data", str(data),
-                                      "--runs-dir", str(root / "runs"), *FAST])
-    assert result.exit_code == 0, result.output
-    (run,) = (root / "runs" / "train").iterdir()
-    return run
+    return train_tiny_run(tmp_path_factory.mktemp("export"), per_class=8)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from PIL import Image
 
 from braintumor.errors import ConfigError
 from braintumor.metrics import scale
-from tests.conftest import CLASSES, FAST, blob_image, make_dataset
+from tests.conftest import CLASSES, blob_image, train_tiny_run
 
 pytest.importorskip("fastapi", reason="the [serve] extra (fastapi, uvicorn, python-multipart) is missing")
 from fastapi.testclient import TestClient  # noqa: E402
@@ -35,17 +35,7 @@ from braintumor.serve.settings import ServeSettings, default_concurrency, load_s
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    from typer.testing import CliRunner
-
-    from braintumor.cli import app
-
-    root = tmp_path_factory.mktemp("serve")
-    data = make_dataset(root / "data", per_class=6)
-    result = CliRunner().invoke(app, ["train", "--arch", "customnet", "--data", str(data),
-                                      "--runs-dir", str(root / "runs"), *FAST])
-    assert result.exit_code == 0, result.output
-    (run,) = (root / "runs" / "train").iterdir()
-    return run
+    return train_tiny_run(tmp_path_factory.mktemp("serve"), per_class=6)
 
 
 @pytest.fixture(scope="module")
