@@ -20,6 +20,7 @@ from .decision import Decider
 from .errors import RunError
 from .ood import Gate
 from .runs import read_json
+from .scanners import ScanOptions
 
 EXPORT_JSON = "export.json"
 MODEL_FILES = {"onnx": "model.onnx", "tflite": "model.tflite", "savedmodel": "saved_model"}
@@ -40,7 +41,11 @@ class ExportedRun:
 
     @property
     def spec(self) -> ImageSpec:
-        return ImageSpec(**self.export["spec"])
+        spec = dict(self.export["spec"])
+        scan = spec.pop("scan", None) or {}
+        if scan.get("window") is not None:
+            scan["window"] = tuple(scan["window"])
+        return ImageSpec(**spec, scan=ScanOptions(**scan))  # the run's window and slices for scanner uploads
 
     @property
     def image_size(self) -> int:

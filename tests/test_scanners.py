@@ -325,7 +325,7 @@ def test_serve_reads_a_dicom_upload(scanner_run, tmp_path: Path):
     with TestClient(create_app(ServeSettings(concurrency=1), predictor)) as client:
         r = client.post("/predict", files={"file": ("scan.dcm", multi, "application/dicom")})
         assert r.status_code == 200 and no_patient(r.content), r.text
-        middle = predictor.infer(predictor.image(multi)[None])[0]  # the middle frame, as documented
+        middle = predictor.infer(predictor.image(multi)[0][None])[0]  # the middle frame, as documented
         assert r.json()["probabilities"] == pytest.approx(predictor.probabilities(middle), abs=1e-4)
         r = client.post("/predict", files={"file": ("x.dcm", (data / "glioma" / "empty.dcm").read_bytes())})
         assert r.status_code == 400 and "no pixel data" in r.text and no_patient(r.content)

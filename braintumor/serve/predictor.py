@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .. import __version__
-from ..data import InputStats, decode, find_class
+from ..data import InputStats, find_class
 from ..decision import Decider, Verdict
 from ..errors import DataError, ModelError, did_you_mean
 from ..exported import OnnxScorer, load_exported
@@ -174,8 +174,7 @@ class Predictor:
         if not data:
             raise DataError("file is empty: send the image file's content (curl -F file=@scan.jpg)")
         check_pixels(data, self.max_pixels)
-        img = decode(data, self.max_pixels)
-        return self.spec.prepare(img)[0], InputStats.of(img)
+        return self.spec.read(data, self.max_pixels)  # a DICOM/NIfTI upload: the run's window and slice
 
     def infer(self, images: np.ndarray) -> np.ndarray:
         """(n, size, size, channels) 0-255 -> (n, classes) float64 calibrated probabilities."""
