@@ -24,6 +24,8 @@ def export(
                                                  "(calibrated on the run's training images).")] = None,
     data: Annotated[Path | None, typer.Option("--data", "-d", help="Folder of class sub-folders to verify on. "
                                               "Default: the run's own validation split.")] = None,
+    max_images: Annotated[int, typer.Option("--max-images", help="Verify on at most this many images (a seeded "
+                                                  "sample); 0 = all of them.")] = 256,
     name: Name = None,
     runs_dir: RunsDir = None,
 ) -> None:
@@ -36,7 +38,8 @@ def export(
 
     runs_root = runs_dir or Path("runs")
     run_dir = resolve_run(None if run == "latest" else run, runs_root)
-    out, info = run_export(run_dir, fmt, quantize=quantize, data=data, runs_dir=runs_root, name=name)
+    out, info = run_export(run_dir, fmt, quantize=quantize, data=data, runs_dir=runs_root, name=name,
+                           max_images=max_images or 10 ** 9)
     console.print(export_table(info))
     if not info["meets_targets"]:
         console.print("[bold yellow]the export disagrees with model.keras beyond the targets[/] "
