@@ -43,6 +43,15 @@ def new_run_dir(runs_dir: str | Path, command: str, arch: str | None = None, nam
     raise RunError(f"could not create a new run directory under {parent}")
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would have given the file
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write to a temporary file beside ``path`` and rename it over, so readers never see half a file."""
     path = Path(path)
@@ -51,6 +60,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, _FILE_MODE)  # mkstemp makes owner-only files; a run's files are as readable as any other
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

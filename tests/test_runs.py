@@ -125,3 +125,15 @@ def test_fold_complete_needs_status_and_files(tmp_path):
     assert fold_complete(fold)
     write_meta(fold, status="failed")
     assert not fold_complete(fold)
+
+
+def test_atomic_writes_are_as_readable_as_a_plain_file(tmp_path):
+    import os
+    import stat
+
+    from braintumor.runs import atomic_write_text
+
+    atomic_write_text(tmp_path / "a.txt", "x")
+    (tmp_path / "b.txt").write_text("x")
+    mode = lambda p: stat.S_IMODE(os.stat(p).st_mode)  # noqa: E731
+    assert mode(tmp_path / "a.txt") == mode(tmp_path / "b.txt")

@@ -94,7 +94,7 @@ def run_localisation(run: LoadedRun, out: Path, annotations: Annotations, method
         explainer(run.model, name)  # a wrong --layer fails here, listing the valid names
     report = LocalisationReport(out, method, layers, problems=list(annotations.problems))
     classes = run.class_names
-    worst: list[tuple[float, str, np.ndarray, np.ndarray, str]] = []
+    worst: list[tuple[float, str, np.ndarray, np.ndarray, str, bool]] = []
     for path, region in sorted(annotations.regions.items()):
         truth = true_class(path, region, classes)
         if truth is None:
@@ -112,7 +112,7 @@ def run_localisation(run: LoadedRun, out: Path, annotations: Annotations, method
         row = Scored(path, classes[truth], classes[e.predicted], float(e.probs[e.predicted]), score(heat, region),
                      score(centre_prior(h, w), region))
         report.rows.append(row)
-        worst.append((row.model.energy, path, rgb, heat, _caption(row)))
+        worst.append((row.model.energy, path, rgb, heat, _caption(row), row.model.pointing_tol >= 0.5))
         worst = sorted(worst, key=lambda t: t[0])[:GALLERY]  # keep memory flat on long folders
         if on_image:
             on_image(path)
@@ -125,7 +125,7 @@ def run_localisation(run: LoadedRun, out: Path, annotations: Annotations, method
 
 
 def _caption(r: Scored) -> str:
-    hit = "hit" if r.model.pointing_tol >= 0.5 else "MISS"
+    hit = "peak near the box" if r.model.pointing_tol >= 0.5 else "peak MISSES the box"
     return f"{Path(r.path).name}: {hit}, energy {r.model.energy:.1f}\n{r.true}, predicted {r.predicted}"
 
 
@@ -156,12 +156,13 @@ def write_localisation(report: LocalisationReport, annotations: Annotations, wor
         runs.atomic_write_text(out / "localisation_problems.txt",
                                "".join(f"{where}\t{why}\n" for where, why in report.problems))
     tiles = []
-    for _, path, rgb, heat, caption in worst:
+    for _, path, rgb, heat, caption, hit in worst:
         mask = annotations.regions[path].mask(*heat.shape)
-        tiles.append((draw_region(overlay(rgb, heat), mask), caption, False))
+        tiles.append((draw_region(overlay(rgb, heat), mask), caption, hit))
     rows = [tiles[i:i + 4] for i in range(0, len(tiles), 4)]
     fig = plots.image_grid_figure(rows, [f"worst {i * 4 + 1}-{i * 4 + len(r)}" for i, r in enumerate(rows)],
-                                  f"{_label(report)}: the {len(tiles)} lowest energy ratios (green: the annotation)")
+                                  f"{_label(report)}: the {len(tiles)} lowest energy ratios (green box: the "
+                                  "annotation; frame: green = peak within the tolerance, red = not)")
     runs.atomic_write_bytes(out / "gallery_localisation.png", figure_png(fig))
 
 
