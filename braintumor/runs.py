@@ -196,17 +196,19 @@ def start_run(run_dir: Path, cfg, command: str, **fields: Any) -> None:
 
 
 class run_status:
-    """Context manager: marks meta.json complete on success, interrupted on Ctrl-C, failed on any error."""
+    """Context manager: marks meta.json complete on success (or ``self.done``, e.g. partial, when the body says
+    only part of the work was asked for), interrupted on Ctrl-C, failed on any error."""
 
     def __init__(self, run_dir: Path):
         self.run_dir = run_dir
+        self.done = "complete"
 
     def __enter__(self):
         return self
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None:
-            write_meta(self.run_dir, status="complete", finished=now())
+            write_meta(self.run_dir, status=self.done, finished=now())
         elif issubclass(exc_type, KeyboardInterrupt):
             write_meta(self.run_dir, status="interrupted", finished=now(),
                        error="interrupted by the user; model.keras (if present) is the best model so far")

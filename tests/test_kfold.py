@@ -332,3 +332,32 @@ def test_a_kfold_ensemble_needs_a_test_folder_and_cannot_be_explained(done, tmp_
     result = runner.invoke(app, ["cam", str(image), "--run", str(run), "--runs-dir", str(tmp_path / "runs")])
     assert result.exit_code != 0 and "fold_1" in result.output
     assert not (tmp_path / "runs" / "cam").exists() or not any((tmp_path / "runs" / "cam").iterdir())
+
+
+def test_folds_as_separate_jobs_plan_train_one_each_then_assemble(tmp_path):
+    """--plan-only writes the plan; each --only-fold job trains its fold; the summary appears with the last one."""
+    data = make_dataset(tmp_path / "data", per_class=6)
+    result = kfold("--data", str(data), "--folds", "2", "--runs-dir", str(tmp_path / "runs"), "--plan-only")
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    run = only_run(tmp_path / "runs")
+    assert (run / "folds.csv").is_file() and not (run / "fold_1").exists()
+    assert json.loads((run / "meta.json").read_text())["status"] == "planned"
+
+    result = runner.invoke(app, ["kfold", "--resume", str(run), "--only-fold", "2"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["status"] == "partial" and meta["folds_missing"] == [1]
+    assert (run / "fold_2" / "model.keras").is_file() and not (run / "fold_1").exists()
+    assert not (run / "summary.csv").exists() and "once all 2 folds are complete" in result.output
+
+    result = runner.invoke(app, ["kfold", "--resume", str(run), "--only-fold", "1"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["status"] == "complete" and meta["folds_missing"] == []
+    summary = pd.read_csv(run / "summary.csv")
+    assert {"fold_1", "fold_2", "pooled_oof"} <= set(summary["model"])
+
+    bad = runner.invoke(app, ["kfold", "--resume", str(run), "--only-fold", "3"])
+    assert bad.exit_code == 2 and "has folds 1 to 2" in bad.output
+    alone = runner.invoke(app, ["kfold", "--only-fold", "1", "--data", str(data)])
+    assert alone.exit_code == 2 and "--plan-only" in alone.output

@@ -23,11 +23,18 @@ Test = Annotated[Path | None, typer.Option(
 Resume = Annotated[Path | None, typer.Option(
     "--resume", help="A kfold run directory to finish: trains only its folds without a complete marker, with "
     "its saved config.yaml and folds.csv.")]
+PlanOnly = Annotated[bool, typer.Option(
+    "--plan-only", help="Create the run directory and its folds.csv, train nothing: then train each fold as its "
+    "own job with --resume RUN --only-fold I (a scheduler's job array).")]
+OnlyFold = Annotated[int | None, typer.Option(
+    "--only-fold", help="With --resume: train this one fold (1..k). The summary is written once every fold is "
+    "complete; a last plain --resume assembles it if the jobs finished together.")]
 
 
 @command("kfold")
 @train_options
-def kfold(opts: TrainOptions, folds: Folds = None, test: Test = None, resume: Resume = None) -> None:
+def kfold(opts: TrainOptions, folds: Folds = None, test: Test = None, resume: Resume = None,
+          plan_only: PlanOnly = False, only_fold: OnlyFold = None) -> None:
     """Stratified group k-fold cross-validation into runs/kfold/<timestamp>-<arch>/, one train run per fold.
 
     Copies of one image (identical pixels; also perceptual neighbours with --set data.group_duplicates=near)
@@ -35,6 +42,11 @@ def kfold(opts: TrainOptions, folds: Folds = None, test: Test = None, resume: Re
     """
     from ..commands.kfold import resume_config, resume_kfold, run_kfold  # lazy: loads TensorFlow; --help stays fast
 
+    if only_fold is not None and resume is None:
+        raise ConfigError("--only-fold trains one fold of an existing plan: create it with --plan-only, then pass "
+                          "--resume RUN --only-fold I")
+    if plan_only and resume is not None:
+        raise ConfigError("--plan-only starts a new kfold run; drop --resume")
     if resume is not None:
         given = opts.given()
         if given:
@@ -43,14 +55,20 @@ def kfold(opts: TrainOptions, folds: Folds = None, test: Test = None, resume: Re
         cfg = resume_config(resume, folds)
         console.print(f"resuming {resume}", highlight=False)
         with _FoldProgress(cfg.train.epochs) as progress:
-            result = resume_kfold(resume, test, fold_callbacks=progress.callbacks, log=progress.log)
+            result = resume_kfold(resume, test, fold_callbacks=progress.callbacks, log=progress.log, only=only_fold)
     else:
         cfg = opts.resolve()
         k = DEFAULT_FOLDS if folds is None else folds
         console.print(f"{k}-fold cross-validation of [bold]{cfg.model.arch}[/] on {cfg.data.path} at "
                       f"{cfg.data.image_size}px, {epochs_text(cfg)} per fold", highlight=False)
         with _FoldProgress(cfg.train.epochs) as progress:
-            result = run_kfold(cfg, k, test, fold_callbacks=progress.callbacks, log=progress.log)
+            result = run_kfold(cfg, k, test, fold_callbacks=progress.callbacks, log=progress.log, plan_only=plan_only)
+    if not result.rows:  # --plan-only, or --only-fold while other folds are still to train
+        done = f"trained fold {', '.join(map(str, result.trained))}; " if result.trained else ""
+        console.print(f"{done}the summary is written once all {result.n_folds} folds are complete: "
+                      f"braintumor kfold --resume {result.run_dir} [--only-fold I]", highlight=False)
+        print_run_dir(result.run_dir)
+        return
     console.print(summary_table(result.rows, f"{result.n_folds}-fold cross-validation"))
     line = f"{result.duplicate_groups} duplicate groups (more than one image each), each kept inside one fold"
     if result.test_in_train:

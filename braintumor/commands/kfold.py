@@ -156,11 +156,13 @@ def read_folds(run_dir: Path, loaded: LoadedImages) -> tuple[np.ndarray, np.ndar
 # --- running ---------------------------------------------------------------------------------------------
 
 def run_kfold(cfg: Config, n_folds: int, test_dir: str | Path | None = None,
-              fold_callbacks: FoldCallbacks | None = None, log: Log | None = None) -> KFoldResult:
+              fold_callbacks: FoldCallbacks | None = None, log: Log | None = None,
+              plan_only: bool = False) -> KFoldResult:
     """The ``kfold`` command: a new runs/kfold/<run>/ with one complete train run per fold and the summaries.
 
     1. decode, group duplicates and assign folds (a bad --folds fails here, before any run directory exists)
-    2. write config.yaml, meta.json and folds.csv
+    2. write config.yaml, meta.json and folds.csv (``plan_only``: stop here, status ``planned``, so separate
+       jobs can each train one fold with ``resume_kfold(run, only=i)``)
     3. fit each fold with train.fit_and_report, then summarise (and score the test folder)
     """
     get_spec(cfg.model.arch)  # fail on a bad architecture before decoding anything
@@ -169,18 +171,24 @@ def run_kfold(cfg: Config, n_folds: int, test_dir: str | Path | None = None,
 
     run_dir = new_run_dir(runs_dir_for_this_worker(cfg), "kfold", cfg.model.arch, cfg.name)
     start_run(run_dir, cfg, "kfold", n_folds=n_folds, test_dir=str(test_dir) if test_dir else None)
-    with run_status(run_dir):
+    with run_status(run_dir) as status:
         write_folds(run_dir, plan)
         write_skipped(run_dir, plan.loaded.skipped)
         write_meta(run_dir, **_plan_meta(cfg, plan))
-        return _run(cfg, run_dir, plan, test_dir, fold_callbacks, log)
+        if plan_only:
+            status.done = "planned"
+            return KFoldResult(run_dir, n_folds, [], [], len(plan.loaded.paths), multi_member_groups(plan.groups))
+        return _run(cfg, run_dir, plan, test_dir, fold_callbacks, log, status)
 
 
 def resume_kfold(run_dir: str | Path, test_dir: str | Path | None = None,
-                 fold_callbacks: FoldCallbacks | None = None, log: Log | None = None) -> KFoldResult:
+                 fold_callbacks: FoldCallbacks | None = None, log: Log | None = None,
+                 only: int | None = None) -> KFoldResult:
     """Finish a kfold run: the same config and folds.csv, training only folds without a complete marker.
 
-    ``test_dir`` overrides the test folder the run was started with (None keeps it).
+    ``test_dir`` overrides the test folder the run was started with (None keeps it). ``only``: train that one
+    fold (a job of a scheduler's array); the summary is written once every fold is complete, by whichever call
+    completes the last one, or by a plain resume afterwards.
     """
     run_dir = Path(run_dir)
     meta = read_meta(run_dir)
@@ -191,11 +199,13 @@ def resume_kfold(run_dir: str | Path, test_dir: str | Path | None = None,
     loaded, _ = train.prepare_data(cfg)
     groups, folds = read_folds(run_dir, loaded)
     plan = FoldPlan(loaded, groups, folds, int(meta["n_folds"]))
+    if only is not None and not 1 <= only <= plan.n_folds:
+        raise ConfigError(f"--only-fold {only}: {run_dir} has folds 1 to {plan.n_folds}")
     test_dir = test_dir or meta.get("test_dir")
     write_meta(run_dir, status="running", test_dir=str(test_dir) if test_dir else None,
                resumed=[*meta.get("resumed", []), now()])
-    with run_status(run_dir):
-        return _run(cfg, run_dir, plan, test_dir, fold_callbacks, log)
+    with run_status(run_dir) as status:
+        return _run(cfg, run_dir, plan, test_dir, fold_callbacks, log, status, only)
 
 
 def _quiet(_: str) -> None:
@@ -211,7 +221,8 @@ def _plan_meta(cfg: Config, plan: FoldPlan) -> dict[str, Any]:
                 fold_sizes={str(i): int((plan.folds == i).sum()) for i in range(1, plan.n_folds + 1)})
 
 
-def _run(cfg: Config, run_dir: Path, plan: FoldPlan, test_dir, fold_callbacks, log: Log) -> KFoldResult:
+def _run(cfg: Config, run_dir: Path, plan: FoldPlan, test_dir, fold_callbacks, log: Log, status: run_status,
+         only: int | None = None) -> KFoldResult:
     k = plan.n_folds
     result = KFoldResult(run_dir, k, [], [], len(plan.loaded.paths), multi_member_groups(plan.groups))
     log(f"{result.n_images} images, {k} folds; {result.duplicate_groups} groups hold more than one image "
@@ -222,12 +233,21 @@ def _run(cfg: Config, run_dir: Path, plan: FoldPlan, test_dir, fold_callbacks, l
             log(f"fold {i}/{k}: already complete, reused")
             result.reused.append(i)
             continue
+        if only is not None and i != only:
+            continue  # another job's fold
         callbacks = tuple(fold_callbacks(i, k)) if fold_callbacks else ()
         try:
             fit_fold(cfg, run_dir, fold_dir, plan, i, callbacks)
         finally:
             _record_fold_status(run_dir, fold_dir, i)
         result.trained.append(i)
+    missing = [i for i in range(1, k + 1) if not fold_complete(run_dir / f"fold_{i}")]
+    if missing:  # --only-fold: the summary waits for the other jobs
+        log(f"folds still to train: {', '.join(map(str, missing))}; the summary is written when they are complete")
+        status.done = "partial"
+        write_meta(run_dir, folds_missing=missing)
+        return result
+    write_meta(run_dir, folds_missing=[])
     result.rows = summarize(cfg, run_dir, plan)
     if test_dir:
         log(f"scoring the {k} fold models and their ensemble on {test_dir}")
