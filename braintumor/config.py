@@ -27,6 +27,8 @@ DEFAULT_NEAR_THRESHOLD = 2
 MAX_NEAR_THRESHOLD = 64  # bits in a pHash: every pair is within 64
 
 CANONICAL_CLASSES = ("glioma", "meningioma", "notumor", "pituitary")
+DEFAULT_FOLDS = 5  # kfold --folds when not given
+
 # data.slices: which 2-D slices of a scanner volume are images (scanners.select_slices reads it)
 SLICES_PATTERN = re.compile(r"^(all|middle:[1-9]\d*|range:\d+-\d+|mask(:(0(\.\d+)?|1(\.0+)?))?)$")
 
@@ -48,7 +50,7 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    path: str | None = None
+    path: str | tuple[str, ...] | None = None  # a folder, or a list of them (NAME=PATH names a collection)
     classes: tuple[str, ...] | None = None  # None: the four canonical tumour classes
     image_size: int = 128
     color_mode: Literal["rgb", "grayscale"] = "rgb"
@@ -125,6 +127,12 @@ class Config:
     seed: int = 42
     runs_dir: str = "runs"
     name: str | None = None
+
+    @property
+    def data_paths(self) -> tuple[str, ...]:
+        """data.path as a list: one folder or several."""
+        p = self.data.path
+        return () if p is None else (p,) if isinstance(p, str) else tuple(p)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -289,7 +297,12 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, key)
+        for tp_ in inner[:-1]:  # the first member type that takes the value (str | tuple: text, else a list)
+            try:
+                return _coerce(tp_, value, key)
+            except ConfigError:
+                pass
+        return _coerce(inner[-1], value, key)
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"{key}: {value!r} is not valid; choose one of {', '.join(map(str, args))}")

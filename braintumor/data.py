@@ -76,6 +76,48 @@ class ImageList:
     class_names: tuple[str, ...]
     folders: dict[str, str]  # folder name -> class name
     scan: ScanOptions = ScanOptions()  # how scanner files (DICOM, NIfTI) became the slices listed in paths
+    sources: tuple[str, ...] = ()  # per image: the name of the collection (--data folder) it came from
+
+    def source_of(self, i: int) -> str:
+        return self.sources[i] if self.sources else self.root.name
+
+
+@dataclass(frozen=True)
+class Source:
+    """One collection: a folder of class sub-folders and the name reports use for it."""
+
+    name: str
+    path: Path
+
+
+_SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def parse_sources(spec: str | Path | Sequence[str | Path]) -> list[Source]:
+    """``--data`` values (one, or a list) as named collections: ``NAME=PATH`` names one; a plain path is named
+    after its folder (and its parent's name when two folders share a name). Names must be distinct."""
+    items = [spec] if isinstance(spec, (str, Path)) else list(spec)
+    if not items:
+        raise DataError("no data folder: pass --data DIR (a folder with one sub-folder per class)")
+    named: list[tuple[str | None, Path]] = []
+    for item in items:
+        text = str(item)
+        name, sep, rest = text.partition("=")
+        if sep and _SOURCE_NAME.match(name) and rest and not Path(text).exists():
+            named.append((name, Path(rest)))
+        else:
+            named.append((None, Path(text)))
+    auto = [(p.resolve().name or str(p)) if n is None else None for n, p in named]
+    out = []
+    for (name, path), base in zip(named, auto, strict=True):
+        if name is None and auto.count(base) > 1:
+            base = f"{path.resolve().parent.name}-{base}"
+        out.append(Source(name or base, path))
+    names = [s.name for s in out]
+    clash = sorted({n for n in names if names.count(n) > 1})
+    if clash:
+        raise DataError(f"two --data folders are both called {clash[0]!r}; name them: --data NAME=PATH")
+    return out
 
 
 def match_folders(folders: list[str], classes: tuple[str, ...] | None) -> dict[str, str]:
@@ -107,15 +149,38 @@ def match_folders(folders: list[str], classes: tuple[str, ...] | None) -> dict[s
     return mapping
 
 
-def list_images(root: str | Path, classes: tuple[str, ...] | None = None, require_all: bool = True,
-                scan: ScanOptions = ScanOptions()) -> ImageList:
-    """List the images of a folder of class sub-folders.
+def list_images(root: str | Path | Sequence[str | Path], classes: tuple[str, ...] | None = None,
+                require_all: bool = True, scan: ScanOptions = ScanOptions()) -> ImageList:
+    """List the images of a folder of class sub-folders, or of several (``root`` a list; see parse_sources):
+    every image keeps the name of the collection it came from in ``sources``.
 
     ``classes=None`` means the four canonical tumour classes in their fixed order. ``require_all=False`` lets an
-    evaluation folder hold only some of the classes. Scanner files list one entry per 2-D slice that
-    ``scan.slices`` keeps (``<file>#<slice index>``; see scanners.py).
+    evaluation folder hold only some of the classes; with several folders, each may hold some of them as long as
+    together they hold all. Scanner files list one entry per 2-D slice that ``scan.slices`` keeps
+    (``<file>#<slice index>``; see scanners.py).
     """
-    root = Path(root)
+    sources = parse_sources(root)
+    parts = [_list_folder(s.path, classes, scan) for s in sources]
+    class_names = tuple(classes) if classes is not None else CANONICAL_CLASSES
+    found = {c for _, mapping, _ in parts for c in mapping.values()}
+    missing = [c for c in class_names if c not in found]
+    if missing and require_all:
+        verb = " together have" if len(sources) > 1 else " has"
+        folders = sorted({f for _, mapping, _ in parts for f in mapping})
+        raise DataError(
+            f"{', '.join(str(s.path) for s in sources)}{verb} no folder for class(es) {', '.join(missing)}; "
+            f"found folders {', '.join(folders)}. Add them, or list the classes you have in data.classes"
+        )
+    paths = tuple(p for ids, _, _ in parts for p in ids)
+    labels = np.concatenate([lab for _, _, lab in parts]).astype(np.int64)
+    names = tuple(s.name for s, (ids, _, _) in zip(sources, parts, strict=True) for _ in ids)
+    mapping = {f: c for _, m, _ in parts for f, c in m.items()}
+    return ImageList(sources[0].path, paths, labels, class_names, mapping, scan, names)
+
+
+def _list_folder(root: Path, classes: tuple[str, ...] | None,
+                 scan: ScanOptions) -> tuple[list[str], dict[str, str], np.ndarray]:
+    """(image ids, folder -> class, labels) of one folder of class sub-folders."""
     if not root.is_dir():
         raise DataError(f"data folder {root} does not exist; pass --data DIR, a folder with one sub-folder per class")
     folders = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
@@ -123,12 +188,6 @@ def list_images(root: str | Path, classes: tuple[str, ...] | None = None, requir
         raise DataError(f"{root} has no class sub-folders; expected e.g. {root}/glioma/*.jpg, {root}/notumor/*.jpg")
     mapping = match_folders(folders, classes)
     class_names = tuple(classes) if classes is not None else CANONICAL_CLASSES
-    missing = [c for c in class_names if c not in mapping.values()]
-    if missing and require_all:
-        raise DataError(
-            f"{root} has no folder for class(es) {', '.join(missing)}; found folders {', '.join(folders)}. "
-            "Add them, or list the classes you have in data.classes"
-        )
     paths, labels = [], []
     for folder in folders:
         files = sorted(
@@ -141,7 +200,7 @@ def list_images(root: str | Path, classes: tuple[str, ...] | None = None, requir
     if not paths:
         kinds = ", ".join(sorted(IMAGE_EXTENSIONS) + list(SCANNER_EXTENSIONS))
         raise DataError(f"no image files ({kinds}) under {root}")
-    return ImageList(root, tuple(paths), np.asarray(labels, dtype=np.int64), class_names, mapping, scan)
+    return paths, mapping, np.asarray(labels, dtype=np.int64)
 
 
 def find_images(sources: Sequence[str | Path], scan: ScanOptions = ScanOptions()) -> list[str]:
@@ -335,13 +394,20 @@ class LoadedImages:
     class_names: tuple[str, ...]
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     stats: list[InputStats] = field(default_factory=list)  # per image, for the gate's input checks
+    sources: list[str] = field(default_factory=list)  # per image: its collection's name (ImageList.sources)
 
     def subset(self, idx: np.ndarray) -> LoadedImages:
         return LoadedImages(
             [self.paths[i] for i in idx], self.labels[idx], self.images[idx],
             [self.digests[i] for i in idx], self.class_names, [],
             [self.stats[i] for i in idx] if self.stats else [],
+            [self.sources[i] for i in idx] if self.sources else [],
         )
+
+    @property
+    def source_names(self) -> list[str]:
+        """The collections, in the order they were given."""
+        return list(dict.fromkeys(self.sources))
 
 
 def map_images(paths: Sequence[str], read: Callable[[str], Any], workers: int | None = None,
@@ -381,6 +447,7 @@ def load_images(listing: ImageList, spec: ImageSpec, workers: int | None = None)
     return LoadedImages(
         [listing.paths[i] for i in keep], listing.labels[keep], images,
         [results[i][1] for i in keep], listing.class_names, skipped, [results[i][2] for i in keep],
+        [listing.sources[i] for i in keep] if listing.sources else [],
     )
 
 

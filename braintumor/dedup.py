@@ -172,9 +172,14 @@ class Split:
     formats: list[str]  # JPEG, PNG ...
     file_bytes: np.ndarray  # (n,) int
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    sources: list[str] = field(default_factory=list)  # per image: the collection (--data folder) it came from
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    @property
+    def source_names(self) -> list[str]:
+        return list(dict.fromkeys(self.sources))
 
 
 @dataclass
@@ -225,13 +230,15 @@ def scan_listing(listing: ImageList, name: str, workers: int | None = None,
         formats=[r["format"] for r in recs],
         file_bytes=np.asarray([r["bytes"] for r in recs], dtype=np.int64),
         unreadable=[(listing.paths[i], r) for i, r in enumerate(results) if not isinstance(r, dict)],
+        sources=[listing.source_of(i) for i in ok],
     )
 
 
-def scan_split(root: str | Path, name: str, classes: tuple[str, ...] | None = None,
+def scan_split(root: str | Path | Sequence[str | Path], name: str, classes: tuple[str, ...] | None = None,
                workers: int | None = None, progress: Progress | None = None,
                scan: ScanOptions = ScanOptions()) -> Split:
-    """List and read a folder of class sub-folders (a missing class is reported, not refused)."""
+    """List and read a folder of class sub-folders, or several (each image keeps its source); a missing class is
+    reported, not refused."""
     return scan_listing(list_images(root, classes, require_all=False, scan=scan), name, workers, progress)
 
 

@@ -66,6 +66,34 @@ def compute_metrics(y_true, probs, class_names, n_boot: int = 1000, seed: int = 
     }
 
 
+def per_source_metrics(y_true, probs, sources, class_names) -> dict[str, dict[str, Any]]:
+    """Accuracy, macro AUC (over the classes present in that collection) and recall per class, for each source
+    (collection) in order of first appearance. Recall is None for a class the source has no images of."""
+    y_true, probs, sources = np.asarray(y_true, dtype=int), np.asarray(probs, dtype=np.float64), np.asarray(sources)
+    out: dict[str, dict[str, Any]] = {}
+    for name in dict.fromkeys(sources.tolist()):
+        idx = np.flatnonzero(sources == name)
+        y, p = y_true[idx], probs[idx]
+        pred = p.argmax(axis=1)
+        auc, _ = macro_auc(y, p)
+        out[name] = {
+            "n": int(len(idx)), "accuracy": float((pred == y).mean()),
+            "auc": None if np.isnan(auc) else auc,
+            "recall": {c: float((pred[y == i] == i).mean()) if (y == i).any() else None
+                       for i, c in enumerate(class_names)},
+            "support": {c: int((y == i).sum()) for i, c in enumerate(class_names)},
+        }
+    return out
+
+
+def per_source_markdown(per_source: dict[str, dict[str, Any]], classes: list[str]) -> list[str]:
+    """The per-source table (accuracy, AUC, recall per class); '-' where a source has no image of a class."""
+    rows = [[name, v["n"], f"{v['accuracy']:.4f}", "-" if v["auc"] is None else f"{v['auc']:.4f}",
+             *("-" if v["recall"][c] is None else f"{v['recall'][c]:.4f}" for c in classes)]
+            for name, v in per_source.items()]
+    return markdown_table(["source", "n", "accuracy", "AUC (macro OvR)", *[f"recall {c}" for c in classes]], rows)
+
+
 def metrics_markdown(m: dict[str, Any], title: str = "Metrics") -> str:
     """metrics.md: the headline numbers, per-class precision/recall/F1 and the confusion matrix."""
     lo, hi = m["accuracy_ci95"]
@@ -76,13 +104,15 @@ def metrics_markdown(m: dict[str, Any], title: str = "Metrics") -> str:
     confusion = [[c, *row] for c, row in zip(m["classes"], m["confusion_matrix"])]
     calibration = _calibration_markdown(m["calibration"]) if "calibration" in m else []
     gate = _gate_markdown(m["gate"]) if "gate" in m else []
+    sources = ["", "Per source (collection; AUC over the classes each one holds)", "",
+               *per_source_markdown(m["per_source"], m["classes"])] if len(m.get("per_source", {})) > 1 else []
     lines = [
         f"# {title}", "",
         *markdown_table(["n", "accuracy", "95% CI", "loss", "AUC (macro OvR)", "macro F1"], [headline]), "",
         *markdown_table(["class", "precision", "recall", "F1", "support"], per_class), "",
         "Confusion matrix (rows: true, columns: predicted)", "",
         *markdown_table(["true \\ predicted", *m["classes"]], confusion),
-        *calibration, *gate,
+        *sources, *calibration, *gate,
     ]
     return "\n".join(lines) + "\n"
 
@@ -112,15 +142,19 @@ def write_metrics(out_dir: Path, m: dict[str, Any], title: str = "Metrics") -> N
                        out_dir / "plots" / "confusion_matrix_normalized.png")
 
 
-def write_predictions(path: Path, paths: list[str], y_true, probs, class_names, verdicts=None) -> None:
-    """One row per image: path, true class, predicted class, a probability column per class and, given the
-    gate's verdicts, its status and reason."""
+def write_predictions(path: Path, paths: list[str], y_true, probs, class_names, verdicts=None,
+                      sources=None) -> None:
+    """One row per image: path, true class, predicted class, a probability column per class, given the gate's
+    verdicts its status and reason, and given several sources (collections) the image's source."""
     extra = ["status", "reason"] if verdicts is not None else []
     verdicts = verdicts if verdicts is not None else [None] * len(paths)
-    write_csv(path, ["path", "true", "predicted", *[f"p_{c}" for c in class_names], *extra],
-              ([p, class_names[int(t)], class_names[int(np.argmax(row))], *[f"{v:.6f}" for v in row],
-                *([verdict.status, verdict.reason] if verdict is not None else [])]
-               for p, t, row, verdict in zip(paths, y_true, probs, verdicts)))
+    several = sources is not None and len(set(sources)) > 1
+    names = list(sources) if several else [None] * len(paths)
+    write_csv(path, ["path", *(["source"] if several else []), "true", "predicted",
+                     *[f"p_{c}" for c in class_names], *extra],
+              ([p, *([s] if several else []), class_names[int(t)], class_names[int(np.argmax(row))],
+                *[f"{v:.6f}" for v in row], *([verdict.status, verdict.reason] if verdict is not None else [])]
+               for p, s, t, row, verdict in zip(paths, names, y_true, probs, verdicts)))
 
 
 # --- calibration ------------------------------------------------------------------------------------------

@@ -133,6 +133,7 @@ def mahalanobis(features: np.ndarray, means: np.ndarray, precision: np.ndarray) 
     """(n,) min over classes c of sqrt((x - mu_c)^T P (x - mu_c))."""
     diff = features[:, None, :] - means[None, :, :]  # (n, classes, d)
     d2 = np.einsum("ncd,de,nce->nc", diff, precision, diff)
+    d2 = np.where(np.isnan(d2), np.inf, d2)  # a class with no training images (NaN mean) is never nearest
     return np.sqrt(np.clip(d2.min(axis=1), 0, None))
 
 
@@ -140,8 +141,8 @@ def fit_features(features: np.ndarray, labels: np.ndarray, num_classes: int) -> 
     """Class means and the precision of the shared (class-centred, Ledoit-Wolf shrunk) covariance."""
     features = np.asarray(features, dtype=np.float64)
     means = np.stack([features[labels == c].mean(axis=0) if (labels == c).any()
-                      else np.zeros(features.shape[1]) for c in range(num_classes)])
-    centred = features - means[labels]
+                      else np.full(features.shape[1], np.nan) for c in range(num_classes)])
+    centred = features - means[labels]  # labels only name classes that have images: no NaN here
     return means, LedoitWolf().fit(centred).precision_
 
 

@@ -22,7 +22,9 @@ Arch = Annotated[str | None, typer.Option("--arch", "-a", help="Architecture (co
                                              "mobilenet, densenet, efficientnet.")]
 ConfigPath = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config, e.g. a run's config.yaml "
                                                     "to reproduce it. Default: configs/<arch>.yaml.")]
-Data = Annotated[Path | None, typer.Option("--data", "-d", help="Folder with one sub-folder per class.")]
+Data = Annotated[list[Path] | None, typer.Option("--data", "-d", help="Folder with one sub-folder per class. "
+                                                  "Repeat for several collections (each image keeps its source for "
+                                                  "per-source reports); NAME=PATH names one.")]
 Epochs = Annotated[int | None, typer.Option("--epochs", help="Maximum epochs (early stopping may end sooner).")]
 BatchSize = Annotated[int | None, typer.Option("--batch-size", help="Global batch size.")]
 ImageSize = Annotated[int | None, typer.Option("--image-size", help="Square input size in pixels.")]
@@ -46,7 +48,7 @@ class TrainOptions:
 
     arch: str | None = None
     config: Path | None = None
-    data: Path | None = None
+    data: list[Path] | None = None
     epochs: int | None = None
     batch_size: int | None = None
     image_size: int | None = None
@@ -63,8 +65,16 @@ class TrainOptions:
     def resolve(self) -> Config:
         """The Config these options ask for, in the documented precedence (config.load_config)."""
         flags = {k: getattr(self, k) for k in FLAG_KEYS if k != "arch"}
-        flags = {k: str(v) if isinstance(v, Path) else v for k, v in flags.items()}
+        flags = {k: _plain_flag(v) for k, v in flags.items()}
         return load_config(arch=self.arch, config_path=self.config, flags=flags, sets=self.set_ or [])
+
+
+def _plain_flag(value):
+    """Paths as text; a repeated option given once as its one value (so config.yaml keeps ``path: DIR``)."""
+    if isinstance(value, list):
+        value = [_plain_flag(v) for v in value]
+        return value[0] if len(value) == 1 else value or None
+    return str(value) if isinstance(value, Path) else value
 
 
 def train_options(fn):
@@ -97,6 +107,18 @@ def metrics_table(m: dict, title: str) -> Table:
     t.add_row("macro F1", f"{m['macro_f1']:.4f}")
     for c, v in m["per_class"].items():
         t.add_row(f"recall {c}", f"{v['recall']:.4f}  (n={v['support']})")
+    return t
+
+
+def per_source_table(per_source: dict, title: str) -> Table:
+    """A Rich table of metrics per source (collection): n, accuracy, AUC, recall per class ('-': no images)."""
+    classes = list(next(iter(per_source.values()))["recall"]) if per_source else []
+    t = Table(title=title, show_header=True, header_style="bold")
+    for col in ("source", "n", "accuracy", "AUC", *[f"recall {c}" for c in classes]):
+        t.add_column(col, justify="left" if col == "source" else "right")
+    for name, v in per_source.items():
+        t.add_row(name, str(v["n"]), f"{v['accuracy']:.4f}", "-" if v["auc"] is None else f"{v['auc']:.4f}",
+                  *("-" if v["recall"][c] is None else f"{v['recall'][c]:.4f}" for c in classes))
     return t
 
 

@@ -17,8 +17,10 @@ from .progress import make_progress
 
 @command("eda")
 def eda(
-    data: Annotated[Path, typer.Option(
-        "--data", "-d", help="Folder with one sub-folder per class (the training split with --test).")],
+    data: Annotated[list[Path], typer.Option(
+        "--data", "-d", help="Folder with one sub-folder per class (the training split with --test). Repeat for "
+        "several collections (NAME=PATH names one): the report adds class balance and pixel statistics per "
+        "source.")],
     test: Annotated[Path | None, typer.Option(
         "--test", "-t", help="A second folder (the test split): copies across the two are leakage.")] = None,
     near_threshold: Annotated[int, typer.Option(
@@ -47,9 +49,12 @@ def eda(
 
         from ..commands.eda import run_eda  # lazy: matplotlib (the train extra) stays out of the CLI's start-up
 
-        out, s = run_eda(data, test, near_threshold=near_threshold, runs_dir=runs_dir or Path("runs"),
-                         name=name, samples_per_class=samples, seed=seed, progress=on_progress)
+        out, s = run_eda(data if len(data) > 1 else data[0], test, near_threshold=near_threshold,
+                         runs_dir=runs_dir or Path("runs"), name=name, samples_per_class=samples, seed=seed,
+                         progress=on_progress)
     console.print(summary_table(s))
+    if "sources" in s:
+        console.print(source_table(s))
     console.print(duplicates_table(s))
     if s["unreadable"]:
         console.print(f"[yellow]{len(s['unreadable'])} unreadable file(s)[/], listed with the reason in "
@@ -64,6 +69,22 @@ def eda(
                       highlight=False)
     console.print(f"took {s['duration_s']:.1f} s", highlight=False)
     print_run_dir(out)
+
+
+def source_table(s: dict) -> Table:
+    """Images per class and mean pixel value per class, for each source (collection)."""
+    t = Table(title="per source: images (mean pixel value)", header_style="bold")
+    t.add_column("source")
+    for c in s["class_names"]:
+        t.add_column(c, justify="right")
+    t.add_column("copies in other sources", justify="right")
+    for name, v in s["sources"].items():
+        cells = []
+        for c in s["class_names"]:
+            mean = v["pixel_mean"][c]["mean"]
+            cells.append(f"{v['per_class'][c]} ({'-' if mean is None else round(mean)})")
+        t.add_row(name, *cells, str(v.get("copies_in_other_sources", "-")))
+    return t
 
 
 def summary_table(s: dict) -> Table:

@@ -9,7 +9,7 @@ import typer
 
 from ..runs import resolve_run
 from .app import command
-from .common import Name, RunsDir, console, metrics_table, print_run_dir
+from .common import Name, RunsDir, console, metrics_table, per_source_table, print_run_dir
 
 
 @command("evaluate")
@@ -17,8 +17,10 @@ def evaluate(
     run: Annotated[str | None, typer.Argument(
         help="A train run directory; a kfold run directory (the mean of its fold models' probabilities: pass "
         "--data); or 'latest' (the newest complete train run).")] = "latest",
-    data: Annotated[Path | None, typer.Option("--data", "-d", help="Folder of class sub-folders to score. "
-                                                 "Default: the run's own validation split.")] = None,
+    data: Annotated[list[Path] | None, typer.Option("--data", "-d", help="Folder of class sub-folders to score; "
+                                                       "repeat for several collections (NAME=PATH names one), "
+                                                       "reported per source beside the total. Default: the "
+                                                       "run's own validation split.")] = None,
     tta: Annotated[bool | None, typer.Option("--tta/--no-tta", help="Average over horizontal flips "
                                                 "(default: the run's eval.tta).")] = None,
     name: Name = None,
@@ -46,7 +48,10 @@ def evaluate(
         console.print(f"[bold yellow]left out {x['total']} images[/] that are copies of {x['of']} "
                       f"({x['exact']} exact, {x['near']} near, pHash distance <= {x['near_threshold']}); "
                       f"scored the other {x['kept']}; the list is in excluded.csv", highlight=False)
-    console.print(metrics_table(metrics, f"{run_dir.name} on {data or 'its validation split'}"))
+    shown = ", ".join(map(str, data)) if data else "its validation split"
+    console.print(metrics_table(metrics, f"{run_dir.name} on {shown}"))
+    if "per_source" in metrics:
+        console.print(per_source_table(metrics["per_source"], "per source"))
     g = metrics["gate"]
     accepted = g.get("accuracy_accepted")
     console.print("gate: " + ", ".join(f"{k} {v}" for k, v in g["status_counts"].items())

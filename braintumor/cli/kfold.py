@@ -8,12 +8,11 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from ..config import DEFAULT_FOLDS
 from ..errors import ConfigError
 from .app import command
-from .common import TrainOptions, console, epochs_text, print_run_dir, train_options
+from .common import TrainOptions, console, epochs_text, per_source_table, print_run_dir, train_options
 from .progress import keras_progress, make_progress
-
-DEFAULT_FOLDS = 5
 
 Folds = Annotated[int | None, typer.Option(
     "--folds", "-k", help=f"Number of folds (default {DEFAULT_FOLDS}): 2 up to the smallest class's "
@@ -26,6 +25,9 @@ Resume = Annotated[Path | None, typer.Option(
 PlanOnly = Annotated[bool, typer.Option(
     "--plan-only", help="Create the run directory and its folds.csv, train nothing: then train each fold as its "
     "own job with --resume RUN --only-fold I (a scheduler's job array).")]
+By = Annotated[str, typer.Option(
+    "--by", help="stratified: seeded folds stratified by class; source: leave one collection out (one fold per "
+    "--data folder, each held out in turn: how a model transfers to a new hospital).")]
 OnlyFold = Annotated[int | None, typer.Option(
     "--only-fold", help="With --resume: train this one fold (1..k). The summary is written once every fold is "
     "complete; a last plain --resume assembles it if the jobs finished together.")]
@@ -34,11 +36,12 @@ OnlyFold = Annotated[int | None, typer.Option(
 @command("kfold")
 @train_options
 def kfold(opts: TrainOptions, folds: Folds = None, test: Test = None, resume: Resume = None,
-          plan_only: PlanOnly = False, only_fold: OnlyFold = None) -> None:
+          plan_only: PlanOnly = False, only_fold: OnlyFold = None, by: By = "stratified") -> None:
     """Stratified group k-fold cross-validation into runs/kfold/<timestamp>-<arch>/, one train run per fold.
 
     Copies of one image (identical pixels; also perceptual neighbours with --set data.group_duplicates=near)
-    always sit in the same fold. Example: braintumor kfold --arch customnet --folds 5 --data data/Training
+    always sit in the same fold. Example: braintumor kfold --arch customnet --folds 5 --data data/Training.
+    Leave one collection out: braintumor kfold --by source --data kaggle=data/Training --data hospital=data/B
     """
     from ..commands.kfold import resume_config, resume_kfold, run_kfold  # lazy: loads TensorFlow; --help stays fast
 
@@ -52,24 +55,31 @@ def kfold(opts: TrainOptions, folds: Folds = None, test: Test = None, resume: Re
         if given:
             raise ConfigError(f"--resume reuses the run's own config.yaml and folds.csv; "
                               f"drop {', '.join(given)}")
+        if by != "stratified":
+            raise ConfigError("--resume reuses the run's own folds; drop --by")
         cfg = resume_config(resume, folds)
         console.print(f"resuming {resume}", highlight=False)
         with _FoldProgress(cfg.train.epochs) as progress:
             result = resume_kfold(resume, test, fold_callbacks=progress.callbacks, log=progress.log, only=only_fold)
     else:
         cfg = opts.resolve()
-        k = DEFAULT_FOLDS if folds is None else folds
-        console.print(f"{k}-fold cross-validation of [bold]{cfg.model.arch}[/] on {cfg.data.path} at "
+        what = "leave-one-collection-out" if by == "source" else \
+            f"{DEFAULT_FOLDS if folds is None else folds}-fold"
+        console.print(f"{what} cross-validation of [bold]{cfg.model.arch}[/] on {', '.join(cfg.data_paths)} at "
                       f"{cfg.data.image_size}px, {epochs_text(cfg)} per fold", highlight=False)
         with _FoldProgress(cfg.train.epochs) as progress:
-            result = run_kfold(cfg, k, test, fold_callbacks=progress.callbacks, log=progress.log, plan_only=plan_only)
+            result = run_kfold(cfg, folds, test, fold_callbacks=progress.callbacks, log=progress.log,
+                               plan_only=plan_only, by=by)
     if not result.rows:  # --plan-only, or --only-fold while other folds are still to train
         done = f"trained fold {', '.join(map(str, result.trained))}; " if result.trained else ""
         console.print(f"{done}the summary is written once all {result.n_folds} folds are complete: "
                       f"braintumor kfold --resume {result.run_dir} [--only-fold I]", highlight=False)
         print_run_dir(result.run_dir)
         return
-    console.print(summary_table(result.rows, f"{result.n_folds}-fold cross-validation"))
+    console.print(summary_table(result.rows, "leave-one-collection-out cross-validation" if result.by == "source"
+                                else f"{result.n_folds}-fold cross-validation"))
+    if len(result.per_source) > 1:
+        console.print(per_source_table(result.per_source, "per source (out-of-fold)"))
     line = f"{result.duplicate_groups} duplicate groups (more than one image each), each kept inside one fold"
     if result.test_in_train:
         line += f"; {result.test_in_train} test image(s) have an identical copy in the training folder"

@@ -17,7 +17,7 @@ def train(opts: TrainOptions) -> None:
     cfg = opts.resolve()
     from ..commands.train import run_train  # lazy: loads TensorFlow; --help stays fast
 
-    console.print(f"training [bold]{cfg.model.arch}[/] on {cfg.data.path} at {cfg.data.image_size}px, "
+    console.print(f"training [bold]{cfg.model.arch}[/] on {', '.join(cfg.data_paths)} at {cfg.data.image_size}px, "
                   f"{epochs_text(cfg)}", highlight=False)
     with make_progress() as progress:
         run_dir, metrics = run_train(cfg, callbacks=(keras_progress(progress, cfg.train.epochs),))

@@ -105,6 +105,28 @@ def cross_split(test: Split, train: Split, threshold: int, distances: Sequence[i
     }
 
 
+def source_stats(split: Split, combined_near: np.ndarray | None = None) -> dict[str, dict[str, Any]]:
+    """Per source (collection) of a split read from several --data folders: images, images per class, mean pixel
+    value per class, colour, and how many of its images have a copy (near group) in another source: the
+    collection cues a model could learn instead of the tumour."""
+    sources = np.asarray(split.sources)
+    out: dict[str, dict[str, Any]] = {}
+    for name in split.source_names:
+        idx = np.flatnonzero(sources == name)
+        part = Split(name, split.root, split.class_names, [split.paths[i] for i in idx], split.labels[idx],
+                     [split.digests[i] for i in idx], split.hashes[idx], split.means[idx],
+                     [split.sizes[i] for i in idx], [split.colour[i] for i in idx],
+                     [split.stored_modes[i] for i in idx], [split.formats[i] for i in idx], split.file_bytes[idx])
+        row: dict[str, Any] = {"images": len(part), "per_class": class_counts(part), "pixel_mean": pixel_stats(part),
+                               "colour": dict(Counter(part.colour).most_common()),
+                               "sizes": dict(Counter(f"{w}x{h}" for w, h in part.sizes).most_common(3))}
+        if combined_near is not None:
+            elsewhere = set(combined_near[sources != name].tolist())
+            row["copies_in_other_sources"] = int(np.isin(combined_near[idx], list(elsewhere)).sum())
+        out[name] = row
+    return out
+
+
 @dataclass
 class Combined:
     """All splits side by side, with duplicate groups over the lot."""
@@ -185,6 +207,8 @@ def summarize(splits: list[Split], threshold: int, distances: Sequence[int] = RE
     s["properties"] = {sp.name: property_stats(sp) for sp in splits}
     s["unreadable"] = [{"split": sp.name, "path": p, "reason": why}
                        for sp in splits for p, why in sp.unreadable]
+    if len(splits[0].source_names) > 1:  # several --data folders: the same figures per collection
+        s["sources"] = source_stats(splits[0], combined.near[combined.split_of == 0])
     s["near_threshold"] = threshold
     # groups over all splits together: what a de-duplicated dataset would keep one image of
     s["exact_duplicate_groups"], s["exact_duplicate_images"] = dedup.count_groups(combined.exact)
@@ -229,6 +253,18 @@ def write_figures(out: Path, splits: list[Split], summary: dict[str, Any], c: Co
     atomic_save_figure(plots.overlaid_histograms_figure(means, "mean pixel value per image (0-255)",
                                                         "mean pixel value per image, by class"),
                        out / "mean_pixel_histogram.png")
+    if "sources" in summary:
+        by = summary["sources"]
+        atomic_save_figure(plots.class_distribution_figure({n: v["per_class"] for n, v in by.items()},
+                                                           "images per class, by source"),
+                           out / "class_distribution_by_source.png")
+        src = np.asarray(splits[0].sources)
+        sp = splits[0]
+        per = {n: {cl: sp.means[(sp.labels == k) & (src == n)] for k, cl in enumerate(sp.class_names)} for n in by}
+        atomic_save_figure(plots.overlaid_histograms_figure(per, "mean pixel value per image (0-255)",
+                                                            "mean pixel value per image, by class, one panel per "
+                                                            "source"),
+                           out / "mean_pixel_histogram_by_source.png")
     chosen = sample_paths(splits[0], samples_per_class, seed)
     grid = [[_thumb(p) for p in paths] for paths in chosen.values()]
     title = f"{samples_per_class} random images per class ({splits[0].name}, seed {seed})"
@@ -291,6 +327,8 @@ def report_markdown(s: dict[str, Any]) -> str:
         lines += _table(["class", "images", "mean", "std"],
                         [[c, v["n"], _f(v["mean"]), _f(v["std"])] for c, v in s["pixel_mean"][n].items()])
 
+    if "sources" in s:
+        lines += _source_lines(s)
     lines += ["## Samples", "", "![samples](samples.png)", ""]
 
     lines += ["## Image properties", ""]
@@ -334,6 +372,26 @@ def report_markdown(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _source_lines(s: dict[str, Any]) -> list[str]:
+    """The per-source section: class balance, mean pixel value per class, colour, copies across sources."""
+    by = s["sources"]
+    classes = s["class_names"]
+    out = ["## Per source", "",
+           "The training folders as the collections they came from (`--data NAME=PATH`). A class whose share, "
+           "brightness or colour differs between collections is a cue a model can learn instead of the tumour; "
+           "`braintumor kfold --by source` measures how a model transfers to a collection it never saw.", "",
+           "![class distribution by source](class_distribution_by_source.png)", "",
+           "![mean pixel histogram by source](mean_pixel_histogram_by_source.png)", ""]
+    out += _table(["source", "images", *classes, "colour", "most common sizes", "copies in other sources"],
+                  [[n, v["images"], *(v["per_class"][c] for c in classes), _counts(v["colour"]),
+                    ", ".join(v["sizes"]), v.get("copies_in_other_sources", "-")] for n, v in by.items()])
+    out += ["Mean pixel value per image (0-255), mean (std) per class:", ""]
+    out += _table(["source", *classes],
+                  [[n, *(f"{_f(v['pixel_mean'][c]['mean'])} ({_f(v['pixel_mean'][c]['std'])})" for c in classes)]
+                   for n, v in by.items()])
+    return out
+
+
 def _leakage_lines(s: dict[str, Any], names: list[str]) -> list[str]:
     train, test = names[0], names[1]
     n = s["images"][test]
@@ -368,11 +426,15 @@ def _counts(d: dict[str, int]) -> str:
 # The command
 
 
-def run_eda(data: str | Path, test: str | Path | None = None, *, near_threshold: int = DEFAULT_NEAR_THRESHOLD,
+def run_eda(data: str | Path | Sequence[str | Path], test: str | Path | None = None, *,
+            near_threshold: int = DEFAULT_NEAR_THRESHOLD,
             runs_dir: str | Path = "runs", name: str | None = None, classes: tuple[str, ...] | None = None,
             samples_per_class: int = 6, seed: int = 0, workers: int | None = None,
             progress: Progress | None = None) -> tuple[Path, dict[str, Any]]:
-    """Report on a folder (and optionally a test folder) in runs/eda/<timestamp>/; returns (dir, summary)."""
+    """Report on a folder (and optionally a test folder) in runs/eda/<timestamp>/; returns (dir, summary).
+
+    ``data`` may be several folders (collections; NAME=PATH names one): they are read as one training split whose
+    images keep their source, and the report adds class balance and pixel statistics per source."""
     if not 0 <= near_threshold <= 64:
         raise DataError(f"--near-threshold {near_threshold} is not valid; use 0 to 64 bits (pHash has 64)")
     started = time.perf_counter()
@@ -385,7 +447,8 @@ def run_eda(data: str | Path, test: str | Path | None = None, *, near_threshold:
             raise DataError(f"none of the image files under {sp.root} could be read")
     out = runs.new_run_dir(runs_dir, "eda", name=name)
     runs.write_meta(out, command="eda", status="running", started=runs.now(), git_commit=runs.git_commit(),
-                    seed=seed, data=str(data), test=str(test) if test else None,
+                    seed=seed, data=str(data) if isinstance(data, (str, Path)) else [str(d) for d in data],
+                    test=str(test) if test else None,
                     near_threshold=near_threshold)
     with runs.run_status(out):
         # 2. duplicate groups over all splits, then the summary

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,14 @@ from ..data import find_images, map_images
 from ..dedup import copies_of
 from ..errors import DataError, RunError
 from ..inference import Verdict, gate_report
-from ..metrics import ECE_BINS, calibration_figures, compute_metrics, write_metrics, write_predictions
+from ..metrics import (
+    ECE_BINS,
+    calibration_figures,
+    compute_metrics,
+    per_source_metrics,
+    write_metrics,
+    write_predictions,
+)
 from ..models.loading import LoadedRun, load_folder, load_listing, load_run
 from ..plots import atomic_save_figure
 from ..runs import new_run_dir, run_status, start_run, write_csv, write_csv_dicts, write_meta, write_skipped
@@ -31,7 +39,8 @@ def read_split(run_dir: Path, which: str = "val") -> tuple[list[str], np.ndarray
     return df["path"].tolist(), df["label"].to_numpy(dtype=np.int64)
 
 
-def run_evaluate(run_dir: str | Path, data: str | Path | None = None, *, runs_dir: str | Path = "runs",
+def run_evaluate(run_dir: str | Path, data: str | Path | Sequence[str | Path] | None = None, *,
+                 runs_dir: str | Path = "runs",
                  name: str | None = None, tta: bool | None = None,
                  exclude_duplicates_of: str | Path | None = None,
                  ood: str | Path | None = None) -> tuple[Path, dict[str, Any]]:
@@ -45,12 +54,15 @@ def run_evaluate(run_dir: str | Path, data: str | Path | None = None, *, runs_di
     labelled images (AUROC, refusal rates, accuracy on the accepted), with plots/ood_scores.png.
     """
     run = load_run(run_dir)
+    if data is not None and not isinstance(data, (str, Path)):
+        data = list(data) if len(data) > 1 else data[0] if data else None
+    shown = data if data is None or isinstance(data, (str, Path)) else ", ".join(map(str, data))
     tta = run.config.eval.tta if tta is None else tta
     if ood is not None and not find_images([ood]):
         raise DataError(f"--ood {ood}: no image files there; pass a folder of images that are not brain MRI")
     out = new_run_dir(runs_dir, "evaluate", run.config.model.arch, name)
     start_run(out, run.config, "evaluate", source_run=str(run.path),
-              data=str(data) if data else "validation split of the source run", tta=tta,
+              data=str(shown) if data else "validation split of the source run", tta=tta,
               ood=str(ood) if ood else None)
     with run_status(out):
         if data is None:
@@ -66,6 +78,9 @@ def run_evaluate(run_dir: str | Path, data: str | Path | None = None, *, runs_di
         verdicts = run.classifier.classify(loaded.images, loaded.stats, tta)
         probs = np.stack([v.probs for v in verdicts])
         m = compute_metrics(loaded.labels, probs, run.class_names, run.config.eval.bootstrap, run.config.seed)
+        several = len(loaded.source_names) > 1
+        if several:
+            m["per_source"] = per_source_metrics(loaded.labels, probs, loaded.sources, run.class_names)
         m["gate"] = gate_report(verdicts, loaded.labels, "these images")
         if run.classifier.temperature != 1.0:
             m["calibration"] = {"temperature": run.classifier.temperature, "fitted_on": "the source run",
@@ -77,8 +92,9 @@ def run_evaluate(run_dir: str | Path, data: str | Path | None = None, *, runs_di
         if ood is not None:
             m["ood"] = score_refusals(run, verdicts, ood, tta, out)
         without = f", without {excluded['total']} copies of {exclude_duplicates_of}" if excluded else ""
-        write_metrics(out, m, f"Evaluation of {run.path.name} on {data or 'its validation split'}{without}")
-        write_predictions(out / "predictions.csv", loaded.paths, loaded.labels, probs, run.class_names, verdicts)
+        write_metrics(out, m, f"Evaluation of {run.path.name} on {shown or 'its validation split'}{without}")
+        write_predictions(out / "predictions.csv", loaded.paths, loaded.labels, probs, run.class_names, verdicts,
+                          loaded.sources if several else None)
         write_skipped(out, loaded.skipped)
         write_meta(out, n=m["n"], skipped=len(loaded.skipped))
     return out, m

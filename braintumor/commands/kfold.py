@@ -16,7 +16,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from .. import models, plots  # noqa: F401  (models registers the custom layers)
-from ..config import Config, build, read_yaml
+from ..config import DEFAULT_FOLDS, Config, build, read_yaml
 from ..data import ImageSpec, LoadedImages, list_images, load_images, split_train_val
 from ..dedup import count_groups, multi_member_groups
 from ..distribute import runs_dir_for_this_worker
@@ -27,6 +27,8 @@ from ..metrics import (
     compute_metrics,
     cross_fitted,
     fit_temperature,
+    per_source_markdown,
+    per_source_metrics,
     reliability,
     scale,
     write_metrics,
@@ -66,6 +68,11 @@ class FoldPlan:
     groups: np.ndarray  # (n,) group id: copies of one image share it
     folds: np.ndarray  # (n,) int in 1..n_folds
     n_folds: int
+    by: str = "stratified"  # stratified: seeded StratifiedGroupKFold; source: fold i holds out collection i
+
+    def fold_name(self, fold: int) -> str:
+        """How reports name a fold: fold_3, or with --by source the collection it holds out."""
+        return self.loaded.source_names[fold - 1] if self.by == "source" else f"fold_{fold}"
 
 
 @dataclass
@@ -80,6 +87,8 @@ class KFoldResult:
     duplicate_groups: int
     rows: list[dict[str, Any]] = field(default_factory=list)
     test_in_train: int | None = None
+    by: str = "stratified"
+    per_source: dict[str, Any] = field(default_factory=dict)  # pooled out-of-fold metrics per collection
 
 
 # --- folds -----------------------------------------------------------------------------------------------
@@ -119,20 +128,49 @@ def assign_folds(labels: np.ndarray, groups: np.ndarray, n_folds: int, seed: int
     return folds
 
 
-def plan_folds(cfg: Config, n_folds: int) -> FoldPlan:
-    """Decode the training folder once (files in a stable order), group duplicates and assign seeded folds."""
+BY = ("stratified", "source")
+
+
+def plan_folds(cfg: Config, n_folds: int | None, by: str = "stratified") -> FoldPlan:
+    """Decode the training folder(s) once (files in a stable order), group duplicates and assign folds: seeded
+    stratified group folds, or (``by="source"``) one fold per collection, held out in turn."""
+    if by not in BY:
+        raise ConfigError(f"--by {by!r}: choose one of {', '.join(BY)}")
+    if by == "source":
+        loaded, groups = train.prepare_data(cfg)
+        names = loaded.source_names
+        if len(names) < 2:
+            raise ConfigError("kfold --by source holds out one collection at a time and needs at least two: "
+                              "--data NAME=DIR --data NAME2=DIR2")
+        if n_folds is not None and n_folds != len(names):
+            raise ConfigError(f"--folds {n_folds}: --by source makes one fold per collection ({len(names)}: "
+                              f"{', '.join(names)}); drop --folds")
+        folds = np.asarray([names.index(s) + 1 for s in loaded.sources], dtype=np.int64)
+        return FoldPlan(loaded, groups, folds, len(names), by="source")
+    n_folds = DEFAULT_FOLDS if n_folds is None else n_folds
     check_n_folds(n_folds)
     loaded, groups = train.prepare_data(cfg)
     check_n_folds(n_folds, loaded.labels, groups, loaded.class_names)
     return FoldPlan(loaded, groups, assign_folds(loaded.labels, groups, n_folds, cfg.seed), n_folds)
 
 
+def training_side(plan: FoldPlan, fold: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training indices, held-out indices) of a fold. A training image with a copy (its duplicate group) in the
+    held-out fold is left out of training: stratified folds never split a group, so only collections held out
+    with --by source lose images here (one image published in two collections)."""
+    held_out = np.flatnonzero(plan.folds == fold)
+    rest = np.flatnonzero(plan.folds != fold)
+    return rest[~np.isin(plan.groups[rest], plan.groups[held_out])], held_out
+
+
 def write_folds(run_dir: Path, plan: FoldPlan) -> None:
     """folds.csv: every image with its class, duplicate group and fold (--resume reads the folds back)."""
-    names = plan.loaded.class_names
-    write_csv(run_dir / "folds.csv", ["path", "label", "class", "group", "fold"],
-              ([p, int(y), names[int(y)], int(g), int(f)]
-               for p, y, g, f in zip(plan.loaded.paths, plan.loaded.labels, plan.groups, plan.folds, strict=True)))
+    names, loaded = plan.loaded.class_names, plan.loaded
+    sources = loaded.sources if len(loaded.source_names) > 1 else [None] * len(loaded.paths)
+    extra = ["source"] if len(loaded.source_names) > 1 else []
+    write_csv(run_dir / "folds.csv", ["path", "label", "class", "group", "fold", *extra],
+              ([p, int(y), names[int(y)], int(g), int(f), *([s] if extra else [])]
+               for p, y, g, f, s in zip(loaded.paths, loaded.labels, plan.groups, plan.folds, sources, strict=True)))
 
 
 def read_folds(run_dir: Path, loaded: LoadedImages) -> tuple[np.ndarray, np.ndarray]:
@@ -155,22 +193,25 @@ def read_folds(run_dir: Path, loaded: LoadedImages) -> tuple[np.ndarray, np.ndar
 
 # --- running ---------------------------------------------------------------------------------------------
 
-def run_kfold(cfg: Config, n_folds: int, test_dir: str | Path | None = None,
+def run_kfold(cfg: Config, n_folds: int | None, test_dir: str | Path | None = None,
               fold_callbacks: FoldCallbacks | None = None, log: Log | None = None,
-              plan_only: bool = False) -> KFoldResult:
+              plan_only: bool = False, by: str = "stratified") -> KFoldResult:
     """The ``kfold`` command: a new runs/kfold/<run>/ with one complete train run per fold and the summaries.
 
     1. decode, group duplicates and assign folds (a bad --folds fails here, before any run directory exists)
     2. write config.yaml, meta.json and folds.csv (``plan_only``: stop here, status ``planned``, so separate
        jobs can each train one fold with ``resume_kfold(run, only=i)``)
     3. fit each fold with train.fit_and_report, then summarise (and score the test folder)
+
+    ``n_folds`` None: 5, or with ``by="source"`` (leave one collection out) one fold per collection.
     """
     get_spec(cfg.model.arch)  # fail on a bad architecture before decoding anything
     log = log or _quiet
-    plan = plan_folds(cfg, n_folds)
+    plan = plan_folds(cfg, n_folds, by)
+    n_folds = plan.n_folds
 
     run_dir = new_run_dir(runs_dir_for_this_worker(cfg), "kfold", cfg.model.arch, cfg.name)
-    start_run(run_dir, cfg, "kfold", n_folds=n_folds, test_dir=str(test_dir) if test_dir else None)
+    start_run(run_dir, cfg, "kfold", n_folds=n_folds, test_dir=str(test_dir) if test_dir else None, by=plan.by)
     with run_status(run_dir) as status:
         write_folds(run_dir, plan)
         write_skipped(run_dir, plan.loaded.skipped)
@@ -198,7 +239,7 @@ def resume_kfold(run_dir: str | Path, test_dir: str | Path | None = None,
     log = log or _quiet
     loaded, _ = train.prepare_data(cfg)
     groups, folds = read_folds(run_dir, loaded)
-    plan = FoldPlan(loaded, groups, folds, int(meta["n_folds"]))
+    plan = FoldPlan(loaded, groups, folds, int(meta["n_folds"]), by=meta.get("by", "stratified"))
     if only is not None and not 1 <= only <= plan.n_folds:
         raise ConfigError(f"--only-fold {only}: {run_dir} has folds 1 to {plan.n_folds}")
     test_dir = test_dir or meta.get("test_dir")
@@ -214,7 +255,10 @@ def _quiet(_: str) -> None:
 
 def _plan_meta(cfg: Config, plan: FoldPlan) -> dict[str, Any]:
     groups, images = count_groups(plan.groups)
-    return dict(arch=cfg.model.arch, class_names=list(plan.loaded.class_names),
+    loaded = plan.loaded
+    return dict(arch=cfg.model.arch, class_names=list(loaded.class_names), by=plan.by,
+                sources={n: loaded.sources.count(n) for n in loaded.source_names},
+                fold_names={str(i): plan.fold_name(i) for i in range(1, plan.n_folds + 1)},
                 n_images=len(plan.loaded.paths), skipped=len(plan.loaded.skipped),
                 group_duplicates=cfg.data.group_duplicates,
                 duplicate_groups=groups, images_in_duplicate_groups=images,
@@ -224,9 +268,12 @@ def _plan_meta(cfg: Config, plan: FoldPlan) -> dict[str, Any]:
 def _run(cfg: Config, run_dir: Path, plan: FoldPlan, test_dir, fold_callbacks, log: Log, status: run_status,
          only: int | None = None) -> KFoldResult:
     k = plan.n_folds
-    result = KFoldResult(run_dir, k, [], [], len(plan.loaded.paths), multi_member_groups(plan.groups))
+    result = KFoldResult(run_dir, k, [], [], len(plan.loaded.paths), multi_member_groups(plan.groups), by=plan.by)
     log(f"{result.n_images} images, {k} folds; {result.duplicate_groups} groups hold more than one image "
-        f"(data.group_duplicates: {cfg.data.group_duplicates}) and never straddle a fold boundary")
+        f"(data.group_duplicates: {cfg.data.group_duplicates})"
+        + (f"; --by source: each fold holds out one of {', '.join(plan.loaded.source_names)}, and training "
+           "images with a copy in the held-out collection are left out of that fold's training"
+           if plan.by == "source" else " and never straddle a fold boundary"))
     for i in range(1, k + 1):
         fold_dir = run_dir / f"fold_{i}"
         if fold_complete(fold_dir):
@@ -236,6 +283,7 @@ def _run(cfg: Config, run_dir: Path, plan: FoldPlan, test_dir, fold_callbacks, l
         if only is not None and i != only:
             continue  # another job's fold
         callbacks = tuple(fold_callbacks(i, k)) if fold_callbacks else ()
+        _warn_untrained_classes(plan, i, log)
         try:
             fit_fold(cfg, run_dir, fold_dir, plan, i, callbacks)
         finally:
@@ -249,6 +297,7 @@ def _run(cfg: Config, run_dir: Path, plan: FoldPlan, test_dir, fold_callbacks, l
         return result
     write_meta(run_dir, folds_missing=[])
     result.rows = summarize(cfg, run_dir, plan)
+    result.per_source = json.loads((run_dir / "oof_metrics.json").read_text()).get("per_source", {})
     if test_dir:
         log(f"scoring the {k} fold models and their ensemble on {test_dir}")
         test_rows, result.test_in_train = evaluate_test(cfg, run_dir, plan, test_dir)
@@ -267,13 +316,15 @@ def fit_fold(cfg: Config, run_dir: Path, fold_dir: Path, plan: FoldPlan, fold: i
     if fold_dir.exists():  # left by a failed or interrupted attempt: start the fold afresh
         shutil.rmtree(fold_dir)
     fold_dir.mkdir(parents=True)
-    train_idx, held_out = np.flatnonzero(plan.folds != fold), np.flatnonzero(plan.folds == fold)
+    train_idx, held_out = training_side(plan, fold)
+    copies = int((plan.folds != fold).sum() - len(train_idx))
     tune_idx = None
     if train.validation_steers(cfg):
         inner_fit, inner_tune = split_train_val(plan.loaded.labels[train_idx], plan.groups[train_idx],
                                                 cfg.data.val_split, cfg.seed, plan.loaded.class_names)
         train_idx, tune_idx = train_idx[inner_fit], train_idx[inner_tune]
-    start_run(fold_dir, cfg, "train", kfold_run=str(run_dir), fold=fold, n_folds=plan.n_folds)
+    start_run(fold_dir, cfg, "train", kfold_run=str(run_dir), fold=fold, n_folds=plan.n_folds,
+              held_out=plan.fold_name(fold), copies_of_held_out_left_out=copies)
     with run_status(fold_dir):
         train.write_split(fold_dir, plan.loaded, train_idx, held_out, tune_idx)
         write_meta(fold_dir, n_images=len(plan.loaded.paths), duplicate_groups=multi_member_groups(plan.groups),
@@ -281,6 +332,17 @@ def fit_fold(cfg: Config, run_dir: Path, fold_dir: Path, plan: FoldPlan, fold: i
         parts = train.FitParts(train_idx, held_out if tune_idx is None else tune_idx, score=held_out,
                                scored_on="held-out fold")
         train.fit_and_report(cfg, fold_dir, plan.loaded, parts, callbacks)
+
+
+def _warn_untrained_classes(plan: FoldPlan, fold: int, log: Log) -> None:
+    """Say when a fold's training side has no image of a class (--by source: a collection that holds a class
+    alone): that fold's model can never predict it, and its recall on the held-out collection is 0."""
+    train_idx, _ = training_side(plan, fold)
+    names = plan.loaded.class_names
+    absent = [names[c] for c in range(len(names)) if not (plan.loaded.labels[train_idx] == c).any()]
+    if absent:
+        log(f"fold {plan.fold_name(fold)}: no training image of class {', '.join(absent)}; this fold's model "
+            "cannot predict it")
 
 
 def _record_fold_status(run_dir: Path, fold_dir: Path, fold: int) -> None:
@@ -322,9 +384,11 @@ def summarize(cfg: Config, run_dir: Path, plan: FoldPlan) -> list[dict[str, Any]
     fold_rows = []
     for i in range(1, k + 1):
         m = json.loads((run_dir / f"fold_{i}" / "metrics.json").read_text())
-        fold_rows.append(_row(f"fold_{i}", "val", m))
+        fold_rows.append(_row(plan.fold_name(i), "val", m))
     probs = read_oof(run_dir, plan)
     pooled = compute_metrics(plan.loaded.labels, probs, names, cfg.eval.bootstrap, cfg.seed)
+    if len(plan.loaded.source_names) > 1:
+        pooled["per_source"] = per_source_metrics(plan.loaded.labels, probs, plan.loaded.sources, names)
     if cfg.eval.calibrate:
         pooled["calibration"] = calibrate_ensemble(run_dir, plan, probs)
     _write_oof(run_dir, plan, probs)
@@ -381,10 +445,14 @@ def read_oof(run_dir: Path, plan: FoldPlan) -> np.ndarray:
 
 def _write_oof(run_dir: Path, plan: FoldPlan, probs: np.ndarray) -> None:
     """oof_predictions.csv: every image exactly once: true class, fold, prediction and probabilities."""
-    names = plan.loaded.class_names
-    write_csv(run_dir / "oof_predictions.csv", ["path", "true", "fold", "predicted", *[f"p_{c}" for c in names]],
-              ([p, names[int(y)], int(f), names[int(np.argmax(row))], *[f"{v:.6f}" for v in row]]
-               for p, y, f, row in zip(plan.loaded.paths, plan.loaded.labels, plan.folds, probs, strict=True)))
+    names, loaded = plan.loaded.class_names, plan.loaded
+    several = len(loaded.source_names) > 1
+    sources = loaded.sources if several else [None] * len(loaded.paths)
+    write_csv(run_dir / "oof_predictions.csv", ["path", *(["source"] if several else []), "true", "fold",
+                                                "predicted", *[f"p_{c}" for c in names]],
+              ([p, *([s] if several else []), names[int(y)], int(f), names[int(np.argmax(row))],
+                *[f"{v:.6f}" for v in row]]
+               for p, s, y, f, row in zip(loaded.paths, sources, loaded.labels, plan.folds, probs, strict=True)))
 
 
 def evaluate_test(cfg: Config, run_dir: Path, plan: FoldPlan,
@@ -409,7 +477,7 @@ def evaluate_test(cfg: Config, run_dir: Path, plan: FoldPlan,
         probs = scale(raw, stored_temperature(fold_dir))
         m = compute_metrics(test.labels, probs, names, cfg.eval.bootstrap, cfg.seed)
         _write_test(fold_dir / "test", m, test, probs, f"fold {i} model on {test_dir}")
-        rows.append(_row(f"fold_{i}", "test", m))
+        rows.append(_row(plan.fold_name(i), "test", m))
         del model
         keras.backend.clear_session()
     ensemble = scale(np.mean(all_probs, axis=0), stored_temperature(run_dir))  # as evaluate and serve see it
@@ -454,7 +522,8 @@ def summary_json(result: KFoldResult) -> dict[str, Any]:
     for r in result.rows:
         parts.setdefault(r["data"], {})[r["model"]] = {c: _json_number(r[c]) for c in SUMMARY_COLUMNS[2:]}
     return {"n_folds": result.n_folds, "n_images": result.n_images, "duplicate_groups": result.duplicate_groups,
-            "metrics": list(METRICS), "test_images_in_training_folder": result.test_in_train, **parts}
+            "by": result.by, "metrics": list(METRICS), "test_images_in_training_folder": result.test_in_train,
+            **parts, "per_source": result.per_source}
 
 
 def _json_number(v: Any) -> Any:
@@ -468,13 +537,23 @@ def _cell(v: Any) -> Any:
 
 def summary_markdown(run_dir: Path, result: KFoldResult, cfg: Config) -> str:
     meta = read_meta(run_dir)
-    lines = [
-        f"# {result.n_folds}-fold cross-validation: {cfg.model.arch}", "",
-        f"- data: `{cfg.data.path}`, {result.n_images} images, "
-        f"classes {', '.join(meta.get('class_names', []))}",
+    loco = result.by == "source"
+    sources = meta.get("sources", {})
+    folds_line = (
+        f"- folds: leave one collection out (`--by source`): each fold trains on all collections but one and is "
+        f"scored on the one left out; a training image with a copy in the held-out collection (duplicate groups, "
+        f"`data.group_duplicates: {cfg.data.group_duplicates}`) is left out of that fold's training"
+        if loco else
         f"- folds: scikit-learn StratifiedGroupKFold (shuffled, seed {cfg.seed}) over duplicate groups "
         f"(`data.group_duplicates: {cfg.data.group_duplicates}`): {result.duplicate_groups} groups hold more "
-        f"than one image ({meta.get('images_in_duplicate_groups', '?')} images); each group sits in one fold",
+        f"than one image ({meta.get('images_in_duplicate_groups', '?')} images); each group sits in one fold")
+    lines = [
+        f"# {'Leave-one-collection-out' if loco else f'{result.n_folds}-fold'} cross-validation: "
+        f"{cfg.model.arch}", "",
+        f"- data: {', '.join(f'`{p}`' for p in cfg.data_paths)}, {result.n_images} images, "
+        f"classes {', '.join(meta.get('class_names', []))}"
+        + (f"; collections {', '.join(f'{n} ({c})' for n, c in sources.items())}" if len(sources) > 1 else ""),
+        folds_line,
         f"- every fold: a fresh model trained as `train` trains ({_recipe(cfg)}), scored on the held-out fold",
         "- the held-out fold never steers training: " + (
             f"an inner split ({cfg.data.val_split:g} of each fold's training part, duplicate groups kept "
@@ -485,8 +564,17 @@ def summary_markdown(run_dir: Path, result: KFoldResult, cfg: Config) -> str:
         "- mean and std are over the folds (std: sample, ddof=1); pooled_oof scores all held-out "
         "predictions at once",
         f"- accuracy over the folds: {_mean_pm_std(result.rows, 'val')}",
-        "", "## Held-out folds", "", *_table([r for r in result.rows if r["data"] == "val"]),
+        "", "## Held-out " + ("collections" if loco else "folds"), "",
+        *_table([r for r in result.rows if r["data"] == "val"]),
     ]
+    if result.per_source:
+        lines += ["", "## Per source", "",
+                  ("Each collection scored by the fold model that never saw it (the leave-one-collection-out "
+                   "estimate of a new hospital); AUC over the classes the collection holds, '-' where it holds "
+                   "none of a class." if loco else
+                   "The pooled out-of-fold predictions split by the collection each image came from; AUC over the "
+                   "classes the collection holds, '-' where it holds none of a class."), "",
+                  *per_source_markdown(result.per_source, list(meta.get("class_names", [])))]
     calibration = run_dir / "calibration.json"
     if calibration.is_file():
         c = json.loads(calibration.read_text())

@@ -24,6 +24,7 @@ from ..metrics import (
     calibration_figures,
     calibration_report,
     compute_metrics,
+    per_source_metrics,
     reliability,
     scale,
     write_metrics,
@@ -52,10 +53,11 @@ def channels_of(cfg: Config) -> int:
 
 
 def prepare_data(cfg: Config) -> tuple[LoadedImages, np.ndarray]:
-    """Decode the configured folder once and group duplicate images (the unit that splits never cut)."""
-    if not cfg.data.path:
+    """Decode the configured folder(s) once and group duplicate images (the unit that splits never cut), across
+    folders too: a copy of one image in two collections is one group."""
+    if not cfg.data_paths:
         raise ConfigError("no data folder: pass --data DIR (a folder with one sub-folder per class)")
-    listing = list_images(cfg.data.path, cfg.data.classes, scan=ScanOptions.from_config(cfg.data))
+    listing = list_images(cfg.data_paths, cfg.data.classes, scan=ScanOptions.from_config(cfg.data))
     loaded = load_images(listing, ImageSpec.of(cfg.data))
     groups = duplicate_groups(loaded.digests, loaded.images, cfg.data.group_duplicates, cfg.data.near_threshold)
     return loaded, groups
@@ -86,8 +88,11 @@ def write_split(run_dir: Path, loaded: LoadedImages, train_idx: np.ndarray, val_
     side[train_idx], side[val_idx] = "train", "val"
     if tune_idx is not None:
         side[tune_idx] = "tune"
-    write_csv(run_dir / "split.csv", ["path", "label", "class", "split"],
-              ([p, int(y), loaded.class_names[int(y)], s] for p, y, s in zip(loaded.paths, loaded.labels, side) if s))
+    several = len(loaded.source_names) > 1
+    sources = loaded.sources if several else [None] * len(loaded.paths)
+    write_csv(run_dir / "split.csv", ["path", "label", "class", "split", *(["source"] if several else [])],
+              ([p, int(y), loaded.class_names[int(y)], s, *([src] if several else [])]
+               for p, y, s, src in zip(loaded.paths, loaded.labels, side, sources) if s))
 
 
 def validation_steers(cfg: Config) -> bool:
@@ -209,12 +214,15 @@ def _score(cfg: Config, run_dir: Path, loaded: LoadedImages, parts: FitParts) ->
     probs = predict(best, loaded.images[score_idx], cfg.train.batch_size, cfg.eval.tta)
     labels = loaded.labels[score_idx]
     metrics = compute_metrics(labels, probs, loaded.class_names, cfg.eval.bootstrap, cfg.seed)
+    sources = [loaded.sources[i] for i in score_idx] if len(loaded.source_names) > 1 else None
+    if sources is not None:
+        metrics["per_source"] = per_source_metrics(labels, probs, sources, loaded.class_names)
     honest = not (validation_steers(cfg) and steered_by_scored)  # nothing was chosen on the scored images
     metrics.update(calibrate_and_gate(cfg, run_dir, best, loaded, parts.train, score_idx, probs, honest))
     write_metrics(run_dir, metrics, f"{cfg.model.arch}: {cfg.train.checkpoint} model on the {parts.scored_on}"
                   + (" (it also steered training)" if validation_steers(cfg) and steered_by_scored else ""))
     write_predictions(run_dir / "predictions.csv", [loaded.paths[i] for i in score_idx], labels, probs,
-                      loaded.class_names)
+                      loaded.class_names, sources=sources)
     return metrics
 
 

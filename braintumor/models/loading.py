@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -123,8 +124,9 @@ def load_kfold_ensemble(run_dir: Path, with_model: bool = True) -> LoadedRun:
     return LoadedRun(run_dir, first.config, meta, model, members if with_model else [])
 
 
-def load_folder(run: LoadedRun, data_dir: str | Path) -> LoadedImages:
-    """Decode a folder of class sub-folders with the run's class mapping and image settings."""
+def load_folder(run: LoadedRun, data_dir: str | Path | Sequence[str | Path]) -> LoadedImages:
+    """Decode a folder of class sub-folders (or several: each image keeps its source, see data.parse_sources)
+    with the run's class mapping and image settings."""
     listing = list_images(data_dir, run.config.data.classes, require_all=False, scan=run.spec.scan)
     if tuple(listing.class_names) != tuple(run.class_names):
         raise DataError(f"{data_dir} classes {listing.class_names} differ from the model's {run.class_names}")
