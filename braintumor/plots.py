@@ -100,16 +100,17 @@ def class_distribution_figure(per_class: dict[str, dict[str, int]], title: str =
 
 def overlaid_histograms_figure(values: dict[str, dict[str, np.ndarray]], xlabel: str, title: str = "",
                                bins: int = 40):
-    """One panel per split; in each, a density histogram per class drawn over the others."""
+    """One panel per split; in each, a density histogram per class drawn over the others. A class keeps one
+    colour in every panel, also where another panel has no image of it."""
     fig, axes = plt.subplots(1, max(1, len(values)), figsize=(5.5 * max(1, len(values)), 3.8), squeeze=False)
     for ax, (split, by_class) in zip(axes[0], values.items(), strict=False):
         every = np.concatenate([v for v in by_class.values() if len(v)]) if by_class else np.zeros(0)
         edges = np.histogram_bin_edges(every, bins=bins) if len(every) else bins
-        for cls, v in by_class.items():
+        for k, (cls, v) in enumerate(by_class.items()):
             if len(v):
-                ax.hist(v, bins=edges, density=True, histtype="stepfilled", alpha=0.35, label=cls)
-                edge = ax.patches[-1].get_facecolor()[:3]
-                ax.hist(v, bins=edges, density=True, histtype="step", color=edge)
+                colour = f"C{k % 10}"
+                ax.hist(v, bins=edges, density=True, histtype="stepfilled", alpha=0.35, label=cls, color=colour)
+                ax.hist(v, bins=edges, density=True, histtype="step", color=colour)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("density")
         ax.set_title(split)

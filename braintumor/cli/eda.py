@@ -63,9 +63,9 @@ def eda(
         console.print(leakage_panel(s))
     elif s["near_duplicate_groups"]:
         console.print(f"[yellow]{s['near_duplicate_images']} images sit in {s['near_duplicate_groups']} "
-                      "duplicate groups[/]: keep copies on one side of every split (train groups exact "
-                      "copies by default; --set data.group_duplicates=near --set "
-                      f"data.near_threshold={s['near_threshold']} for near copies too)",
+                      "duplicate groups[/]: train and kfold keep each group on one side of every split "
+                      "(data.group_duplicates: near, the default, at data.near_threshold: "
+                      f"{DEFAULT_NEAR_THRESHOLD}; this report used {s['near_threshold']})",
                       highlight=False)
     console.print(f"took {s['duration_s']:.1f} s", highlight=False)
     print_run_dir(out)
