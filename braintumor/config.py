@@ -65,6 +65,7 @@ class DataConfig:
     window: tuple[float, ...] | None = None  # [center, width]; None: the file's own window, else 1-99 percentiles
     slices: str = "all"  # all | middle:K | range:A-B | mask[:F]
     slice_axis: int = 2  # NIfTI axis after reorienting to RAS: 0 sagittal, 1 coronal, 2 axial
+    boxes: str | None = None  # CSV of tumour boxes of some training images (train.guidance)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -106,6 +107,8 @@ class TrainConfig:
     lr_scaling: Literal["none", "linear"] = "none"
     mixed_precision: Literal["auto", "on", "off"] = "auto"
     jit_compile: bool = False
+    guidance: float = 0.0  # weight of the annotation-guidance penalty (guidance.py); 0 = off
+    guidance_grow: float = 0.05  # boxes grown on every side by this fraction of the image side
 
 
 @dataclass(frozen=True)

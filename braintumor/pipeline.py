@@ -30,30 +30,38 @@ def oversample(indices: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray
 
 
 def augmenter(cfg: AugmentConfig, seed: int):
-    """A function (batch float32 0-255) -> augmented batch.
+    """A function (batch float32 0-255[, masks]) -> augmented batch[, masks moved with it].
 
     Rotation and zoom are one combined affine resampling (two Keras layers would resample twice, and resampling
-    is most of the pipeline's cost); flips, brightness and contrast are Keras preprocessing layers.
+    is most of the pipeline's cost); flips, brightness and contrast are Keras preprocessing layers. Masks (box
+    masks for train.guidance) ride as extra channels through the geometric steps and skip the photometric ones.
     """
     layers = []
     mode = "horizontal_and_vertical" if cfg.flip_horizontal and cfg.flip_vertical else (
         "horizontal" if cfg.flip_horizontal else "vertical" if cfg.flip_vertical else None)
-    if mode:
-        layers.append(keras.layers.RandomFlip(mode, seed=seed))
+    flip = keras.layers.RandomFlip(mode, seed=seed) if mode else None
     if cfg.brightness > 0:
         layers.append(keras.layers.RandomBrightness(cfg.brightness, value_range=(0, 255), seed=seed + 3))
     if cfg.contrast > 0:
         layers.append(keras.layers.RandomContrast(cfg.contrast, value_range=(0, 255), seed=seed + 4))
     rotation, zoom, erase_p, shift = cfg.rotation, cfg.zoom, cfg.erasing, cfg.translate
 
-    def apply(x):
+    def apply(x, masks=None):
+        channels = tf.shape(x)[-1]
+        if masks is not None:
+            x = tf.concat([x, masks], axis=-1)
         if rotation > 0 or zoom > 0 or shift > 0:
             x = _random_affine(x, rotation, zoom, shift)
+        if flip is not None:
+            x = flip(x, training=True)
+        if masks is not None:
+            x, masks = x[..., :channels], x[..., channels:]
         for layer in layers:
             x = layer(x, training=True)
         if erase_p > 0:
             x = _random_erase(x, erase_p)
-        return tf.clip_by_value(x, 0.0, 255.0)
+        x = tf.clip_by_value(x, 0.0, 255.0)
+        return x if masks is None else (x, masks)
 
     return apply
 
@@ -104,8 +112,11 @@ def make_dataset(
     training: bool = False,
     augment: AugmentConfig | None = None,
     seed: int = 0,
+    masks: np.ndarray | None = None,
 ):
-    """Batches of (float32 0-255 images, one-hot labels); shuffled and augmented when training."""
+    """Batches of (float32 0-255 images, one-hot labels); shuffled and augmented when training. ``masks``
+    ((n, h, w) 0/1, train.guidance's boxes): batches are (images, labels, (b, h, w, 1) masks moved as the images
+    were)."""
     # The uint8 array is the cache. Shuffle and batch indices, then gather each batch: a shuffle buffer of
     # images would hold a second copy of the whole dataset.
     images_t = tf.convert_to_tensor(images)
@@ -114,6 +125,9 @@ def make_dataset(
     if training:
         ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
+    if masks is not None:
+        return _with_masks(ds, images_t, labels_t, num_classes, masks, augment if training else None,
+                           seed).prefetch(tf.data.AUTOTUNE)
     ds = ds.map(lambda i: (tf.cast(tf.gather(images_t, i), tf.float32),
                            tf.one_hot(tf.gather(labels_t, i), num_classes)), num_parallel_calls=tf.data.AUTOTUNE)
     if training and augment is not None:
@@ -129,3 +143,20 @@ def make_dataset(
 
             ds = ds.map(mixup, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _with_masks(ds, images_t, labels_t, num_classes: int, masks: np.ndarray, augment: AugmentConfig | None,
+                seed: int):
+    """Index batches -> (images, labels, masks): each mask gathered with its image and augmented with it."""
+    masks_t = tf.convert_to_tensor(np.asarray(masks, dtype=np.uint8))
+    aug = augmenter(augment, seed) if augment is not None else None
+
+    def attach(i):
+        x = tf.cast(tf.gather(images_t, i), tf.float32)
+        y = tf.one_hot(tf.gather(labels_t, i), num_classes)
+        m = tf.cast(tf.gather(masks_t, i), tf.float32)[..., None]
+        if aug is not None:
+            x, m = aug(x, m)
+        return x, y, m
+
+    return ds.map(attach, num_parallel_calls=tf.data.AUTOTUNE)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from .. import models, plots  # noqa: F401  (models registers the custom layers)
+from .. import guidance, models, plots  # noqa: F401  (models registers the custom layers)
 from ..config import DEFAULT_FOLDS, Config, build, read_yaml
 from ..data import ImageSpec, LoadedImages, list_images, load_images, split_train_val
 from ..dedup import count_groups, multi_member_groups
@@ -206,6 +206,7 @@ def run_kfold(cfg: Config, n_folds: int | None, test_dir: str | Path | None = No
     ``n_folds`` None: 5, or with ``by="source"`` (leave one collection out) one fold per collection.
     """
     get_spec(cfg.model.arch)  # fail on a bad architecture before decoding anything
+    guidance.check(cfg)
     log = log or _quiet
     plan = plan_folds(cfg, n_folds, by)
     n_folds = plan.n_folds

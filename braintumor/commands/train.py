@@ -12,12 +12,14 @@ import keras
 import numpy as np
 import pandas as pd
 
-from .. import plots
+from .. import guidance, plots
 from ..config import Config
 from ..data import ImageSpec, LoadedImages, list_images, load_images, split_train_val
 from ..dedup import duplicate_groups, multi_member_groups
 from ..distribute import configure_precision, even_for_replicas, make_strategy, runs_dir_for_this_worker, scaled_lr
 from ..errors import ConfigError
+from ..explain.gradcam import default_explanation
+from ..guidance import GuidedTrainer, box_masks
 from ..inference import Classifier, feature_layer, gate_report, pooled_features
 from ..metrics import (
     ECE_BINS,
@@ -66,6 +68,7 @@ def prepare_data(cfg: Config) -> tuple[LoadedImages, np.ndarray]:
 def run_train(cfg: Config, callbacks: tuple = ()) -> tuple[Path, dict[str, Any]]:
     """The ``train`` command: a new run directory with the best model and its validation metrics."""
     get_spec(cfg.model.arch)  # fail on a bad architecture before any work
+    guidance.check(cfg)
     run_dir = new_run_dir(runs_dir_for_this_worker(cfg), "train", cfg.model.arch, cfg.name)
     start_run(run_dir, cfg, "train")
     with run_status(run_dir):
@@ -130,7 +133,7 @@ def fit_and_report(cfg: Config, run_dir: Path, loaded: LoadedImages, parts: FitP
     replicas = strategy.num_replicas_in_sync
 
     # 2. pipelines: class weights come from this training part only
-    fit_idx, train_ds, val_ds, weights = _pipelines(cfg, loaded, parts, replicas)
+    fit_idx, train_ds, val_ds, weights = _pipelines(cfg, loaded, parts, replicas, run_dir)
 
     # 3. model
     input_shape = loaded.images.shape[1:]
@@ -161,15 +164,20 @@ def fit_and_report(cfg: Config, run_dir: Path, loaded: LoadedImages, parts: FitP
     return metrics
 
 
-def _pipelines(cfg: Config, loaded: LoadedImages, parts: FitParts, replicas: int):
+def _pipelines(cfg: Config, loaded: LoadedImages, parts: FitParts, replicas: int, run_dir: Path):
     """(the training indices after oversampling, training and validation datasets, class weights or None)."""
     k, labels, tcfg = len(loaded.class_names), loaded.labels, cfg.train
     fit_idx = oversample(parts.train, labels, cfg.seed) if cfg.data.oversample else parts.train
     # several replicas: every batch must split evenly over them (a no-op on one device; see even_for_replicas)
     fit_idx = even_for_replicas(fit_idx, replicas, cfg.seed)
     fit_val_idx = even_for_replicas(parts.val, replicas, cfg.seed)
+    masks = None
+    if tcfg.guidance > 0:  # train.guidance: the box masks of the training images (all ones where no box)
+        fit_paths = [loaded.paths[i] for i in fit_idx]
+        masks, boxed = box_masks(cfg.data.boxes, fit_paths, loaded.images.shape[1], tcfg.guidance_grow)
+        write_meta(run_dir, guided_images=boxed)
     train_ds = make_dataset(loaded.images[fit_idx], labels[fit_idx], k, tcfg.batch_size, training=True,
-                            augment=cfg.data.augment, seed=cfg.seed)
+                            augment=cfg.data.augment, seed=cfg.seed, masks=masks)
     val_ds = make_dataset(loaded.images[fit_val_idx], labels[fit_val_idx], k, tcfg.batch_size)
     weights = class_weights(labels[parts.train], k) if cfg.data.class_weight == "balanced" else None
     return fit_idx, train_ds, val_ds, weights
@@ -186,24 +194,39 @@ def _fit(cfg: Config, run_dir: Path, model, strategy, data: tuple, steps: int, o
     phases = [(0, freeze, lr, True), (freeze, tcfg.epochs, lr * cfg.model.fine_tune_lr_factor, False)] \
         if freeze else [(0, tcfg.epochs, lr, False)]
     stopped = False
+    fitted = _guided(cfg, model, strategy) if tcfg.guidance > 0 else model
+    checkpoint.target = model  # the classifier is what is saved, also when a guided trainer wraps it
     for first, last, phase_lr, frozen in phases:
         if stopped or first >= last:
             continue
         _set_backbone_trainable(model, get_spec(cfg.model.arch), not frozen)
         with strategy.scope():
-            model.compile(optimizer=_optimizer(tcfg, phase_lr, steps, last - first),
-                          loss=keras.losses.CategoricalCrossentropy(label_smoothing=tcfg.label_smoothing),
-                          metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
-                          jit_compile=tcfg.jit_compile)
+            fitted.compile(optimizer=_optimizer(tcfg, phase_lr, steps, last - first),
+                           loss=keras.losses.CategoricalCrossentropy(label_smoothing=tcfg.label_smoothing),
+                           metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
+                                    keras.metrics.AUC(name="auc")],
+                           jit_compile=tcfg.jit_compile)
         cbs = _callbacks(cfg, run_dir, phase_lr, checkpoint, timer, append=first > 0) + list(callbacks)
-        hist = model.fit(train_ds, validation_data=val_ds, epochs=last, initial_epoch=first, class_weight=weights,
-                         callbacks=cbs, verbose=0, shuffle=False)  # tf.data shuffles itself
+        hist = fitted.fit(train_ds, validation_data=val_ds, epochs=last, initial_epoch=first, class_weight=weights,
+                          callbacks=cbs, verbose=0, shuffle=False)  # tf.data shuffles itself
         stopped = len(hist.epoch) < last - first  # early stopping ends both phases
     best_path = run_dir / "model.keras"
     if tcfg.checkpoint == "last":  # the final weights (with train.ema, the averaged ones)
         atomic_save_model(model, best_path)
     if not best_path.is_file():  # validation loss never finite: keep the last model rather than nothing
         atomic_save_model(model, best_path)
+
+
+def _guided(cfg: Config, model, strategy):
+    """train.guidance: a trainer that adds the outside-the-box penalty at the layer ``cam`` explains."""
+    _, layers = default_explanation(model)
+    try:
+        model.get_layer(layers[0])
+    except ValueError:
+        raise ConfigError(f"train.guidance needs the explained layer at the model's top level; {cfg.model.arch} "
+                          "explains a layer inside its backbone (use customnet)") from None
+    with strategy.scope():
+        return GuidedTrainer(model, layers[0], cfg.train.guidance)
 
 
 def _score(cfg: Config, run_dir: Path, loaded: LoadedImages, parts: FitParts) -> dict[str, Any]:
@@ -328,15 +351,16 @@ class BestCheckpoint(keras.callbacks.Callback):
         super().__init__()
         self.path, self.monitor, self.keep = path, monitor, keep
         self.best, self.best_epoch = math.inf, None
+        self.target = None  # the model to save; None: the model being fitted
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
         if value is not None and math.isfinite(value) and value < self.best:
             self.best, self.best_epoch = float(value), epoch + 1
             if self.keep == "best":
-                atomic_save_model(self.model, self.path)
+                atomic_save_model(self.target or self.model, self.path)
         if self.keep == "last":
-            atomic_save_model(self.model, self.path)
+            atomic_save_model(self.target or self.model, self.path)
 
 
 class EpochTimer(keras.callbacks.Callback):

@@ -1,0 +1,114 @@
+"""Annotation guidance ("right for the right reasons"), opt-in: on training slices that have a tumour box, penalise
+the share of the explained feature map's activation that lies outside the box.
+
+``train.guidance: W`` (0 = off) with ``data.boxes: FILE`` (the ``path,class,x_center,y_center,width,height`` CSV
+that ``cam --boxes`` reads). The penalty, per annotated image, is
+
+    outside share = sum over the map of s * (1 - m) / sum of s,   s = mean over channels of relu(A)
+
+where A is the map ``cam`` explains by default (the architecture's explanation layer: CustomNet's end of block 2)
+and m the box (grown by ``train.guidance_grow`` of the side) at the map's resolution; the loss adds W x its mean
+over the annotated images of the batch. Images without a box get m = 1 everywhere, so nothing of theirs is outside.
+It is a cheap, single-pass relative of Ross et al. (2017), who penalise input gradients outside the region, and of
+attention-mining losses (GAIN, Li et al. 2018): the explanation LayerCAM draws is a positive mix of exactly these
+activations, so activation kept inside the box keeps the heatmap there.
+
+Boxes travel through augmentation with their image: the box mask rides as an extra channel through the flips,
+rotation, zoom and shift (pipeline.make_dataset), and photometric changes touch the image only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from .errors import ConfigError, DataError
+from .explain.localisation import read_boxes_csv
+
+
+def box_masks(boxes_csv: str | Path, paths: list[str], size: int, grow: float) -> tuple[np.ndarray, int]:
+    """(n, size, size) uint8 masks, 1 inside an image's boxes (grown by ``grow`` of the side) and 0 outside;
+    all ones for an image without a box. Returns the masks and how many images have a box."""
+    if not Path(boxes_csv).is_file():
+        raise DataError(f"data.boxes {boxes_csv} does not exist; pass the path,class,x_center,y_center,width,height "
+                        "CSV of your tumour boxes")
+    ann = read_boxes_csv(boxes_csv)
+    regions = {str(Path(p).resolve()): r for p, r in ann.regions.items()}
+    masks = np.ones((len(paths), size, size), np.uint8)
+    found = 0
+    for i, p in enumerate(paths):
+        region = regions.get(str(Path(p).resolve()))
+        if region is not None:
+            masks[i] = region.mask(size, size, grow)
+            found += 1
+    if not found:
+        raise DataError(f"none of the {len(ann.regions)} images in {boxes_csv} is among the training images; "
+                        "its paths (relative to the CSV's folder) must name files under a --data folder")
+    return masks, found
+
+
+def check(cfg) -> None:
+    """Refuse settings that guidance cannot honour, before any work."""
+    if cfg.train.guidance <= 0:
+        return
+    if not cfg.data.boxes:
+        raise ConfigError("train.guidance needs data.boxes: the CSV of tumour boxes of (some of) the training images")
+    if cfg.data.crop != "none":
+        raise ConfigError("train.guidance needs data.crop: none (boxes are fractions of the uncropped image)")
+    if cfg.data.augment.mixup > 0:
+        raise ConfigError("train.guidance cannot be combined with data.augment.mixup (a blend has no one box)")
+    if cfg.data.class_weight != "none":
+        raise ConfigError("train.guidance cannot be combined with data.class_weight (both use the sample slot)")
+
+
+def outside_share(features, masks):
+    """(mean outside share over annotated images, number of annotated images) for feature maps (b, h, w, c) and
+    masks (b, H, W, 1) at the input's resolution (area-resized to the map's)."""
+    s = tf.reduce_mean(tf.nn.relu(tf.cast(features, tf.float32)), axis=-1)  # (b, h, w)
+    m = tf.image.resize(tf.cast(masks, tf.float32), tf.shape(s)[1:3], method="area")[..., 0]
+    annotated = tf.cast(tf.reduce_min(m, axis=[1, 2]) < 0.999, tf.float32)  # all ones: no box
+    share = tf.reduce_sum(s * (1.0 - m), axis=[1, 2]) / (tf.reduce_sum(s, axis=[1, 2]) + 1e-6)
+    n = tf.reduce_sum(annotated)
+    return tf.math.divide_no_nan(tf.reduce_sum(share * annotated), n), n
+
+
+class GuidedTrainer(keras.Model):
+    """Trains ``classifier`` (whose layers and weights it shares) with the compiled loss plus ``weight`` x the
+    outside share at ``layer``. Batches are (images, one-hot labels, box masks); validation batches have no masks
+    and are scored as the plain classifier would be. Save ``classifier``, not this wrapper."""
+
+    def __init__(self, classifier: keras.Model, layer: str, weight: float):
+        super().__init__(name="guided_trainer")
+        self.classifier = classifier
+        self.probe = keras.Model(classifier.inputs, [classifier.outputs[0], classifier.get_layer(layer).output])
+        self.weight = float(weight)
+        self.share_tracker = keras.metrics.Mean(name="outside_share")
+
+    def call(self, x, training=False):
+        return self.classifier(x, training=training)
+
+    def train_step(self, data):
+        x, y, masks = data
+        with tf.GradientTape() as tape:
+            y_pred, features = self.probe(x, training=True)
+            loss = self.compute_loss(x=x, y=y, y_pred=y_pred)
+            share, _ = outside_share(features, masks)
+            total = loss + self.weight * share
+        variables = self.trainable_variables
+        self.optimizer.apply(tape.gradient(total, variables), variables)
+        for metric in self.metrics:
+            if metric.name == "loss":
+                metric.update_state(loss)
+            elif metric is self.share_tracker:
+                metric.update_state(share)
+            else:
+                metric.update_state(y, y_pred)
+        return self.get_metrics_result()
+
+    def test_step(self, data):
+        logs = super().test_step(data)
+        logs.pop("outside_share", None)  # validation batches carry no boxes
+        return logs
