@@ -20,9 +20,12 @@ import tensorflow as tf
 from .config import TrainConfig
 from .errors import ConfigError
 
-# MultiWorkerMirroredStrategy configures collective ops once per process: a second one (the next kfold fold)
-# must reuse the first.
+# One strategy of each kind per process, reused by the next fit (the next kfold fold). MultiWorkerMirroredStrategy
+# configures collective ops once per process; a fresh MirroredStrategy numbers its collective ops from the start
+# again, and an op of the next program that gets the number of an op of another shape fails ("Shape mismatch in
+# the collective instance").
 _multiworker = None
+_mirrored_strategy = None
 
 
 def gpus() -> list:
@@ -41,7 +44,7 @@ def make_strategy(cfg: TrainConfig):
         choice = "mirrored" if len(gpus()) > 1 else "none"
     if choice == "none":
         return tf.distribute.get_strategy()  # the default, single-device strategy
-    strategy = tf.distribute.MirroredStrategy() if choice == "mirrored" else _multi_worker()
+    strategy = _mirrored() if choice == "mirrored" else _multi_worker()
     replicas = strategy.num_replicas_in_sync
     if cfg.batch_size % replicas:
         raise ConfigError(f"train.batch_size {cfg.batch_size} does not split evenly over the {replicas} "
@@ -65,6 +68,25 @@ def even_for_replicas(indices: np.ndarray, replicas: int, seed: int = 0) -> np.n
         return indices
     chosen = np.random.default_rng(seed).choice(len(indices), keep, replace=False)
     return indices[np.sort(chosen)]
+
+
+def synchronize_batch_norm(model, replicas: int) -> int:
+    """Make every BatchNormalization layer of ``model`` compute its batch statistics over the global batch
+    (all replicas) when there are several replicas; returns how many layers it changed.
+
+    Keras' default keeps them per replica: each replica (each worker, under ``multiworker``) updates its own
+    moving mean and variance from its slice of the batch, so the copies drift apart while the trained weights
+    stay identical, and the saved model carries the statistics of the saving replica's slice only. Synchronised,
+    the moving statistics are those of the whole batch, the same on every replica, as one device would compute
+    them. One device: unchanged (and a synchronised layer on one device computes the same as a plain one).
+    """
+    if replicas <= 1:
+        return 0
+    layers = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+              if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in layers:
+        layer.synchronized = True
+    return len(layers)
 
 
 def cluster_spec() -> dict:
@@ -118,11 +140,35 @@ def runs_dir_for_this_worker(cfg) -> str | Path:
     return tempfile.mkdtemp(prefix=f"braintumor-{task['type']}{task['index']}-")
 
 
+class _MultiWorker(tf.distribute.MultiWorkerMirroredStrategy):
+    """MultiWorkerMirroredStrategy with the ``reduce`` Keras 3's ``fit`` expects of it (keras-team/keras#20585).
+
+    Keras 3.15 calls ``reduce`` in two ways the multi-worker strategy refuses: on the whole first (x, y[, weight])
+    batch, to build the model ("Attempt to convert a value (PerReplica...) with an unsupported type": it
+    reduces one value, not a nest), and with ``axis=0`` on each step's scalar logs ("Invalid reduction
+    dimension 0 for input with 0 dimensions"). Here each element of a nest is reduced in turn (the same
+    collective ops on every worker, in the same order), and a scalar across the workers only.
+    """
+
+    def reduce(self, reduce_op, value, axis):
+        def one(v):
+            scalar = axis is not None and self.experimental_local_results(v)[0].shape.rank == 0
+            return super(_MultiWorker, self).reduce(reduce_op, v, None if scalar else axis)
+        return tf.nest.map_structure(one, value)
+
+
+def _mirrored():
+    global _mirrored_strategy
+    if _mirrored_strategy is None:
+        _mirrored_strategy = tf.distribute.MirroredStrategy()
+    return _mirrored_strategy
+
+
 def _multi_worker():
     global _multiworker
     cluster_spec()
     if _multiworker is None:
-        _multiworker = tf.distribute.MultiWorkerMirroredStrategy()
+        _multiworker = _MultiWorker()
     return _multiworker
 
 

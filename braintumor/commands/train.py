@@ -16,7 +16,14 @@ from .. import guidance, plots
 from ..config import Config
 from ..data import ImageSpec, LoadedImages, list_images, load_images, split_train_val
 from ..dedup import duplicate_groups, multi_member_groups
-from ..distribute import configure_precision, even_for_replicas, make_strategy, runs_dir_for_this_worker, scaled_lr
+from ..distribute import (
+    configure_precision,
+    even_for_replicas,
+    make_strategy,
+    runs_dir_for_this_worker,
+    scaled_lr,
+    synchronize_batch_norm,
+)
 from ..errors import ConfigError
 from ..explain.gradcam import default_explanation
 from ..guidance import GuidedTrainer, box_masks
@@ -139,6 +146,7 @@ def fit_and_report(cfg: Config, run_dir: Path, loaded: LoadedImages, parts: FitP
     input_shape = loaded.images.shape[1:]
     with strategy.scope():
         model = build_model(cfg.model, len(loaded.class_names), input_shape)
+    synchronize_batch_norm(model, replicas)  # several replicas: one set of batch statistics, not one each
     write_meta(run_dir, arch=cfg.model.arch, class_names=list(loaded.class_names), image_size=cfg.data.image_size,
                channels=int(input_shape[-1]), color_mode=cfg.data.color_mode,
                preprocessing=get_spec(cfg.model.arch).preprocessing, params=int(model.count_params()),
