@@ -1,10 +1,11 @@
 """Is reading scanner files as fast as reading PNGs? ``load_images`` on one synthetic series, four ways.
 
 The same N demo slices (train then test folders of demo_data, gray, resized to --size px) are written as
-8-bit PNG files, as a DICOM series folder (one 16-bit file per slice, rescale slope/intercept and a window, as
-scanners write them), as one multi-frame DICOM file and as one NIfTI volume (.nii and .nii.gz). Each is listed and
-decoded by ``data.load_images`` (the path every command takes) --repeats times; the median wall time is reported
-against the PNG time. The target is a DICOM series under 1.5x the PNGs.
+8-bit PNG files, as a DICOM series folder (one 16-bit file per slice sharing a SeriesInstanceUID, rescale
+slope/intercept and a window, as scanners write them: listed as one volume in InstanceNumber order), as one
+multi-frame DICOM file and as one NIfTI volume (.nii and .nii.gz). Each is listed and decoded by
+``data.load_images`` (the path every command takes) --repeats times; the median wall time is reported against the
+PNG time. The target is a DICOM series under 1.5x the PNGs.
 
     python benchmarks/scanners.py [--slices 200] [--size 256] [--repeats 3]
 """
@@ -38,7 +39,7 @@ def demo_slices(n: int, size: int) -> list[np.ndarray]:
     return [np.asarray(Image.open(f).convert("L").resize((size, size), Image.BILINEAR)) for f in files]
 
 
-def write_dicom(path: Path, frames: list[np.ndarray], instance: int = 1) -> None:
+def write_dicom(path: Path, frames: list[np.ndarray], instance: int = 1, series: str | None = None) -> None:
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
@@ -48,6 +49,8 @@ def write_dicom(path: Path, frames: list[np.ndarray], instance: int = 1) -> None
     ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
     ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = MRImageStorage, meta.MediaStorageSOPInstanceUID, "MR"
     ds.InstanceNumber = instance
+    if series is not None:  # the files of a series folder: listed as one volume, in InstanceNumber order
+        ds.SeriesInstanceUID = series
     ds.Rows, ds.Columns = frames[0].shape
     ds.SamplesPerPixel, ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 1, 16, 16, 15, 0
     ds.PhotometricInterpretation = "MONOCHROME2"
@@ -65,9 +68,12 @@ def write_all(root: Path, slices: list[np.ndarray]) -> dict[str, Path]:
     out = {name: root / name for name in ("png", "dicom series", "multi-frame dicom", "nifti .nii", "nifti .nii.gz")}
     for folder in out.values():
         (folder / "glioma" / "series").mkdir(parents=True)
+    from pydicom.uid import generate_uid
+
+    uid = generate_uid()
     for i, s in enumerate(slices):
         Image.fromarray(s).save(out["png"] / "glioma" / "series" / f"IM{i:04d}.png")
-        write_dicom(out["dicom series"] / "glioma" / "series" / f"IM{i:04d}.dcm", [s], i + 1)
+        write_dicom(out["dicom series"] / "glioma" / "series" / f"IM{i:04d}.dcm", [s], i + 1, uid)
     write_dicom(out["multi-frame dicom"] / "glioma" / "series" / "volume.dcm", slices)
     vol = np.stack([np.rot90(s, -1) for s in slices], axis=-1).astype(np.int16)
     img = nib.Nifti1Image(vol, np.eye(4))

@@ -157,7 +157,8 @@ def list_images(root: str | Path | Sequence[str | Path], classes: tuple[str, ...
     ``classes=None`` means the four canonical tumour classes in their fixed order. ``require_all=False`` lets an
     evaluation folder hold only some of the classes; with several folders, each may hold some of them as long as
     together they hold all. Scanner files list one entry per 2-D slice that ``scan.slices`` keeps
-    (``<file>#<slice index>``; see scanners.py).
+    (``<file>#<slice index>``, or ``<file>@<series tag>#<position>`` for the files of a DICOM series; see
+    scanners.py).
     """
     sources = parse_sources(root)
     parts = [_list_folder(s.path, classes, scan) for s in sources]
@@ -190,11 +191,7 @@ def _list_folder(root: Path, classes: tuple[str, ...] | None,
     class_names = tuple(classes) if classes is not None else CANONICAL_CLASSES
     paths, labels = [], []
     for folder in folders:
-        files = sorted(
-            p for p in (root / folder).rglob("*")
-            if p.is_file() and not p.name.startswith(".") and (p.suffix.lower() in IMAGE_EXTENSIONS or file_kind(p))
-        )
-        ids = [i for p in files for i in (expand(p, scan) if file_kind(p) else [str(p)])]
+        ids = expand(_image_files(root / folder), scan)
         paths += ids
         labels += [class_names.index(mapping[folder])] * len(ids)
     if not paths:
@@ -205,17 +202,18 @@ def _list_folder(root: Path, classes: tuple[str, ...] | None,
 
 def find_images(sources: Sequence[str | Path], scan: ScanOptions = ScanOptions()) -> list[str]:
     """Image ids from files and folders (a folder contributes its image files, recursively, sorted); a scanner
-    file contributes the ids of the slices ``scan`` keeps."""
-    out = []
+    file or a DICOM series contributes the ids of the slices ``scan`` keeps (scanners.expand)."""
+    files = []
     for s in sources:
         p = Path(s)
-        if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")
-                           and (f.suffix.lower() in IMAGE_EXTENSIONS or file_kind(f)))
-        else:
-            files = [p]  # a missing or broken file is reported when it is read
-        out += [i for f in files for i in (expand(f, scan) if f.is_file() and file_kind(f) else [str(f)])]
-    return out
+        files += _image_files(p) if p.is_dir() else [p]  # a missing or broken file is reported when it is read
+    return expand(files, scan)  # together: a series given file by file (series/*) is still one volume
+
+
+def _image_files(folder: Path) -> list[Path]:
+    """The image and scanner files under ``folder``, recursively, sorted by path."""
+    return sorted(f for f in folder.rglob("*") if f.is_file() and not f.name.startswith(".")
+                  and (f.suffix.lower() in IMAGE_EXTENSIONS or file_kind(f)))
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:

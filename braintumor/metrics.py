@@ -13,6 +13,7 @@ from . import plots
 from .decision import scale  # noqa: F401  (re-exported: calibration code and tests use it from here)
 from .plots import atomic_save_figure
 from .runs import atomic_write_json, atomic_write_text, markdown_table, write_csv
+from .volumes import volumes_markdown
 
 EPS = 1e-7  # same clipping as Keras' categorical cross-entropy
 
@@ -113,6 +114,7 @@ def metrics_markdown(m: dict[str, Any], title: str = "Metrics") -> str:
         "Confusion matrix (rows: true, columns: predicted)", "",
         *markdown_table(["true \\ predicted", *m["classes"]], confusion),
         *sources, *calibration, *gate,
+        *(volumes_markdown(m["volumes"]) if "volumes" in m else []),
     ]
     return "\n".join(lines) + "\n"
 

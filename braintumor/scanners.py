@@ -2,8 +2,12 @@
 
 A file that holds one 2-D image (a single-frame DICOM) is listed by its plain path, like a JPEG. A file that holds
 several slices (a multi-frame DICOM, a NIfTI volume) lists one id per chosen slice, ``<file path>#<slice index>``;
-the part before ``#`` names the volume, so per-slice predictions can be pooled per volume later. The files of a
-DICOM series folder are its slices: each is listed by its own path, and the folder is the volume.
+the part before ``#`` names the volume. The single-frame DICOM files of one folder that share a SeriesInstanceUID
+are one volume too (a series): ordered by InstanceNumber (else by ImagePositionPatient along the slice normal, else
+by file name), each chosen slice is listed as ``<file path>@<series tag>#<position in the series>``, and the volume
+is ``<folder>@<series tag>``. The tag is the first 8 hex digits of the SHA-1 of the SeriesInstanceUID: it tells two
+series of one folder apart without writing the UID itself (de-identification replaces UIDs, PS3.15 Annex E).
+``parse_id`` reads all three forms back; ``volumes.py`` pools per-slice predictions per volume.
 
 Nothing read from a file's tags reaches a message: errors and ids carry only the path and the slice index, so a
 patient's name or ID can never land in a log line, a CSV, a plot title or an HTTP response.
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import hashlib
 import io
 import os
 import re
@@ -45,6 +50,10 @@ DEFAULT_MASK_FRACTION = 0.1
 MASK_LEVEL = 0.1
 
 _ID = re.compile(r"^(.*)#(\d+)$")
+_SERIES_ID = re.compile(r"^(.*)@([0-9a-f]{8})#(\d+)$")
+# what listing reads from a DICOM header (stop_before_pixels: a series of 200 files lists in a fraction of a second)
+_HEADER_TAGS = ["NumberOfFrames", "SeriesInstanceUID", "InstanceNumber", "ImagePositionPatient",
+                "ImageOrientationPatient"]
 
 
 @dataclass(frozen=True)
@@ -65,12 +74,34 @@ class ScanOptions:
 # What a path or an upload is
 
 
+@dataclass(frozen=True)
+class SliceRef:
+    """What an image id names: the file to decode, the frame inside it, and the volume the slice belongs to."""
+
+    file: str
+    frame: int | None  # slice of a multi-frame DICOM or NIfTI volume; None: the file's one image
+    volume: str  # the file, or '<folder>@<series tag>' for a slice of a DICOM series
+    position: int  # the slice's place in its volume (0 for a plain file)
+
+
+def parse_id(source: str) -> SliceRef:
+    """``'a/v.nii.gz#12'`` -> slice 12 of volume a/v.nii.gz; ``'a/s1/IM7@1a2b3c4d#3'`` -> file a/s1/IM7, the 4th
+    slice of series a/s1@1a2b3c4d; a plain path (or an existing file whose name has a '#') is its own volume."""
+    if not Path(source).exists():
+        m = _SERIES_ID.match(source)
+        if m:
+            file = m.group(1)
+            return SliceRef(file, None, f"{os.path.dirname(file) or '.'}@{m.group(2)}", int(m.group(3)))
+        m = _ID.match(source)
+        if m:
+            return SliceRef(m.group(1), int(m.group(2)), m.group(1), int(m.group(2)))
+    return SliceRef(source, None, source, 0)
+
+
 def split_id(source: str) -> tuple[str, int | None]:
-    """``'a/b.nii.gz#12'`` -> ``('a/b.nii.gz', 12)``; a plain path (or a file whose name has a '#') -> (path, None)."""
-    m = _ID.match(source)
-    if m and not Path(source).exists():
-        return m.group(1), int(m.group(2))
-    return source, None
+    """``'a/b.nii.gz#12'`` -> ``('a/b.nii.gz', 12)``; a series slice or a plain path -> (its file, None)."""
+    ref = parse_id(source)
+    return ref.file, ref.frame
 
 
 def has_dicom_magic(path: str | Path) -> bool:
@@ -139,39 +170,129 @@ def select_slices(n: int, slices: str, foreground: np.ndarray | None = None) -> 
 
 def _foreground(volume: np.ndarray, axis: int) -> np.ndarray:
     """(n,) fraction of each slice along ``axis`` above MASK_LEVEL of the volume's 99th percentile."""
-    top = float(np.percentile(volume, 99)) if volume.size else 0.0
-    low = float(volume.min()) if volume.size else 0.0
-    fg = volume > low + MASK_LEVEL * (top - low)
-    other = tuple(a for a in range(volume.ndim) if a != axis)
-    return fg.mean(axis=other) if top > low else np.zeros(volume.shape[axis])
+    return _foreground_of(list(np.moveaxis(volume, axis, 0)))
 
 
-def expand(path: str | Path, scan: ScanOptions = ScanOptions()) -> list[str]:
-    """The ids a scanner file lists as. A file whose header cannot be read lists as its plain path, so that
-    decoding it later gives the reason and it lands in skipped.txt like any unreadable image."""
-    path = str(path)
-    try:
-        if file_kind(path) == "nifti":
-            return [f"{path}#{i}" for i in _nifti_slices(path, scan)]
-        frames = _dicom_frames(path, scan)
-    except DataError:
-        raise
-    except Exception:  # noqa: BLE001 - any reader failure: decode() says why, file by file
-        return [path]
-    return [path] if frames is None else [f"{path}#{i}" for i in frames]
+def _foreground_of(slices: list[np.ndarray | None]) -> np.ndarray:
+    """(n,) fraction of each slice above MASK_LEVEL of the 99th percentile of all of them; a slice that could not
+    be read (None) gets infinity, so data.slices=mask keeps it and decoding it lists the reason in skipped.txt."""
+    read = [np.ravel(s) for s in slices if s is not None]
+    values = np.concatenate(read) if read else np.zeros(0)
+    top = float(np.percentile(values, 99)) if values.size else 0.0
+    low = float(values.min()) if values.size else 0.0
+    level = low + MASK_LEVEL * (top - low)
+    return np.array([np.inf if s is None else float((s > level).mean()) if top > low else 0.0 for s in slices])
 
 
-def _dicom_frames(path: str, scan: ScanOptions) -> list[int] | None:
-    """Frame indices of a multi-frame DICOM that data.slices keeps; None for a single-frame file."""
+@dataclass(frozen=True)
+class _Header:
+    """What listing needs from a DICOM file's header."""
+
+    frames: int
+    series: str  # SeriesInstanceUID, "" when the file has none
+    instance: int | None  # InstanceNumber
+    position: float | None  # ImagePositionPatient along the slice normal (ImageOrientationPatient's cross product)
+
+
+def expand(files: Sequence[str | Path], scan: ScanOptions = ScanOptions()) -> list[str]:
+    """The image ids of ``files`` (in listing order), the one listing step behind list_images and find_images.
+
+    An image file lists as its path. A NIfTI volume or a multi-frame DICOM lists the ids of the slices ``scan``
+    keeps. Single-frame DICOM files of one folder that share a SeriesInstanceUID are one series: its chosen slices
+    are listed in series order where its first file stood (one file alone, or without a series UID, stays a plain
+    path). A scanner file whose header cannot be read lists as its plain path, so that decoding it later gives
+    the reason and it lands in skipped.txt like any unreadable image."""
+    entries: list[list[str] | tuple[str, str]] = []  # ids, or the key of a series filled in below
+    series: dict[tuple[str, str], list[tuple[str, _Header]]] = {}
+    for f in map(str, files):
+        kind = file_kind(f)
+        if kind is None:
+            entries.append([f])
+            continue
+        try:
+            if kind == "nifti":
+                entries.append([f"{f}#{i}" for i in _nifti_slices(f, scan)])
+                continue
+            header = _dicom_header(f)
+            if header.frames > 1:
+                entries.append([f"{f}#{i}" for i in _dicom_frames(f, header.frames, scan)])
+                continue
+        except DataError:
+            raise
+        except Exception:  # noqa: BLE001 - any reader failure: decode() says why, file by file
+            entries.append([f])
+            continue
+        if not header.series:
+            entries.append([f])
+            continue
+        key = (os.path.dirname(f), header.series)
+        if key not in series:
+            series[key] = []
+            entries.append(key)
+        series[key].append((f, header))
+    return [i for e in entries for i in (e if isinstance(e, list) else _series_ids(series[e], scan))]
+
+
+def _dicom_header(path: str) -> _Header:
     pydicom = _import("pydicom")
-    ds = pydicom.dcmread(path, stop_before_pixels=not scan.slices.startswith("mask"))
-    n = int(ds.get("NumberOfFrames", 1) or 1)
-    if n <= 1:
+    ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+    try:
+        instance = int(ds.InstanceNumber) if ds.get("InstanceNumber") not in (None, "") else None
+    except (TypeError, ValueError):
+        instance = None
+    position = None
+    ipp, iop = ds.get("ImagePositionPatient"), ds.get("ImageOrientationPatient")
+    if ipp is not None and iop is not None and len(ipp) == 3 and len(iop) == 6:
+        normal = np.cross(np.asarray(iop[:3], float), np.asarray(iop[3:], float))
+        position = float(np.dot(np.asarray(ipp, float), normal))
+    return _Header(int(ds.get("NumberOfFrames", 1) or 1), str(ds.get("SeriesInstanceUID", "") or ""), instance,
+                   position)
+
+
+def series_order(headers: Sequence[_Header], names: Sequence[str]) -> list[int]:
+    """Indices of a series' files in slice order: by InstanceNumber when every file has one, else by
+    ImagePositionPatient along the slice normal when every file has it, else by file name."""
+    n = range(len(names))
+    if all(h.instance is not None for h in headers):
+        return sorted(n, key=lambda i: (headers[i].instance, headers[i].position or 0.0, names[i]))
+    if all(h.position is not None for h in headers):
+        return sorted(n, key=lambda i: (headers[i].position, names[i]))
+    return sorted(n, key=lambda i: names[i])
+
+
+def series_tag(uid: str) -> str:
+    """8 hex digits that tell series apart without writing the SeriesInstanceUID anywhere."""
+    return hashlib.sha1(uid.encode()).hexdigest()[:8]
+
+
+def _series_ids(members: list[tuple[str, _Header]], scan: ScanOptions) -> list[str]:
+    """The ids of a series' chosen slices: ``<file>@<tag>#<position>``, in series order."""
+    if len(members) == 1:
+        return [members[0][0]]
+    order = [members[i] for i in series_order([h for _, h in members], [os.path.basename(f) for f, _ in members])]
+    fg = _foreground_of([_series_slice(f) for f, _ in order]) if scan.slices.startswith("mask") else None
+    tag = series_tag(order[0][1].series)
+    return [f"{order[k][0]}@{tag}#{k}" for k in select_slices(len(order), scan.slices, fg)]
+
+
+def _series_slice(path: str) -> np.ndarray | None:
+    """A series file's modality values (for data.slices=mask), or None when its pixels cannot be read."""
+    from pydicom.pixels import apply_modality_lut  # optional dependency: only scanner files need it
+
+    try:
+        ds = _open_dicom(path)
+        return np.asarray(apply_modality_lut(_dicom_frame(ds, 0), ds), dtype=np.float32)
+    except Exception:  # noqa: BLE001 - decoding it later gives the reason, in skipped.txt
         return None
+
+
+def _dicom_frames(path: str, n: int, scan: ScanOptions) -> list[int]:
+    """Frame indices of an ``n``-frame DICOM that data.slices keeps."""
     fg = None
-    if scan.slices.startswith("mask"):
+    if scan.slices.startswith("mask"):  # mask reads every frame once
         from pydicom.pixels import apply_modality_lut  # optional dependency, as above
 
+        ds = _import("pydicom").dcmread(path)
         fg = _foreground(np.stack([apply_modality_lut(_dicom_frame(ds, i), ds) for i in range(n)]), 0)
     return select_slices(n, scan.slices, fg)
 

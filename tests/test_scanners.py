@@ -3,7 +3,9 @@ reason, and a patient's name never reaches a run directory or the CLI output."""
 
 from __future__ import annotations
 
+import csv
 import gzip
+import json
 from pathlib import Path
 
 import numpy as np
@@ -41,9 +43,10 @@ def demo_slices(cls: str = "glioma", n: int = 4, size: int = 48, start: int = 0)
 
 
 def write_dicom(path: Path, frames: list[np.ndarray], *, window: bool = True, mono1: bool = False,
-                pixels: bool = True, syntax=ExplicitVRLittleEndian) -> Path:
+                pixels: bool = True, syntax=ExplicitVRLittleEndian, **tags) -> Path:
     """A 16-bit MR DICOM (Explicit VR Little Endian) holding ``frames`` (one or several), with rescale slope and
-    intercept, an identifying PatientName and PatientID, and (optionally) a Window Center/Width."""
+    intercept, an identifying PatientName and PatientID, and (optionally) a Window Center/Width. ``tags`` are
+    more attributes (SeriesInstanceUID, InstanceNumber, ImagePositionPatient...)."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = MRImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -60,6 +63,8 @@ def write_dicom(path: Path, frames: list[np.ndarray], *, window: bool = True, mo
         ds.NumberOfFrames = len(frames)
     if window:
         ds.WindowCenter, ds.WindowWidth = WINDOW
+    for name, value in tags.items():
+        setattr(ds, name, value)
     if pixels:
         src = [255 - f if mono1 else f for f in frames]  # MONOCHROME1 stores white as low values
         stored = np.stack([f.astype(np.uint16) * 4 + 1000 for f in src])
@@ -156,6 +161,7 @@ def test_bad_dicom_files_are_skipped_with_reasons(tmp_path: Path):
 
 
 def test_series_folder_and_extensionless_files(tmp_path: Path):
+    """Files without a SeriesInstanceUID are separate images in path order (test_volumes.py has real series)."""
     series = tmp_path / "glioma" / "series1"
     series.mkdir(parents=True)
     srcs = demo_slices(n=3)
@@ -247,9 +253,10 @@ def scanner_dataset(root: Path) -> Path:
             write_dicom(d / "empty.dcm", [srcs[0]], pixels=False)
             (d / "cut.dcm").write_bytes((d / "s0.dcm").read_bytes()[:600])
         elif c == 1:
+            uid = generate_uid()
             for i, s in enumerate(srcs[4:]):
                 (d / "series").mkdir(exist_ok=True)
-                write_dicom(d / "series" / f"IM{i}", [s])
+                write_dicom(d / "series" / f"IM{i}", [s], SeriesInstanceUID=uid, InstanceNumber=i + 1)
         else:
             write_nifti(d / "vol.nii.gz", srcs[4:])
     return root
@@ -300,6 +307,16 @@ def test_evaluate_cam_and_eda_read_scanner_files(scanner_run):
     assert r.exit_code == 0 and no_patient(r.output), r.output
     (ev,) = (tmp / "runs" / "evaluate").iterdir()
     assert "multi.dcm#1" in (ev / "predictions.csv").read_text() and "empty.dcm" in (ev / "skipped.txt").read_text()
+    rows = list(csv.DictReader((ev / "volumes.csv").open()))  # one per volume: 16 files, multi, series, 2 NIfTI
+    assert len(rows) == len({r["volume"] for r in rows}) == 4 * 4 + 1 + 1 + 2
+    vols = {Path(r["volume"]).name: r for r in rows}
+    assert vols["multi.dcm"]["n_slices"] == "4" and vols["vol.nii.gz"]["n_slices"] == "4"
+    assert vols["s0.dcm"]["n_slices"] == "1" and "empty.dcm" not in vols  # unreadable: in skipped.txt only
+    (series,) = [k for k in vols if k.startswith("series@")]
+    assert (vols[series]["true"], vols[series]["n_slices"]) == ("meningioma", "4")
+    m = json.loads((ev / "metrics.json").read_text())
+    assert m["volumes"]["n"] == len(rows) and m["volumes"]["n_multi_slice"] == 4
+    assert "Per volume" in (ev / "metrics.md").read_text()
     r = runner.invoke(app, ["cam", str(data / "glioma" / "multi.dcm"), str(data / "notumor" / "vol.nii.gz"),
                             "--run", str(run), "--runs-dir", str(tmp / "runs")])
     assert r.exit_code == 0 and no_patient(r.output), r.output

@@ -57,6 +57,12 @@ def evaluate(
     console.print("gate: " + ", ".join(f"{k} {v}" for k, v in g["status_counts"].items())
                   + f"; refused {g['refused']:.1%}" + (f"; accuracy on the accepted {accepted:.4f}" if accepted
                                                          is not None else ""), highlight=False)
+    if "volumes" in metrics:
+        v = metrics["volumes"]
+        recall = ", ".join(f"{c} {r:.2f}" for c, r in v["per_class_recall"].items() if r is not None)
+        console.print(f"[bold]per volume[/]: {v['n']} volumes ({v['n_multi_slice']} with several slices), accuracy "
+                      f"{v['accuracy']:.4f}; recall {recall}; answered {v['status_counts']['ok']}; see volumes.csv",
+                      highlight=False)
     if "ood" in metrics:
         o = metrics["ood"]
         auroc = "n/a (no gate)" if o["auroc"] is None else f"{o['auroc']:.4f}"

@@ -33,6 +33,8 @@ def predict(
 
     Each image gets a status: ok (the class is the answer), uncertain (at the edge of the training scans, or a
     low calibrated confidence) or out_of_distribution (not like a brain MRI slice); only ok rows name a class.
+    A scanner volume (NIfTI file, multi-frame DICOM, DICOM series folder) also gets one answer in volumes.csv: the
+    mean of its slices the gate accepted.
     Example: braintumor predict scans/ --run runs/kfold/20260101-120000-customnet
     """
     from ..commands.predict import run_predict  # lazy: loads TensorFlow; --help stays fast
@@ -45,6 +47,8 @@ def predict(
         report = run_predict(run_dir, sources, runs_dir=runs_root, name=name, tta=tta,
                              on_batch=lambda n: progress.advance(task, n))
     console.print(_table(report, run_dir.name))
+    if any(v.n_slices > 1 for v in report.volumes):
+        console.print(_volume_table(report))
     if not report.has_gate:
         console.print("[yellow]this run has no out-of-distribution gate[/] (trained before it existed): every "
                       "image is answered; retrain to get one", highlight=False)
@@ -66,4 +70,18 @@ def _table(report, source: str) -> Table:
         style = STATUS_STYLE[v.status]
         t.add_row(Path(path).name, f"[{style}]{v.status}[/]", report.class_names[top] if v.answered else "-",
                   f"{v.probs[top]:.3f}", v.reason)
+    return t
+
+
+def _volume_table(report) -> Table:
+    vols = report.volumes
+    t = Table(title=f"{len(vols)} volumes: the mean of the slices the gate accepted (volumes.csv)"
+              + (f" (first {SHOWN} shown)" if len(vols) > SHOWN else ""), header_style="bold")
+    for col, justify in (("volume", "left"), ("slices", "right"), ("used", "right"), ("status", "left"),
+                         ("class", "left"), ("p", "right"), ("reason", "left")):
+        t.add_column(col, justify=justify)
+    for v in vols[:SHOWN]:
+        top = int(v.probs.argmax())
+        t.add_row(Path(v.volume).name, str(v.n_slices), str(v.n_used), f"[{STATUS_STYLE[v.status]}]{v.status}[/]",
+                  report.class_names[top] if v.answered else "-", f"{v.probs[top]:.3f}", v.reason)
     return t

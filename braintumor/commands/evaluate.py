@@ -27,6 +27,7 @@ from ..metrics import (
 from ..models.loading import LoadedRun, load_folder, load_listing, load_run
 from ..plots import atomic_save_figure
 from ..runs import new_run_dir, run_status, start_run, write_csv, write_csv_dicts, write_meta, write_skipped
+from ..volumes import has_volumes, pool, volume_labels, volume_metrics, write_volumes
 
 
 def read_split(run_dir: Path, which: str = "val") -> tuple[list[str], np.ndarray]:
@@ -52,6 +53,7 @@ def run_evaluate(run_dir: str | Path, data: str | Path | Sequence[str | Path] | 
     its images; metrics["excluded_duplicates"] says how many were left out, excluded.csv lists them.
     ``ood`` (a folder of images that must be refused): metrics["ood"] scores the gate on it against the
     labelled images (AUROC, refusal rates, accuracy on the accepted), with plots/ood_scores.png.
+    When the images hold scanner volumes, metrics["volumes"] scores the pooled answer per volume (volumes.csv).
     """
     run = load_run(run_dir)
     if data is not None and not isinstance(data, (str, Path)):
@@ -91,6 +93,8 @@ def run_evaluate(run_dir: str | Path, data: str | Path | Sequence[str | Path] | 
             write_meta(out, exclude_duplicates_of=str(exclude_duplicates_of), excluded=excluded["total"])
         if ood is not None:
             m["ood"] = score_refusals(run, verdicts, ood, tta, out)
+        if has_volumes(loaded.paths):
+            m["volumes"] = score_volumes(run, loaded.paths, loaded.labels, verdicts, out)
         without = f", without {excluded['total']} copies of {exclude_duplicates_of}" if excluded else ""
         write_metrics(out, m, f"Evaluation of {run.path.name} on {shown or 'its validation split'}{without}")
         write_predictions(out / "predictions.csv", loaded.paths, loaded.labels, probs, run.class_names, verdicts,
@@ -98,6 +102,16 @@ def run_evaluate(run_dir: str | Path, data: str | Path | Sequence[str | Path] | 
         write_skipped(out, loaded.skipped)
         write_meta(out, n=m["n"], skipped=len(loaded.skipped))
     return out, m
+
+
+def score_volumes(run: LoadedRun, paths: list[str], labels: np.ndarray, verdicts: list[Verdict],
+                  out: Path) -> dict[str, Any]:
+    """Pool the slices of each volume (volumes.py's rule), score the volumes against their class folder's label
+    and write volumes.csv."""
+    answers = pool(paths, verdicts, run.classifier)
+    truth = volume_labels(paths, labels)
+    write_volumes(out / "volumes.csv", answers, run.class_names, truth)
+    return volume_metrics(answers, truth, run.class_names)
 
 
 def score_refusals(run: LoadedRun, scans: list[Verdict], ood_dir: str | Path, tta: bool,

@@ -13,19 +13,22 @@ from ..errors import DataError
 from ..inference import Verdict, gate_report
 from ..models.loading import load_run
 from ..runs import new_run_dir, run_status, start_run, write_csv, write_meta, write_skipped
+from ..volumes import VolumeAnswer, has_volumes, pool, write_volumes
 
 BATCH = 64  # images decoded and classified at a time: memory stays flat on long folders
 
 
 @dataclass
 class PredictReport:
-    """What ``predict`` wrote: one row per readable image, and the unreadable ones with the reason."""
+    """What ``predict`` wrote: one row per readable image, the unreadable ones with the reason, and (when the
+    inputs hold scanner volumes) one pooled answer per volume."""
 
     out_dir: Path
     class_names: list[str]
     rows: list[tuple[str, Verdict]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     has_gate: bool = True
+    volumes: list[VolumeAnswer] = field(default_factory=list)
 
 
 def run_predict(run_dir: str | Path, sources: Sequence[str | Path], *, runs_dir: str | Path = "runs",
@@ -35,14 +38,16 @@ def run_predict(run_dir: str | Path, sources: Sequence[str | Path], *, runs_dir:
 
     Writes predictions.csv (path, status, reason, class, a calibrated probability per class; ``class`` is empty
     unless the status is ok), skipped.txt for unreadable files, and a gate summary in meta.json. No labels needed.
+    When an input is a volume (a NIfTI file, a multi-frame DICOM, a DICOM series), volumes.csv holds one pooled
+    answer per input volume (volumes.py says how); predictions.csv stays per slice.
     ``on_batch(n)`` follows each batch of n images (a progress bar).
     """
     # 1. what can be wrong with the request fails before a run directory exists
-    files = find_images(sources)
+    run = load_run(run_dir)
+    files = find_images(sources, run.spec.scan)  # scanner volumes: the slices the run's data.slices keeps
     if not files:
         raise DataError(f"no image files in {', '.join(map(str, sources)) or 'the arguments'}; pass image files "
                         "or folders of images")
-    run = load_run(run_dir)
     tta = run.config.eval.tta if tta is None else tta
     out = new_run_dir(runs_dir, "predict", run.config.model.arch, name)
     start_run(out, run.config, "predict", source_run=str(run.path), inputs=[str(s) for s in sources], tta=tta,
@@ -66,6 +71,12 @@ def run_predict(run_dir: str | Path, sources: Sequence[str | Path], *, runs_dir:
         write_skipped(out, report.skipped)
         summary = gate_report([v for _, v in report.rows], None, "these images")
         write_meta(out, n=len(report.rows), skipped=len(report.skipped), **{"gate_summary": summary})
+        # 4. one answer per volume, when the inputs hold volumes
+        ids = [p for p, _ in report.rows]
+        if has_volumes(ids):
+            report.volumes = pool(ids, [v for _, v in report.rows], run.classifier)
+            write_volumes(out / "volumes.csv", report.volumes, run.class_names)
+            write_meta(out, volumes=len(report.volumes))
         if not report.rows:
             raise DataError(f"none of the {len(files)} files could be read; see {out / 'skipped.txt'}")
     return report
