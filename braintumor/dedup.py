@@ -138,6 +138,15 @@ def duplicate_groups(digests: Sequence[str], images: np.ndarray, mode: str, thre
     return near_groups(phashes(images), threshold, exact)
 
 
+def join_groups(groups: np.ndarray, keys: Sequence[str]) -> np.ndarray:
+    """Group ids that also join every image sharing a key (the slices of one scanner volume), transitively."""
+    groups = np.asarray(groups, dtype=np.int64)
+    codes = np.unique(np.asarray(list(keys), dtype=object).astype(str), return_inverse=True)[1].ravel()
+    order = np.argsort(groups, kind="stable")
+    same = groups[order][1:] == groups[order][:-1]
+    return groups_from_pairs(len(groups), np.stack([order[:-1][same], order[1:][same]], axis=1), codes)
+
+
 def count_groups(groups: np.ndarray) -> tuple[int, int]:
     """(groups holding more than one image, images in those groups) for a group id per image."""
     counts = np.bincount(groups) if len(groups) else np.zeros(0, dtype=np.int64)

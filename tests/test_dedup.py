@@ -71,3 +71,14 @@ def test_copies_of_finds_exact_copies_of_a_reference_folder(tmp_path):
     mask, rows = dedup.copies_of(ref, paths)
     assert mask.tolist() == [True, False, False]
     assert rows == [{"path": paths[0], "copy_of": str(ref / "glioma" / "0.png"), "distance": 0, "kind": "exact"}]
+
+
+def test_join_groups_keeps_the_slices_of_one_volume_together():
+    from braintumor.dedup import join_groups
+    from braintumor.volumes import volume_of
+
+    ids = ["a.png", "b.png", "vol.nii.gz#3", "vol.nii.gz#4", "c.png", "vol.nii.gz#5"]
+    groups = np.array([0, 1, 2, 3, 1, 4])  # b.png and c.png are copies; three slices of one volume apart
+    joined = join_groups(groups, [volume_of(i) for i in ids])
+    assert joined[2] == joined[3] == joined[5] and joined[1] == joined[4]
+    assert len({joined[0], joined[1], joined[2]}) == 3  # nothing else merged

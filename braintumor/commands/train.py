@@ -15,7 +15,7 @@ import pandas as pd
 from .. import guidance, plots
 from ..config import Config
 from ..data import ImageSpec, LoadedImages, list_images, load_images, split_train_val
-from ..dedup import duplicate_groups, multi_member_groups
+from ..dedup import duplicate_groups, join_groups, multi_member_groups
 from ..distribute import (
     configure_precision,
     even_for_replicas,
@@ -55,6 +55,7 @@ from ..runs import (
     write_skipped,
 )
 from ..scanners import ScanOptions
+from ..volumes import volume_of
 
 
 def channels_of(cfg: Config) -> int:
@@ -69,7 +70,8 @@ def prepare_data(cfg: Config) -> tuple[LoadedImages, np.ndarray]:
     listing = list_images(cfg.data_paths, cfg.data.classes, scan=ScanOptions.from_config(cfg.data))
     loaded = load_images(listing, ImageSpec.of(cfg.data))
     groups = duplicate_groups(loaded.digests, loaded.images, cfg.data.group_duplicates, cfg.data.near_threshold)
-    return loaded, groups
+    # the slices of one scanner volume (NIfTI, multi-frame DICOM, DICOM series) stay together too
+    return loaded, join_groups(groups, [volume_of(p) for p in loaded.paths])
 
 
 def run_train(cfg: Config, callbacks: tuple = ()) -> tuple[Path, dict[str, Any]]:
