@@ -104,6 +104,7 @@ class TrainConfig:
     lr_scaling: Literal["none", "linear"] = "none"
     mixed_precision: Literal["auto", "on", "off"] = "auto"
     jit_compile: bool = False
+    track: tuple[Literal["tensorboard", "mlflow"], ...] = ()  # experiment trackers (tracking.py); () = off
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,7 @@ FLAG_KEYS = {
     "weights": "model.weights",
     "name": "name",
     "runs_dir": "runs_dir",
+    "track": "train.track",
 }
 
 
