@@ -56,6 +56,7 @@ def test_train_tracks_to_tensorboard_and_to_the_mlflow_store_the_environment_nam
     store = tmp_path / "elsewhere" / "tracking.db"
     store.parent.mkdir()
     no_mlflow_env.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    no_mlflow_env.chdir(tmp_path)  # a store named by the environment keeps MLflow's artifact default, ./mlruns
     data = make_dataset(tmp_path / "data", per_class=6)
     runs = tmp_path / "runs"
     result = runner.invoke(app, ["train", "--arch", "customnet", "--data", str(data), "--runs-dir", str(runs),
@@ -93,6 +94,7 @@ def test_train_tracks_to_tensorboard_and_to_the_mlflow_store_the_environment_nam
     files = artifacts(client, tracked.info.run_id)
     assert {"config.yaml", "meta.json", "metrics.json", "history.csv", "model.keras", "plots", "tensorboard"} <= files
     assert "plots/history.png" in artifacts(client, tracked.info.run_id, "plots")
+    assert (tmp_path / "mlruns").is_dir() and any((tmp_path / "mlruns").rglob("metrics.json"))
     logged_meta = client.download_artifacts(tracked.info.run_id, "meta.json", str(tmp_path))
     assert json.loads(Path(logged_meta).read_text())["status"] == "complete"  # logged after run_status
     assert "TensorBoard: tensorboard --logdir" in result.output and tracked.info.run_id in result.output
