@@ -100,14 +100,18 @@ def test_train_tracks_to_tensorboard_and_to_the_mlflow_store_the_environment_nam
     assert "TensorBoard: tensorboard --logdir" in result.output and tracked.info.run_id in result.output
 
 
-def test_kfold_tracks_one_parent_run_with_a_nested_run_per_fold_in_the_default_store(tmp_path, no_mlflow_env):
+def test_kfold_jobs_track_one_parent_run_with_a_nested_run_per_fold_in_the_default_store(tmp_path, no_mlflow_env):
+    """Planned, then each fold as its own job (--resume --only-fold): every job continues the one parent run."""
     data = make_dataset(tmp_path / "data", per_class=6)
     runs = tmp_path / "runs"
     result = runner.invoke(app, ["kfold", "--arch", "customnet", *FAST, "--data", str(data), "--folds", "2",
-                                 "--runs-dir", str(runs), "--track", "mlflow,tensorboard"])
+                                 "--runs-dir", str(runs), "--track", "mlflow,tensorboard", "--plan-only"])
     assert result.exit_code == 0, result.output + repr(result.exception)
+    assert result.output.rstrip().splitlines()[-1].startswith("run directory:")  # the job-array script reads it
     run = only(runs / "kfold")
-    assert result.output.rstrip().splitlines()[-1].startswith("run directory:")  # scripts read the last line
+    for fold in ("1", "2"):
+        result = runner.invoke(app, ["kfold", "--resume", str(run), "--only-fold", fold])
+        assert result.exit_code == 0, result.output + repr(result.exception)
     for fold in (1, 2):
         assert scalars(run / f"fold_{fold}" / "tensorboard" / "validation", "epoch_loss")
 
@@ -124,6 +128,7 @@ def test_kfold_tracks_one_parent_run_with_a_nested_run_per_fold_in_the_default_s
     assert {"summary.json", "summary.md", "folds.csv", "meta.json"} <= files
     assert not any(f.startswith("fold_") for f in files)  # each fold's files are in its own run
 
+    assert len(client.search_runs([parent.info.experiment_id], "tags.`braintumor.command` = 'kfold'")) == 1
     children = client.search_runs([parent.info.experiment_id],
                                   f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert sorted(c.data.tags["braintumor.fold"] for c in children) == ["1", "2"]
