@@ -109,6 +109,7 @@ class TrainConfig:
     jit_compile: bool = False
     guidance: float = 0.0  # weight of the annotation-guidance penalty (guidance.py); 0 = off
     guidance_grow: float = 0.05  # boxes grown on every side by this fraction of the image side
+    track: tuple[Literal["tensorboard", "mlflow"], ...] = ()  # experiment trackers (tracking.py); () = off
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,7 @@ FLAG_KEYS = {
     "weights": "model.weights",
     "name": "name",
     "runs_dir": "runs_dir",
+    "track": "train.track",
 }
 
 

@@ -10,6 +10,7 @@ import functools
 import os
 
 import typer
+from rich.markup import escape
 
 from ..errors import BraintumorError
 from .common import err_console
@@ -35,7 +36,7 @@ def command(name: str, **kwargs):
             try:
                 return fn(*args, **kw)
             except BraintumorError as e:
-                err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+                err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
                 raise typer.Exit(e.exit_code) from None
             except KeyboardInterrupt:
                 err_console.print("[yellow]interrupted[/]: the run directory is marked interrupted; "

@@ -34,12 +34,15 @@ Name = Annotated[str | None, typer.Option("--name", help="Suffix for the run dir
 RunsDir = Annotated[Path | None, typer.Option("--runs-dir", help="Where run directories go (default: runs).")]
 Sets = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override any config key: "
                                                    "--set train.lr=3e-4 (repeatable).")]
+Track = Annotated[list[str] | None, typer.Option(
+    "--track", help="Experiment tracking (off by default): tensorboard, mlflow; repeatable or a comma list "
+    "(--track tensorboard,mlflow). Sets train.track. Needs pip install 'braintumor\\[track]'.")]
 
 
 # The options train and kfold share: parameter name -> its Typer type. The one list of them.
 TRAIN_OPTIONS = {"arch": Arch, "config": ConfigPath, "data": Data, "epochs": Epochs, "batch_size": BatchSize,
                  "image_size": ImageSize, "seed": Seed, "weights": Weights, "name": Name, "runs_dir": RunsDir,
-                 "set_": Sets}
+                 "set_": Sets, "track": Track}
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class TrainOptions:
     name: str | None = None
     runs_dir: Path | None = None
     set_: list[str] | None = None
+    track: list[str] | None = None
 
     def given(self) -> list[str]:
         """The options given, as typed on the command line (``--batch-size``)."""
@@ -66,6 +70,8 @@ class TrainOptions:
         """The Config these options ask for, in the documented precedence (config.load_config)."""
         flags = {k: getattr(self, k) for k in FLAG_KEYS if k != "arch"}
         flags = {k: _plain_flag(v) for k, v in flags.items()}
+        if self.track is not None:  # --track a --track b, or --track a,b
+            flags["track"] = [t.strip() for item in self.track for t in item.split(",") if t.strip()]
         return load_config(arch=self.arch, config_path=self.config, flags=flags, sets=self.set_ or [])
 
 
@@ -124,6 +130,17 @@ def per_source_table(per_source: dict, title: str) -> Table:
 
 def print_run_dir(path: Path) -> None:
     console.print(f"run directory: [bold]{path}[/]", highlight=False, soft_wrap=True)
+
+
+def print_tracking(cfg, run_dir: Path) -> None:
+    """Where train.track's trackers recorded the run (nothing when tracking is off); before print_run_dir, whose
+    line stays last for scripts that read it."""
+    if not cfg.train.track:
+        return
+    from ..tracking import describe  # lazy: imports Keras, which the finished run has loaded anyway
+
+    for line in describe(cfg, run_dir):
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 def not_yet(name: str) -> None:

@@ -11,7 +11,15 @@ from rich.table import Table
 from ..config import DEFAULT_FOLDS
 from ..errors import ConfigError
 from .app import command
-from .common import TrainOptions, console, epochs_text, per_source_table, print_run_dir, train_options
+from .common import (
+    TrainOptions,
+    console,
+    epochs_text,
+    per_source_table,
+    print_run_dir,
+    print_tracking,
+    train_options,
+)
 from .progress import keras_progress, make_progress
 
 Folds = Annotated[int | None, typer.Option(
@@ -74,6 +82,7 @@ def kfold(opts: TrainOptions, folds: Folds = None, test: Test = None, resume: Re
         done = f"trained fold {', '.join(map(str, result.trained))}; " if result.trained else ""
         console.print(f"{done}the summary is written once all {result.n_folds} folds are complete: "
                       f"braintumor kfold --resume {result.run_dir} [--only-fold I]", highlight=False)
+        print_tracking(cfg, result.run_dir)
         print_run_dir(result.run_dir)
         return
     console.print(summary_table(result.rows, "leave-one-collection-out cross-validation" if result.by == "source"
@@ -87,6 +96,7 @@ def kfold(opts: TrainOptions, folds: Folds = None, test: Test = None, resume: Re
     if result.reused:
         console.print(f"reused complete folds: {', '.join(map(str, result.reused))}; "
                       f"trained now: {', '.join(map(str, result.trained)) or 'none'}", highlight=False)
+    print_tracking(cfg, result.run_dir)
     print_run_dir(result.run_dir)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .app import command
-from .common import TrainOptions, console, epochs_text, metrics_table, print_run_dir, train_options
+from .common import TrainOptions, console, epochs_text, metrics_table, print_run_dir, print_tracking, train_options
 from .progress import keras_progress, make_progress
 
 
@@ -23,4 +23,5 @@ def train(opts: TrainOptions) -> None:
         run_dir, metrics = run_train(cfg, callbacks=(keras_progress(progress, cfg.train.epochs),))
     kept = "best model" if cfg.train.checkpoint == "best" else "last epoch's model"
     console.print(metrics_table(metrics, f"{kept} on the validation split"))
+    print_tracking(cfg, run_dir)
     print_run_dir(run_dir)

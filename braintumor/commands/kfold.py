@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from .. import guidance, models, plots  # noqa: F401  (models registers the custom layers)
+from .. import guidance, models, plots, tracking  # noqa: F401  (models registers the custom layers)
 from ..config import DEFAULT_FOLDS, Config, build, read_yaml
 from ..data import ImageSpec, LoadedImages, list_images, load_images, split_train_val
 from ..dedup import count_groups, multi_member_groups
@@ -207,13 +207,15 @@ def run_kfold(cfg: Config, n_folds: int | None, test_dir: str | Path | None = No
     """
     get_spec(cfg.model.arch)  # fail on a bad architecture before decoding anything
     guidance.check(cfg)
+    runs_dir = runs_dir_for_this_worker(cfg)
+    tracking.prepare(cfg, runs_dir)  # and on a tracker's missing package
     log = log or _quiet
     plan = plan_folds(cfg, n_folds, by)
     n_folds = plan.n_folds
 
-    run_dir = new_run_dir(runs_dir_for_this_worker(cfg), "kfold", cfg.model.arch, cfg.name)
+    run_dir = new_run_dir(runs_dir, "kfold", cfg.model.arch, cfg.name)
     start_run(run_dir, cfg, "kfold", n_folds=n_folds, test_dir=str(test_dir) if test_dir else None, by=plan.by)
-    with run_status(run_dir) as status:
+    with tracking.tracked(cfg, run_dir, "kfold"), run_status(run_dir) as status:
         write_folds(run_dir, plan)
         write_skipped(run_dir, plan.loaded.skipped)
         write_meta(run_dir, **_plan_meta(cfg, plan))
@@ -237,6 +239,7 @@ def resume_kfold(run_dir: str | Path, test_dir: str | Path | None = None,
     if meta.get("command") != "kfold":
         raise RunError(f"{run_dir} is not a kfold run (its meta.json says command {meta.get('command')!r})")
     cfg = build(Config, read_yaml(run_dir / "config.yaml"))
+    tracking.prepare(cfg, run_dir.parent.parent)  # the runs folder holding runs/kfold/<run>
     log = log or _quiet
     loaded, _ = train.prepare_data(cfg)
     groups, folds = read_folds(run_dir, loaded)
@@ -246,7 +249,7 @@ def resume_kfold(run_dir: str | Path, test_dir: str | Path | None = None,
     test_dir = test_dir or meta.get("test_dir")
     write_meta(run_dir, status="running", test_dir=str(test_dir) if test_dir else None,
                resumed=[*meta.get("resumed", []), now()])
-    with run_status(run_dir) as status:
+    with tracking.tracked(cfg, run_dir, "kfold"), run_status(run_dir) as status:
         return _run(cfg, run_dir, plan, test_dir, fold_callbacks, log, status, only)
 
 
@@ -326,13 +329,13 @@ def fit_fold(cfg: Config, run_dir: Path, fold_dir: Path, plan: FoldPlan, fold: i
         train_idx, tune_idx = train_idx[inner_fit], train_idx[inner_tune]
     start_run(fold_dir, cfg, "train", kfold_run=str(run_dir), fold=fold, n_folds=plan.n_folds,
               held_out=plan.fold_name(fold), copies_of_held_out_left_out=copies)
-    with run_status(fold_dir):
+    with tracking.tracked(cfg, fold_dir, "train") as tracked_callbacks, run_status(fold_dir):
         train.write_split(fold_dir, plan.loaded, train_idx, held_out, tune_idx)
         write_meta(fold_dir, n_images=len(plan.loaded.paths), duplicate_groups=multi_member_groups(plan.groups),
                    n_tune=None if tune_idx is None else int(len(tune_idx)))
         parts = train.FitParts(train_idx, held_out if tune_idx is None else tune_idx, score=held_out,
                                scored_on="held-out fold")
-        train.fit_and_report(cfg, fold_dir, plan.loaded, parts, callbacks)
+        train.fit_and_report(cfg, fold_dir, plan.loaded, parts, callbacks + tracked_callbacks)
 
 
 def _warn_untrained_classes(plan: FoldPlan, fold: int, log: Log) -> None:

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from .. import guidance, plots
+from .. import guidance, plots, tracking
 from ..config import Config
 from ..data import ImageSpec, LoadedImages, list_images, load_images, split_train_val
 from ..dedup import duplicate_groups, join_groups, multi_member_groups
@@ -78,9 +78,11 @@ def run_train(cfg: Config, callbacks: tuple = ()) -> tuple[Path, dict[str, Any]]
     """The ``train`` command: a new run directory with the best model and its validation metrics."""
     get_spec(cfg.model.arch)  # fail on a bad architecture before any work
     guidance.check(cfg)
-    run_dir = new_run_dir(runs_dir_for_this_worker(cfg), "train", cfg.model.arch, cfg.name)
+    runs_dir = runs_dir_for_this_worker(cfg)
+    tracking.prepare(cfg, runs_dir)  # a tracker's missing package fails here, before the run directory
+    run_dir = new_run_dir(runs_dir, "train", cfg.model.arch, cfg.name)
     start_run(run_dir, cfg, "train")
-    with run_status(run_dir):
+    with tracking.tracked(cfg, run_dir, "train") as tracked_callbacks, run_status(run_dir):
         loaded, groups = prepare_data(cfg)
         write_skipped(run_dir, loaded.skipped)
         train_idx, val_idx = split_train_val(loaded.labels, groups, cfg.data.val_split, cfg.seed,
@@ -88,7 +90,7 @@ def run_train(cfg: Config, callbacks: tuple = ()) -> tuple[Path, dict[str, Any]]
         write_split(run_dir, loaded, train_idx, val_idx)
         write_meta(run_dir, n_images=len(loaded.paths), skipped=len(loaded.skipped),
                    duplicate_groups=multi_member_groups(groups))
-        metrics = fit_and_report(cfg, run_dir, loaded, FitParts(train_idx, val_idx), callbacks)
+        metrics = fit_and_report(cfg, run_dir, loaded, FitParts(train_idx, val_idx), callbacks + tracked_callbacks)
     return run_dir, metrics
 
 
