@@ -4,10 +4,11 @@ the share of the explained feature map's activation that lies outside the box.
 ``train.guidance: W`` (0 = off) with ``data.boxes: FILE`` (the ``path,class,x_center,y_center,width,height`` CSV
 that ``cam --boxes`` reads). The penalty, per annotated image, is
 
-    outside share = sum over the map of s * (1 - m) / sum of s,   s = mean over channels of relu(A)
+    outside share = sum over the map of s * (1 - m) / sum of s,   s = (mean over channels of relu(A)) ** p
 
 where A is the map ``cam`` explains by default (the architecture's explanation layer: CustomNet's end of block 2)
-and m the box (grown by ``train.guidance_grow`` of the side) at the map's resolution; the loss adds W x its mean
+and m the box (grown by ``train.guidance_grow`` of the side) at the map's resolution (p is
+``train.guidance_power``, the map scaled to a peak of 1 first when p > 1); the loss adds W x its mean
 over the annotated images of the batch. Images without a box get m = 1 everywhere, so nothing of theirs is outside.
 It is a cheap, single-pass relative of Ross et al. (2017), who penalise input gradients outside the region, and of
 attention-mining losses (GAIN, Li et al. 2018): the explanation LayerCAM draws is a positive mix of exactly these
@@ -64,10 +65,13 @@ def check(cfg) -> None:
         raise ConfigError("train.guidance cannot be combined with data.class_weight (both use the sample slot)")
 
 
-def outside_share(features, masks):
+def outside_share(features, masks, power: float = 1.0):
     """(mean outside share over annotated images, number of annotated images) for feature maps (b, h, w, c) and
-    masks (b, H, W, 1) at the input's resolution (area-resized to the map's)."""
+    masks (b, H, W, 1) at the input's resolution (area-resized to the map's). ``power`` > 1 sharpens the map
+    before the share is taken, so that a few strong spots outside the box (the heatmap's peak) weigh more."""
     s = tf.reduce_mean(tf.nn.relu(tf.cast(features, tf.float32)), axis=-1)  # (b, h, w)
+    if power != 1.0:
+        s = tf.pow(s / (tf.reduce_max(s, axis=[1, 2], keepdims=True) + 1e-6), power)
     m = tf.image.resize(tf.cast(masks, tf.float32), tf.shape(s)[1:3], method="area")[..., 0]
     annotated = tf.cast(tf.reduce_min(m, axis=[1, 2]) < 0.999, tf.float32)  # all ones: no box
     share = tf.reduce_sum(s * (1.0 - m), axis=[1, 2]) / (tf.reduce_sum(s, axis=[1, 2]) + 1e-6)
@@ -80,11 +84,11 @@ class GuidedTrainer(keras.Model):
     outside share at ``layer``. Batches are (images, one-hot labels, box masks); validation batches have no masks
     and are scored as the plain classifier would be. Save ``classifier``, not this wrapper."""
 
-    def __init__(self, classifier: keras.Model, layer: str, weight: float):
+    def __init__(self, classifier: keras.Model, layer: str, weight: float, power: float = 1.0):
         super().__init__(name="guided_trainer")
         self.classifier = classifier
         self.probe = keras.Model(classifier.inputs, [classifier.outputs[0], classifier.get_layer(layer).output])
-        self.weight = float(weight)
+        self.weight, self.power = float(weight), float(power)
         self.share_tracker = keras.metrics.Mean(name="outside_share")
 
     def call(self, x, training=False):
@@ -95,7 +99,7 @@ class GuidedTrainer(keras.Model):
         with tf.GradientTape() as tape:
             y_pred, features = self.probe(x, training=True)
             loss = self.compute_loss(x=x, y=y, y_pred=y_pred)
-            share, _ = outside_share(features, masks)
+            share, _ = outside_share(features, masks, self.power)
             total = loss + self.weight * share
         variables = self.trainable_variables
         self.optimizer.apply(tape.gradient(total, variables), variables)

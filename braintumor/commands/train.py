@@ -238,7 +238,7 @@ def _guided(cfg: Config, model, strategy):
         raise ConfigError(f"train.guidance needs the explained layer at the model's top level; {cfg.model.arch} "
                           "explains a layer inside its backbone (use customnet)") from None
     with strategy.scope():
-        return GuidedTrainer(model, layers[0], cfg.train.guidance)
+        return GuidedTrainer(model, layers[0], cfg.train.guidance, cfg.train.guidance_power)
 
 
 def _score(cfg: Config, run_dir: Path, loaded: LoadedImages, parts: FitParts) -> dict[str, Any]:
