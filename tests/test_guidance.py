@@ -77,6 +77,13 @@ def test_outside_share_by_hand():
     feats[2] = 5.0
     share, n = outside_share(tf.constant(feats), tf.constant(masks))
     assert float(n) == 2 and float(share) == pytest.approx((0 + 60 / 64) / 2, abs=1e-5)
+    # power > 1: one strong spot outside outweighs a weaker box; power 1 barely notices it
+    one = np.full((1, 8, 8, 1), 0.1, np.float32)
+    one[0, 2:4, 2:4], one[0, 7, 7] = 0.5, 1.0
+    plain, _ = outside_share(tf.constant(one), tf.constant(masks[:1]))
+    sharp, _ = outside_share(tf.constant(one), tf.constant(masks[:1]), power=4.0)
+    assert float(plain) == pytest.approx((59 * 0.1 + 1.0) / (59 * 0.1 + 1.0 + 4 * 0.5), abs=1e-4)
+    assert float(sharp) == pytest.approx((59 * 0.1 ** 4 + 1.0) / (59 * 0.1 ** 4 + 1.0 + 4 * 0.5 ** 4), abs=1e-4)
 
 
 def test_guidance_refuses_what_it_cannot_honour(tmp_path):

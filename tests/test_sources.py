@@ -162,6 +162,7 @@ def test_kfold_by_source_holds_out_each_collection(tmp_path):
         assert s["per_source"][name]["accuracy"] == pytest.approx(fold_m["accuracy"])
     md = (run / "summary.md").read_text()
     assert "Leave-one-collection-out" in md and "## Per source" in md
+    assert not (run / "calibration.json").exists() and "No temperature is fitted" in md
 
 
 def test_kfold_by_source_refusals(tmp_path):

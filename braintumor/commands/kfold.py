@@ -393,7 +393,13 @@ def summarize(cfg: Config, run_dir: Path, plan: FoldPlan) -> list[dict[str, Any]
     pooled = compute_metrics(plan.loaded.labels, probs, names, cfg.eval.bootstrap, cfg.seed)
     if len(plan.loaded.source_names) > 1:
         pooled["per_source"] = per_source_metrics(plan.loaded.labels, probs, plan.loaded.sources, names)
-    if cfg.eval.calibrate:
+    if cfg.eval.calibrate and plan.by == "source":
+        # each collection's predictions come from a model that never saw it (and may lack a class): a temperature
+        # fitted on them describes the transfer, not the ensemble, and does not carry from one collection to the next
+        pooled["calibration"] = {"temperature": 1.0, "fitted_on": None, "after_is": "not fitted",
+                                 "why": "leave-one-collection-out: the folds' predictions are transfer to an unseen "
+                                        "collection; calibrate the model you deploy on scans of the site it serves"}
+    elif cfg.eval.calibrate:
         pooled["calibration"] = calibrate_ensemble(run_dir, plan, probs)
     _write_oof(run_dir, plan, probs)
     atomic_write_json(run_dir / "oof_metrics.json", pooled)
@@ -580,7 +586,12 @@ def summary_markdown(run_dir: Path, result: KFoldResult, cfg: Config) -> str:
                    "classes the collection holds, '-' where it holds none of a class."), "",
                   *per_source_markdown(result.per_source, list(meta.get("class_names", [])))]
     calibration = run_dir / "calibration.json"
-    if calibration.is_file():
+    if loco and cfg.eval.calibrate:
+        lines += ["", "## Calibration", "", "No temperature is fitted for the ensemble of a leave-one-collection-out "
+                  "run: each collection's predictions come from a model that never saw it, so a temperature fitted on "
+                  "them describes the transfer and does not carry from one collection to the next. Calibrate the "
+                  "model you deploy on scans of the site it serves."]
+    elif calibration.is_file():
         c = json.loads(calibration.read_text())
         lines += ["", "## Calibration", "",
                   f"Temperature {c['temperature']:.3f} fitted on the {c['fitted_on']}, used by the ensemble; ECE "
