@@ -89,7 +89,9 @@ def kfold(opts: TrainOptions, folds: Folds = None, test: Test = None, resume: Re
                                 else f"{result.n_folds}-fold cross-validation"))
     if len(result.per_source) > 1:
         console.print(per_source_table(result.per_source, "per source (out-of-fold)"))
-    line = f"{result.duplicate_groups} duplicate groups (more than one image each), each kept inside one fold"
+    line = f"{result.duplicate_groups} duplicate groups (more than one image each), " + (
+        "copies of a held-out collection's images left out of that fold's training" if result.by == "source"
+        else "each kept inside one fold")
     if result.test_in_train:
         line += f"; {result.test_in_train} test image(s) have an identical copy in the training folder"
     console.print(line, highlight=False)
