@@ -125,8 +125,8 @@ def run_localisation(run: LoadedRun, out: Path, annotations: Annotations, method
 
 
 def _caption(r: Scored) -> str:
-    hit = "peak near the box" if r.model.pointing_tol >= 0.5 else "peak MISSES the box"
-    return f"{Path(r.path).name}: {hit}, energy {r.model.energy:.1f}\n{r.true}, predicted {r.predicted}"
+    hit = "peak near box" if r.model.pointing_tol >= 0.5 else "peak MISSES"
+    return f"{Path(r.path).name}: {hit}\nenergy {r.model.energy:.1f}, {r.true} -> {r.predicted}"
 
 
 def summary(report: LocalisationReport, explain_true: bool) -> dict[str, Any]:
