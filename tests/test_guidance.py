@@ -112,7 +112,8 @@ def test_guided_training_keeps_activation_inside_the_boxes(tmp_path):
     base = ["--arch", "customnet", "--data", str(data), *FAST, "--epochs", "6", "--set",
             "model.filters=[8,16,16]", "--set", "eval.gate=false"]
     shares = {}
-    for name, extra in (("plain", []), ("guided", ["--set", "train.guidance=5", "--set", f"data.boxes={boxes}"])):
+    for name, extra in (("plain", []), ("guided", ["--set", "train.guidance=5", "--set", "train.guidance_power=2",
+                                                 "--set", f"data.boxes={boxes}"])):
         runs = tmp_path / name
         r = runner.invoke(app, ["train", *base, "--runs-dir", str(runs), *extra])
         assert r.exit_code == 0, r.output
