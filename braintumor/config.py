@@ -109,7 +109,7 @@ class TrainConfig:
     jit_compile: bool = False
     guidance: float = 0.0  # weight of the annotation-guidance penalty (guidance.py); 0 = off
     guidance_grow: float = 0.05  # boxes grown on every side by this fraction of the image side
-    guidance_power: float = 1.0  # the activation map raised to this power before its outside share is taken
+    guidance_power: float = 8.0  # the activation map raised to this power before its outside share is taken
     track: tuple[Literal["tensorboard", "mlflow"], ...] = ()  # experiment trackers (tracking.py); () = off
 
 
