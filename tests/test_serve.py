@@ -274,13 +274,16 @@ def test_metrics_count_requests_and_verdicts(predictor):
     with TestClient(create_app(settings(), predictor)) as c:
         assert c.get("/metrics").status_code == 404  # opt-in
     with TestClient(create_app(settings(metrics=True), predictor)) as c:
-        c.post("/predict", files=upload(image_bytes()))
-        c.post("/predict", files=upload(colour_photo()))
+        verdicts = [c.post("/predict", files=upload(body)).json()["status"] for body in (image_bytes(), colour_photo())]
         c.post("/predict", files=upload(b"junk"))
         text = c.get("/metrics").text
     assert 'braintumor_requests_total{method="POST",route="/predict",status="200"} 2.0' in text
     assert 'braintumor_refused_requests_total{route="/predict",status="400"} 1.0' in text
-    assert 'braintumor_verdicts_total{status="out_of_distribution"} 1.0' in text
+    # The colour photo is always out of distribution; what the tiny model's gate makes of the scan varies with its
+    # training, so the counters are checked against the verdicts the two responses carried.
+    assert verdicts[1] == "out_of_distribution"
+    for status in set(verdicts):
+        assert f'braintumor_verdicts_total{{status="{status}"}} {float(verdicts.count(status))}' in text
     assert 'braintumor_request_duration_seconds_count{route="/predict"} 3.0' in text
     assert "braintumor_model_load_seconds" in text and 'runtime="keras"' in text
 
