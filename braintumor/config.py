@@ -110,6 +110,7 @@ class TrainConfig:
     guidance: float = 0.0  # weight of the annotation-guidance penalty (guidance.py); 0 = off
     guidance_grow: float = 0.05  # boxes grown on every side by this fraction of the image side
     guidance_power: float = 8.0  # the activation map raised to this power before its outside share is taken
+    guidance_layers: tuple[str, ...] = ()  # layers whose activation is kept in the box; () = the one `cam` explains
     track: tuple[Literal["tensorboard", "mlflow"], ...] = ()  # experiment trackers (tracking.py); () = off
 
 

@@ -20,6 +20,7 @@ rotation, zoom and shift (pipeline.make_dataset), and photometric changes touch 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import keras
@@ -27,7 +28,9 @@ import numpy as np
 import tensorflow as tf
 
 from .errors import ConfigError, DataError
+from .explain.gradcam import default_explanation
 from .explain.localisation import read_boxes_csv
+from .models import build_model
 
 
 def box_masks(boxes_csv: str | Path, paths: list[str], size: int, grow: float) -> tuple[np.ndarray, int]:
@@ -63,6 +66,27 @@ def check(cfg) -> None:
         raise ConfigError("train.guidance cannot be combined with data.augment.mixup (a blend has no one box)")
     if cfg.data.class_weight != "none":
         raise ConfigError("train.guidance cannot be combined with data.class_weight (both use the sample slot)")
+    channels = 1 if cfg.data.color_mode == "grayscale" else 3
+    model = build_model(replace(cfg.model, weights="none"), len(cfg.class_names),
+                        (cfg.data.image_size, cfg.data.image_size, channels))
+    guided_layers(cfg, model)  # a throwaway build (no weights) names the layers before any run directory
+
+
+def guided_layers(cfg, model) -> list[str]:
+    """The layers whose activation guidance keeps in the box: ``train.guidance_layers``, else the one ``cam``
+    explains by default. Each must be at the model's top level (the trainer probes it there)."""
+    layers = list(cfg.train.guidance_layers) or default_explanation(model)[1][:1]
+    top = {layer.name for layer in model.layers}
+    for name in layers:
+        if name in top:
+            continue
+        if cfg.train.guidance_layers:
+            valid = ", ".join(layer.name for layer in model.layers if layer.name.endswith("_act"))
+            raise ConfigError(f"train.guidance_layers: {model.name} has no top-level layer {name!r}; "
+                              f"activations it has: {valid or 'none'}")
+        raise ConfigError(f"train.guidance needs the explained layer at the model's top level; {cfg.model.arch} "
+                          "explains a layer inside its backbone (use customnet)")
+    return layers
 
 
 def outside_share(features, masks, power: float = 1.0):
@@ -81,13 +105,16 @@ def outside_share(features, masks, power: float = 1.0):
 
 class GuidedTrainer(keras.Model):
     """Trains ``classifier`` (whose layers and weights it shares) with the compiled loss plus ``weight`` x the
-    outside share at ``layer``. Batches are (images, one-hot labels, box masks); validation batches have no masks
-    and are scored as the plain classifier would be. Save ``classifier``, not this wrapper."""
+    outside share, averaged over ``layers`` (one name or several). Batches are (images, one-hot labels, box masks);
+    validation batches have no masks and are scored as the plain classifier would be. Save ``classifier``, not
+    this wrapper."""
 
-    def __init__(self, classifier: keras.Model, layer: str, weight: float, power: float = 1.0):
+    def __init__(self, classifier: keras.Model, layers: str | list[str], weight: float, power: float = 1.0):
         super().__init__(name="guided_trainer")
         self.classifier = classifier
-        self.probe = keras.Model(classifier.inputs, [classifier.outputs[0], classifier.get_layer(layer).output])
+        names = [layers] if isinstance(layers, str) else list(layers)
+        self.probe = keras.Model(classifier.inputs,
+                                 [classifier.outputs[0]] + [classifier.get_layer(n).output for n in names])
         self.weight, self.power = float(weight), float(power)
         self.share_tracker = keras.metrics.Mean(name="outside_share")
 
@@ -97,9 +124,9 @@ class GuidedTrainer(keras.Model):
     def train_step(self, data):
         x, y, masks = data
         with tf.GradientTape() as tape:
-            y_pred, features = self.probe(x, training=True)
+            y_pred, *features = self.probe(x, training=True)
             loss = self.compute_loss(x=x, y=y, y_pred=y_pred)
-            share, _ = outside_share(features, masks, self.power)
+            share = tf.add_n([outside_share(f, masks, self.power)[0] for f in features]) / len(features)
             total = loss + self.weight * share
         variables = self.trainable_variables
         self.optimizer.apply(tape.gradient(total, variables), variables)

@@ -127,3 +127,34 @@ def test_guided_training_keeps_activation_inside_the_boxes(tmp_path):
             assert "outside_share" in history and "val_outside_share" not in history
             assert history["outside_share"].iloc[-1] < history["outside_share"].iloc[0]
     assert shares["guided"] < shares["plain"] - 0.1, shares
+
+
+def test_the_penalty_averages_the_outside_share_over_every_guided_layer():
+    from braintumor.guidance import GuidedTrainer
+    from braintumor.models import build_model
+
+    cfg = load_config("customnet", sets=["data.image_size=32", "model.filters=[4,8,8]", "model.weights=none"])
+    model = build_model(cfg.model, 4, (32, 32, 1))
+    names = ["block1_2_act", "block2_2_act"]
+    trainer = GuidedTrainer(model, names, weight=1.0, power=2.0)
+    trainer.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0), loss="categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    x = rng.random((4, 32, 32, 1)).astype("float32") * 255
+    y = np.eye(4, dtype="float32")
+    masks = np.zeros((4, 32, 32, 1), np.float32)
+    masks[:, 8:16, 8:24] = 1.0
+    _, *feats = trainer.probe(x, training=True)
+    per_layer = [float(outside_share(f, tf.constant(masks), 2.0)[0]) for f in feats]
+    assert len(per_layer) == 2 and abs(per_layer[0] - per_layer[1]) > 1e-3  # two layers, two different shares
+    logs = trainer.train_on_batch(x, y, sample_weight=masks, return_dict=True)
+    assert logs["outside_share"] == pytest.approx(np.mean(per_layer), abs=1e-4)
+
+
+def test_a_guided_layer_that_does_not_exist_is_named_before_any_run(tmp_path):
+    data, boxes = boxed_dataset(tmp_path / "d", per_class=8)
+    runs = tmp_path / "runs"
+    r = runner.invoke(app, ["train", "--arch", "customnet", "--data", str(data), *FAST, "--runs-dir", str(runs),
+                            "--set", "train.guidance=1", "--set", f"data.boxes={boxes}",
+                            "--set", "train.guidance_layers=[block2_2_act,block9_act]"])
+    assert r.exit_code != 0 and "block9_act" in r.output and "block2_2_act" in r.output
+    assert not (runs / "train").exists() or not any((runs / "train").iterdir())

@@ -25,8 +25,7 @@ from ..distribute import (
     synchronize_batch_norm,
 )
 from ..errors import ConfigError
-from ..explain.gradcam import default_explanation
-from ..guidance import GuidedTrainer, box_masks
+from ..guidance import GuidedTrainer, box_masks, guided_layers
 from ..inference import Classifier, feature_layer, gate_report, pooled_features
 from ..metrics import (
     ECE_BINS,
@@ -230,15 +229,11 @@ def _fit(cfg: Config, run_dir: Path, model, strategy, data: tuple, steps: int, o
 
 
 def _guided(cfg: Config, model, strategy):
-    """train.guidance: a trainer that adds the outside-the-box penalty at the layer ``cam`` explains."""
-    _, layers = default_explanation(model)
-    try:
-        model.get_layer(layers[0])
-    except ValueError:
-        raise ConfigError(f"train.guidance needs the explained layer at the model's top level; {cfg.model.arch} "
-                          "explains a layer inside its backbone (use customnet)") from None
+    """train.guidance: a trainer that adds the outside-the-box penalty at train.guidance_layers (default: the
+    layer ``cam`` explains)."""
+    layers = guided_layers(cfg, model)
     with strategy.scope():
-        return GuidedTrainer(model, layers[0], cfg.train.guidance, cfg.train.guidance_power)
+        return GuidedTrainer(model, layers, cfg.train.guidance, cfg.train.guidance_power)
 
 
 def _score(cfg: Config, run_dir: Path, loaded: LoadedImages, parts: FitParts) -> dict[str, Any]:
