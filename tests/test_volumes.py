@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from braintumor.cli import app
+from braintumor.commands.predict import run_predict
 from braintumor.data import ImageSpec, find_images, list_images, load_images
 from braintumor.decision import Verdict
 from braintumor.scanners import ScanOptions, parse_id, series_tag, split_id
@@ -255,6 +258,21 @@ def test_predict_writes_one_row_per_volume(blob_run, tmp_path: Path):
     assert_pooled_from(volumes, slices, classes, blob_run)
     assert "volumes: the mean of the slices" in r.output and f"s1@{tag}" in r.output
     assert json.loads((out / "meta.json").read_text())["volumes"] == 2
+
+
+def test_predict_counts_the_slices_the_run_keeps(blob_run, tmp_path: Path):
+    """The progress total is what predict will classify: with data.slices: middle:2 a 5-slice volume is 2 images."""
+    run = tmp_path / "run"
+    shutil.copytree(blob_run, run)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["data"]["slices"] = "middle:2"
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (tmp_path / "in").mkdir()
+    write_nifti(tmp_path / "in" / "vol.nii.gz", demo_slices("glioma", n=5, size=32))
+    totals, batches = [], []
+    report = run_predict(run, [tmp_path / "in"], runs_dir=tmp_path / "runs", on_total=totals.append,
+                         on_batch=batches.append)
+    assert totals == [2] and sum(batches) == 2 and len(report.rows) == 2
 
 
 def test_predict_without_volumes_writes_no_volumes_csv(blob_run, tmp_path: Path):

@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ..data import find_images
 from ..runs import resolve_run
 from .app import command
 from .common import Name, RunsDir, console, err_console, print_run_dir
@@ -59,11 +58,12 @@ def cam(
     if explain_ not in ("true", "predicted"):
         raise typer.BadParameter(f"--explain {explain_!r}: use true or predicted")
     with make_progress() as progress:
-        task = progress.add_task("explaining", total=None if boxes else len(find_images(sources)) or None)
+        task = progress.add_task("explaining", total=None)
         report = run_cam(run_dir, sources, gallery=gallery, per_class=per_class,
                          class_name=class_, layer=layer, method=method, seed=seed, runs_dir=runs_root,
                          name=name, boxes=boxes, explain_true=explain_ == "true",
-                         on_image=lambda path: progress.advance(task))
+                         on_image=lambda path: progress.advance(task),
+                         on_total=lambda n: progress.update(task, total=n))
     if report.localisation is not None:
         console.print(_localisation_table(report.localisation, run_dir.name))
         for where, why in report.localisation.problems[:20]:

@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ..data import find_images
 from ..runs import resolve_run
 from .app import command
 from .common import Name, RunsDir, console, err_console, print_run_dir
@@ -43,9 +42,10 @@ def predict(
     run_dir = resolve_run(None if run == "latest" else run, runs_root)
     sources = [str(p) for p in images]
     with make_progress() as progress:
-        task = progress.add_task("classifying", total=len(find_images(sources)) or None)
+        task = progress.add_task("classifying", total=None)
         report = run_predict(run_dir, sources, runs_dir=runs_root, name=name, tta=tta,
-                             on_batch=lambda n: progress.advance(task, n))
+                             on_batch=lambda n: progress.advance(task, n),
+                             on_total=lambda n: progress.update(task, total=n))
     console.print(_table(report, run_dir.name))
     if any(v.n_slices > 1 for v in report.volumes):
         console.print(_volume_table(report))

@@ -131,13 +131,15 @@ def run_cam(run_dir: str | Path, images: Sequence[str | Path] = (), *, gallery: 
             per_class: int = 4, class_name: str | None = None, layer: str | Sequence[str] | None = None,
             method: str | None = None, seed: int | None = None, runs_dir: str | Path = "runs",
             name: str | None = None, boxes: str | Path | None = None, explain_true: bool = True,
-            on_image: Callable[[str], None] | None = None) -> CamReport:
+            on_image: Callable[[str], None] | None = None,
+            on_total: Callable[[int], None] | None = None) -> CamReport:
     """The ``cam`` command: explain images (or a seeded per-class gallery) into runs/cam/<timestamp>-<arch>/.
 
     Writes one panel PNG per image (named after it; the scan at its own resolution with the heatmap on top),
     cam.csv, skipped.txt for unreadable images and, with ``gallery``, gallery_<class>.png per class plus
     gallery.png. With ``boxes`` (annotations of where the tumour is) it scores the maps instead: see
-    ``commands.localise``. ``on_image(path)`` follows each image.
+    ``commands.localise``. ``on_total(n)`` hears how many images will be explained (files after the run's data.slices,
+    or annotated images), ``on_image(path)`` follows each one.
     """
     # 1. everything that can be wrong with the request fails before a run directory exists
     files = find_images(images)
@@ -155,6 +157,8 @@ def run_cam(run_dir: str | Path, images: Sequence[str | Path] = (), *, gallery: 
     layers = [layer] if isinstance(layer, str) else layer
     method, layers = resolve_explanation(run.model, method, layers)
     annotations = read_annotations(boxes, images, classes) if boxes is not None else None
+    if on_total and (annotations is not None or files):
+        on_total(len(annotations.regions) if annotations is not None else len(files))
     seed = run.config.seed if seed is None else seed
     picks = gallery_picks(gallery, classes, run.config.data.classes, per_class, seed, run.spec.scan) \
         if gallery else None

@@ -33,14 +33,16 @@ class PredictReport:
 
 def run_predict(run_dir: str | Path, sources: Sequence[str | Path], *, runs_dir: str | Path = "runs",
                 name: str | None = None, tta: bool | None = None,
-                on_batch: Callable[[int], None] | None = None) -> PredictReport:
+                on_batch: Callable[[int], None] | None = None,
+                on_total: Callable[[int], None] | None = None) -> PredictReport:
     """Classify image files and folders (searched recursively) into runs/predict/<timestamp>-<arch>/.
 
     Writes predictions.csv (path, status, reason, class, a calibrated probability per class; ``class`` is empty
     unless the status is ok), skipped.txt for unreadable files, and a gate summary in meta.json. No labels needed.
     When an input is a volume (a NIfTI file, a multi-frame DICOM, a DICOM series), volumes.csv holds one pooled
     answer per input volume (volumes.py says how); predictions.csv stays per slice.
-    ``on_batch(n)`` follows each batch of n images (a progress bar).
+    ``on_total(n)`` hears how many images (slices, after the run's data.slices) will be classified, and
+    ``on_batch(n)`` follows each batch of n of them (a progress bar).
     """
     # 1. what can be wrong with the request fails before a run directory exists
     run = load_run(run_dir)
@@ -48,6 +50,8 @@ def run_predict(run_dir: str | Path, sources: Sequence[str | Path], *, runs_dir:
     if not files:
         raise DataError(f"no image files in {', '.join(map(str, sources)) or 'the arguments'}; pass image files "
                         "or folders of images")
+    if on_total:
+        on_total(len(files))
     tta = run.config.eval.tta if tta is None else tta
     out = new_run_dir(runs_dir, "predict", run.config.model.arch, name)
     start_run(out, run.config, "predict", source_run=str(run.path), inputs=[str(s) for s in sources], tta=tta,
