@@ -8,8 +8,8 @@ benchmarks/localisation.jsonl; ``--table`` prints the Markdown table benchmarks/
     python benchmarks/localisation.py RUN [RUN ...] --label crop --specs default,gradcam@auto
     python benchmarks/localisation.py --table
 
-A spec is METHOD@LAYERS: ``auto`` is the last convolutional layer, ``default`` (alone) is the architecture's
-default explanation, and several layers joined by ``+`` are fused by their maximum.
+A spec is METHOD@LAYERS: ``auto`` is the last convolutional layer, ``default`` (alone) is what `cam` draws for
+the run (its eval.cam_method/eval.cam_layers, else the architecture's default), and several layers joined by ``+`` are fused by their maximum.
 Note: the Kaggle training folder absorbed the figshare collection, so a model trained there has seen many of
 these slices: fine for asking where it looks, not a test of accuracy (the accuracy column is not a result).
 """
@@ -28,7 +28,7 @@ from common import quiet_tensorflow, shown_path  # noqa: E402
 
 quiet_tensorflow()
 
-from braintumor.commands.cam import resolve_explanation  # noqa: E402
+from braintumor.commands.cam import resolve_explanation, run_explanation  # noqa: E402
 from braintumor.commands.localise import read_annotations, run_localisation  # noqa: E402
 from braintumor.explain.graph import last_conv_layer  # noqa: E402
 from braintumor.models.loading import load_run  # noqa: E402
@@ -45,12 +45,12 @@ def models(runs: list[str]) -> list[Path]:
     return out
 
 
-def explanation(model, spec: str) -> tuple[str, list[str]]:
-    if spec == "default":
-        return resolve_explanation(model, None, None)
+def explanation(run, spec: str) -> tuple[str, list[str]]:
+    if spec == "default":  # the run's eval.cam_* choice, else the architecture's: what `cam` draws
+        return resolve_explanation(run.model, None, None, run_explanation(run))
     method, layers = spec.split("@")
-    names = [last_conv_layer(model) if n == "auto" else n for n in layers.split("+")]
-    return resolve_explanation(model, method, names)
+    names = [last_conv_layer(run.model) if n == "auto" else n for n in layers.split("+")]
+    return resolve_explanation(run.model, method, names)
 
 
 def score(runs: list[str], specs: list[str], boxes: str, label: str) -> None:
@@ -58,7 +58,7 @@ def score(runs: list[str], specs: list[str], boxes: str, label: str) -> None:
         run = load_run(run_dir)
         annotations = read_annotations(boxes, [], run.class_names)
         for spec in specs:
-            method, layers = explanation(run.model, spec)
+            method, layers = explanation(run, spec)
             started = time.perf_counter()
             with tempfile.TemporaryDirectory() as tmp:
                 report = run_localisation(run, Path(tmp), annotations, method, layers)

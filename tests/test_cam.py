@@ -6,11 +6,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -19,6 +21,8 @@ from braintumor.config import ModelConfig
 from braintumor.errors import ConfigError, ModelError
 from braintumor.explain import gradcam, graph, render
 from braintumor.models import available, build_model, get_spec
+from braintumor.models.loading import load_run
+from braintumor.serve.keras_backend import KerasBackend
 
 runner = CliRunner()
 SIZE = 32
@@ -297,6 +301,32 @@ def test_cam_command_writes_panels_and_csv(blob_run, held_out, tmp_path):
     meta = json.loads((out / "meta.json").read_text())
     assert meta["status"] == "complete" and meta["method"] == "gradcam++" and meta["layer"] == "block2_2_act"
     assert meta["source_run"] == str(blob_run) and meta["n"] == 2 and meta["skipped"] == 2
+
+
+def with_eval(run: Path, dest: Path, **keys) -> Path:
+    """A copy of ``run`` whose config.yaml sets eval.<key> for each keyword."""
+    shutil.copytree(run, dest)
+    cfg = yaml.safe_load((dest / "config.yaml").read_text())
+    cfg["eval"].update(keys)
+    (dest / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return dest
+
+
+def test_a_runs_own_explanation_is_what_cam_and_the_server_draw(blob_run, held_out, tmp_path):
+    run = with_eval(blob_run, tmp_path / "run", cam_method="gradcam", cam_layers=["block1_2_act"])
+    image = held_out / "blob" / "img_000.png"
+    res = runner.invoke(app, ["cam", str(image), "--run", str(run), "--runs-dir", str(tmp_path / "runs")])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((only_cam_run(tmp_path / "runs") / "meta.json").read_text())
+    assert (meta["method"], meta["layer"]) == ("gradcam", "block1_2_act")
+    assert KerasBackend(load_run(run)).explanation == ("gradcam", ["block1_2_act"])
+    plain = KerasBackend(load_run(blob_run)).explanation  # no choice in the run: the architecture's default
+    assert plain == gradcam.default_explanation(load_run(blob_run).model) and plain[1] != ["block1_2_act"]
+    # a layer the model lacks is named before any cam run directory
+    bad = with_eval(blob_run, tmp_path / "bad", cam_layers=["block7_2_act"])
+    res = runner.invoke(app, ["cam", str(image), "--run", str(bad), "--runs-dir", str(tmp_path / "runs2")])
+    assert res.exit_code != 0 and "block7_2_act" in res.output and "block2_2_act" in res.output
+    assert not (tmp_path / "runs2" / "cam").exists()
 
 
 def test_cam_latest_run_explains_a_chosen_class(blob_run, held_out):

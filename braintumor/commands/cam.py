@@ -15,7 +15,7 @@ from ..errors import ConfigError, DataError, did_you_mean
 from ..explain.gradcam import METHODS, Explanation, default_explanation, explain, explainer
 from ..explain.graph import last_conv_layer
 from ..explain.render import as_rgb, native_view, overlay, panel_png
-from ..models.loading import load_run
+from ..models.loading import LoadedRun, load_run
 from ..plots import figure_png
 from ..scanners import ScanOptions, split_id
 from .localise import LocalisationReport, read_annotations, run_localisation
@@ -108,14 +108,21 @@ def gallery_picks(folder: str | Path, class_names: Sequence[str], config_classes
     return order
 
 
-def resolve_explanation(model, method: str | None, layers: Sequence[str] | None) -> tuple[str, list[str]]:
-    """The method and layers to explain: as given, else the architecture's default (``default_explanation``).
-    A method given without layers explains the last convolutional layer, except LayerCAM, which fuses the
-    default layers; ``layers`` may also hold comma-separated names."""
+def run_explanation(run: LoadedRun) -> tuple[str | None, tuple[str, ...]]:
+    """A run's own explanation choice from its config (eval.cam_method, eval.cam_layers)."""
+    return run.config.eval.cam_method, run.config.eval.cam_layers
+
+
+def resolve_explanation(model, method: str | None, layers: Sequence[str] | None,
+                        run_choice: tuple[str | None, Sequence[str]] = (None, ())) -> tuple[str, list[str]]:
+    """The method and layers to explain: as given, else the run's choice (``run_choice``: its eval.cam_method and
+    eval.cam_layers), else the architecture's default (``default_explanation``). A method given without layers
+    explains the last convolutional layer, unless it is the default's method, which keeps the default layers;
+    ``layers`` may also hold comma-separated names."""
     wanted = [n.strip() for item in (layers or []) for n in str(item).split(",") if n.strip()]
     if method is not None and method not in METHODS:
         raise ConfigError(f"unknown CAM method {method!r}; use one of: {', '.join(METHODS)}")
-    default_method, default_layers = default_explanation(model)
+    default_method, default_layers = default_explanation(model, *run_choice)
     if wanted:
         chosen = wanted
     elif method is None or method == default_method:
@@ -155,7 +162,7 @@ def run_cam(run_dir: str | Path, images: Sequence[str | Path] = (), *, gallery: 
     classes = run.class_names
     explained = None if class_name is None else class_index_of(class_name, classes)
     layers = [layer] if isinstance(layer, str) else layer
-    method, layers = resolve_explanation(run.model, method, layers)
+    method, layers = resolve_explanation(run.model, method, layers, run_explanation(run))
     annotations = read_annotations(boxes, images, classes) if boxes is not None else None
     if on_total and (annotations is not None or files):
         on_total(len(annotations.regions) if annotations is not None else len(files))

@@ -146,15 +146,23 @@ def explain(model, image: np.ndarray, class_index: int | None = None, layer: str
     return Explanation(heatmap, probs[0].numpy().astype(np.float32), int(index), "+".join(layers), method)
 
 
-def default_explanation(model) -> tuple[str, list[str]]:
-    """(method, layers) ``cam`` uses when none are given: the registry's choice for the architecture, else
-    Grad-CAM at the last convolutional layer."""
+def default_explanation(model, method: str | None = None, layers: Sequence[str] = ()) -> tuple[str, list[str]]:
+    """(method, layers) ``cam`` uses when none are given. ``method``/``layers`` are a run's own choice
+    (``eval.cam_method``/``eval.cam_layers``, e.g. a guided recipe's) and win; what they leave open is the
+    registry's choice for the architecture, else Grad-CAM at the last convolutional layer."""
     spec = get_spec(model.name) if model.name in available() else None
+    arch_method, arch_layers = "gradcam", [last_conv_layer(model)]
     if spec is not None and spec.cam_layers is not None:
-        layers = spec.cam_layers(model)
-        if layers and all(_has_layer(model, name) for name in layers):
-            return spec.cam_method, layers
-    return "gradcam", [last_conv_layer(model)]
+        found = spec.cam_layers(model)
+        if found and all(_has_layer(model, name) for name in found):
+            arch_method, arch_layers = spec.cam_method, found
+    if layers:
+        for name in layers:
+            explainer(model, name)  # a layer the model lacks fails here, listing the valid names
+        return method or arch_method, list(layers)
+    if method is None or method == arch_method:
+        return arch_method, arch_layers
+    return method, [last_conv_layer(model)]
 
 
 def _has_layer(model, name: str) -> bool:

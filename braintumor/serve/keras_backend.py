@@ -3,6 +3,8 @@ call, and Grad-CAM. Imports TensorFlow: only ``Predictor.load`` reaches it, neve
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import numpy as np
 import tensorflow as tf
 
@@ -42,10 +44,18 @@ class KerasBackend:
     def warm_up_cam(self) -> None:
         self.check_cam()
         size, channels = self.run.image_size, self.run.channels
-        gradcam.gradcam(self.model, np.zeros((size, size, channels), np.float32), class_index=0)
+        method, layers = self.explanation
+        gradcam.gradcam(self.model, np.zeros((size, size, channels), np.float32), 0, layers, method)
+
+    @cached_property
+    def explanation(self) -> tuple[str, list[str]]:
+        """(method, layers) /cam draws: the run's eval.cam_* choice, else the architecture's, as `cam` does."""
+        return gradcam.default_explanation(self.model, self.run.config.eval.cam_method,
+                                           self.run.config.eval.cam_layers)
 
     def cam(self, image: np.ndarray, index: int) -> np.ndarray:
         """(size, size, 3) uint8 overlay of where the model looked for class ``index``."""
         self.check_cam()
-        heatmap = gradcam.gradcam(self.model, image.astype(np.float32), class_index=index)
+        method, layers = self.explanation
+        heatmap = gradcam.gradcam(self.model, image.astype(np.float32), index, layers, method)
         return render.overlay(image, heatmap)
