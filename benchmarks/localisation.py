@@ -9,7 +9,8 @@ benchmarks/localisation.jsonl; ``--table`` prints the Markdown table benchmarks/
     python benchmarks/localisation.py --table
 
 A spec is METHOD@LAYERS: ``auto`` is the last convolutional layer, ``default`` (alone) is what `cam` draws for
-the run (its eval.cam_method/eval.cam_layers, else the architecture's default), and several layers joined by ``+`` are fused by their maximum.
+the run (its eval.cam_method/eval.cam_layers, else the architecture's default), and several layers joined by
+``+`` are fused by their maximum.
 Note: the Kaggle training folder absorbed the figshare collection, so a model trained there has seen many of
 these slices: fine for asking where it looks, not a test of accuracy (the accuracy column is not a result).
 """
