@@ -232,6 +232,27 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def read_recipe(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config YAML as a tree. A top-level ``base: NAME`` starts from another config (an architecture's,
+    ``configs/NAME.yaml``, or a YAML path relative to this file) and overrides only the keys this one sets:
+    a recipe (configs/recipes/) says what it changes and inherits the rest."""
+    path = Path(path).resolve()
+    if path in _seen:
+        raise ConfigError(f"{path}: base: refers back to itself ({' -> '.join(p.name for p in (*_seen, path))})")
+    tree = read_yaml(path)
+    base = tree.pop("base", None)
+    if base is None:
+        return tree
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"{path}: base: must name an architecture's config (e.g. customnet) or a YAML file")
+    base_path = path.parent / base if base.endswith((".yaml", ".yml")) else configs_dir() / f"{base}.yaml"
+    if not base_path.is_file():
+        known = sorted(p.stem for p in configs_dir().glob("*.yaml"))
+        raise ConfigError(f"{path}: base: {base!r} is not a config file{_suggest(base, known)}; known: "
+                          f"{', '.join(known)}, or a YAML path relative to {path.parent}")
+    return _merge(read_recipe(base_path, (*_seen, path)), tree)
+
+
 def load_config(
     arch: str | None = None,
     config_path: str | Path | None = None,
@@ -249,7 +270,7 @@ def load_config(
             known = sorted(p.stem for p in configs_dir().glob("*.yaml"))
             raise ConfigError(f"no config for architecture {stem!r}{_suggest(stem, known)}; known: {', '.join(known)}")
         config_path = path
-    tree = read_yaml(config_path)
+    tree = read_recipe(config_path)
     for name, value in flags.items():
         if name not in FLAG_KEYS:
             raise ConfigError(f"unknown flag {name!r}")

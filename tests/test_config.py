@@ -88,8 +88,25 @@ def test_config_stem_equals_registry_key_equals_arch():
         assert load_config(config_path=configs_dir() / f"{stem}.yaml").model.arch == stem
 
 
+def test_a_recipe_inherits_its_base_and_overrides_only_what_it_sets(tmp_path: Path):
+    plain = load_config("customnet")
+    guided = load_config(config_path=configs_dir() / "recipes" / "customnet-guided.yaml")
+    assert guided.train.guidance > 0 and guided.train.guidance_layers and guided.eval.cam_layers
+    assert guided.model == plain.model and guided.data.augment == plain.data.augment and guided.eval.tta == plain.eval.tta
+    (tmp_path / "mine.yaml").write_text("base: customnet.yaml\ntrain:\n  epochs: 3\n")
+    (tmp_path / "customnet.yaml").write_text("base: customnet\ntrain:\n  lr: 0.5\n")  # a file beside it
+    mine = load_config(config_path=tmp_path / "mine.yaml")
+    assert (mine.train.epochs, mine.train.lr, mine.train.batch_size) == (3, 0.5, plain.train.batch_size)
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="refers back to itself"):
+        load_config(config_path=tmp_path / "loop.yaml")
+    (tmp_path / "typo.yaml").write_text("base: custmnet\n")
+    with pytest.raises(ConfigError, match="customnet"):
+        load_config(config_path=tmp_path / "typo.yaml")
+
+
 def test_every_yaml_key_is_commented_with_a_type():
-    for path in configs_dir().glob("*.yaml"):
+    for path in [*configs_dir().glob("*.yaml"), *configs_dir().glob("recipes/*.yaml")]:
         for line in path.read_text().splitlines():
             if re.match(r"^\s*[a-z_]+:\s*[^#\s]", line):  # a key with a value (sections have none)
                 assert re.search(r"#\s*\(", line), f"{path.name}: key without a '# (type) meaning' comment: {line}"
