@@ -124,6 +124,7 @@ def test_guided_training_keeps_activation_inside_the_boxes(tmp_path):
             meta = json.loads((run / "meta.json").read_text())
             n_train = len(pd.read_csv(run / "split.csv").query("split == 'train'"))
             assert meta["guided_images"] == n_train  # every training image has a box here
+            assert f"annotation guidance: {n_train} training images had a box" in r.output
             assert "outside_share" in history and "val_outside_share" not in history
             assert history["outside_share"].iloc[-1] < history["outside_share"].iloc[0]
     assert shares["guided"] < shares["plain"] - 0.1, shares

@@ -21,7 +21,9 @@ err_console = Console(stderr=True)
 Arch = Annotated[str | None, typer.Option("--arch", "-a", help="Architecture (config stem): customnet, resnet50, "
                                              "mobilenet, densenet, efficientnet.")]
 ConfigPath = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config, e.g. a run's config.yaml "
-                                                    "to reproduce it. Default: configs/<arch>.yaml.")]
+                                                    "to reproduce it, or a recipe such as "
+                                                    "configs/recipes/customnet-guided.yaml. Default: "
+                                                    "configs/<arch>.yaml.")]
 Data = Annotated[list[Path] | None, typer.Option("--data", "-d", help="Folder with one sub-folder per class. "
                                                   "Repeat for several collections (each image keeps its source for "
                                                   "per-source reports); NAME=PATH names one.")]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from .app import command
 from .common import TrainOptions, console, epochs_text, metrics_table, print_run_dir, print_tracking, train_options
 from .progress import keras_progress, make_progress
@@ -21,6 +23,10 @@ def train(opts: TrainOptions) -> None:
                   f"{epochs_text(cfg)}", highlight=False)
     with make_progress() as progress:
         run_dir, metrics = run_train(cfg, callbacks=(keras_progress(progress, cfg.train.epochs),))
+    if cfg.train.guidance > 0:
+        meta = json.loads((run_dir / "meta.json").read_text())
+        console.print(f"annotation guidance: {meta.get('guided_images', 0)} training images had a box "
+                      f"(data.boxes), weight {cfg.train.guidance:g}", highlight=False)
     kept = "best model" if cfg.train.checkpoint == "best" else "last epoch's model"
     console.print(metrics_table(metrics, f"{kept} on the validation split"))
     print_tracking(cfg, run_dir)
