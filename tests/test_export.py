@@ -128,7 +128,7 @@ def test_onnx_server_answers_every_endpoint_like_the_keras_server(onnx_file, run
     with TestClient(create_app(settings, onnx_p)) as c, TestClient(create_app(settings, keras_p)) as k:
         assert c.get("/health").json() == {"status": "ready", "model": "customnet"}
         m = c.get("/model").json()
-        assert m["runtime"] == "onnx" and m["classes"] == list(CLASSES)
+        assert m["runtime"] == "onnx" and m["classes"] == list(CLASSES) and m["explanation"] is None
         assert m["decision"] == k.get("/model").json()["decision"]  # same temperature and gate
         photo = io.BytesIO()
         Image.fromarray((np.random.default_rng(1).random((48, 48, 3)) * 255).astype(np.uint8)).save(photo, "PNG")

@@ -111,6 +111,7 @@ def test_model_describes_the_run_without_server_paths(client, run_dir):
     assert m["input"]["height"] == m["input"]["width"] == 32 and m["input"]["channels"] == channels
     assert "[0, 1]" in m["preprocessing"]
     assert m["decision"]["has_gate"] is True and m["decision"]["temperature"] > 0 and m["runtime"] == "keras"
+    assert m["explanation"] == {"method": "layercam", "layers": ["block2_2_act"]}  # what cam draws for customnet
     assert 0 <= m["metrics"]["accuracy"] <= 1 and "per_class" in m["metrics"]
     assert m["run"] == run_dir.name and m["version"]["braintumor"]
     assert m["version"]["trained_with"]["tensorflow"]

@@ -53,6 +53,13 @@ class KerasBackend:
         return gradcam.default_explanation(self.model, self.run.config.eval.cam_method,
                                            self.run.config.eval.cam_layers)
 
+    def describe_cam(self) -> dict | None:
+        """What /model says /cam draws; None for a k-fold ensemble (no /cam)."""
+        if "ensemble_of" in self.run.meta:
+            return None
+        method, layers = self.explanation
+        return {"method": method, "layers": layers}
+
     def cam(self, image: np.ndarray, index: int) -> np.ndarray:
         """(size, size, 3) uint8 overlay of where the model looked for class ``index``."""
         self.check_cam()

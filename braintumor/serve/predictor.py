@@ -109,6 +109,9 @@ class OnnxBackend:
     def cam(self, image: np.ndarray, index: int) -> np.ndarray:
         self.check_cam()
 
+    def describe_cam(self) -> None:
+        return None  # no /cam without the Keras model
+
     def check_cam(self) -> None:
         raise CamUnavailable(f"Grad-CAM needs the Keras model, and this server runs the exported {self.file}: "
                              "serve the source run (braintumor serve --run DIR) for /cam")
@@ -253,6 +256,7 @@ class Predictor:
                       "dtype": "uint8 0-255 (any image is decoded and resized, squashed, to this)"},
             "preprocessing": meta.get("preprocessing", "unknown"),
             "decision": self.decider.describe(),
+            "explanation": self.backend.describe_cam(),
             "metrics": metrics,
             "run": Path(self.run.path).name,  # the name only: server paths are not a client's business
             "runtime": self.backend.kind,

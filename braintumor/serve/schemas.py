@@ -72,7 +72,7 @@ class ModelInfo(BaseModel):
         "preprocessing": "unit: scaled to [0, 1] (input 0-255)",
         "decision": {"temperature": 1.31, "has_gate": True, "gate": [{"feature_layer": "conv2d_3",
                                                                        "threshold": 11.2, "far": 19.5}]},
-        "runtime": "keras",
+        "runtime": "keras", "explanation": {"method": "layercam", "layers": ["block2_2_act"]},
         "metrics": {"accuracy": 0.94, "loss": 0.18, "auc": 0.99, "macro_f1": 0.93, "n": 1311},
         "run": "20260101-120000-customnet", "trained": "2026-01-01T12:40:00+00:00",
         "version": {"braintumor": "0.1.0", "trained_with": {"tensorflow": "2.21.0", "keras": "3.15.1"}},
@@ -85,6 +85,9 @@ class ModelInfo(BaseModel):
     decision: dict[str, Any] = Field(description="The calibration temperature, whether the run has an "
                                                  "out-of-distribution gate (older runs do not), and its summary.")
     runtime: str = Field(description="What runs the model: keras, or onnx (an exported model; no /cam).")
+    explanation: dict[str, Any] | None = Field(None, description="What /cam draws: the method and the layers "
+                                               "(the run's eval.cam_* choice, else the architecture's); null "
+                                               "where there is no /cam (onnx, a k-fold ensemble).")
     metrics: dict[str, Any] = Field(description="Validation metrics of the best epoch (from metrics.json).")
     run: str = Field(description="Name of the run directory served.")
     trained: str | None = None
