@@ -6,13 +6,15 @@ that ``cam --boxes`` reads). The penalty, per annotated image, is
 
     outside share = sum over the map of s * (1 - m) / sum of s,   s = (mean over channels of relu(A)) ** p
 
-where A is the map ``cam`` explains by default (the architecture's explanation layer: CustomNet's end of block 2)
-and m the box (grown by ``train.guidance_grow`` of the side) at the map's resolution (p is
-``train.guidance_power``, the map scaled to a peak of 1 first when p > 1); the loss adds W x its mean
-over the annotated images of the batch. Images without a box get m = 1 everywhere, so nothing of theirs is outside.
+where A is the activation of a layer in ``train.guidance_layers`` (default: the layer ``cam`` explains by default,
+CustomNet's end of block 2; the guided recipe, configs/recipes/customnet-guided.yaml, guides the ends of blocks 2,
+3 and 4 and takes the mean of their shares), m the box (grown by ``train.guidance_grow`` of the side) at the map's
+resolution and p ``train.guidance_power`` (the map scaled to a peak of 1 first when p > 1); the loss adds W x its
+mean over the annotated images of the batch. Images without a box get m = 1 everywhere, so nothing of theirs is outside.
 It is a cheap, single-pass relative of Ross et al. (2017), who penalise input gradients outside the region, and of
-attention-mining losses (GAIN, Li et al. 2018): the explanation LayerCAM draws is a positive mix of exactly these
-activations, so activation kept inside the box keeps the heatmap there.
+attention-mining losses (GAIN, Li et al. 2018): a CAM is a positive mix of exactly these activations, so activation
+kept inside the box keeps the heatmap there; guiding only the explained layer left the deeper ones unmoved
+(benchmarks/localisation.md).
 
 Boxes travel through augmentation with their image: the box mask rides as an extra channel through the flips,
 rotation, zoom and shift (pipeline.make_dataset), and photometric changes touch the image only.

@@ -218,7 +218,7 @@ def cam_panel_figure(image: np.ndarray, heatmap: np.ndarray, blended: np.ndarray
 def image_grid_figure(rows: list[list[tuple]], row_labels: list[str], title: str = ""):
     """A grid of images; each cell is (image, caption, ok): ok True/False frames it green/red, None plain."""
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.3 * n_cols + 0.6, 2.5 * n_rows + 0.5), squeeze=False)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.3 * n_cols + 0.6, 2.7 * n_rows + 0.5), squeeze=False)
     for i, row in enumerate(rows):
         for j in range(n_cols):
             ax = axes[i, j]
