@@ -61,7 +61,8 @@ def check(cfg) -> None:
     if cfg.train.guidance <= 0:
         return
     if not cfg.data.boxes:
-        raise ConfigError("train.guidance needs data.boxes: the CSV of tumour boxes of (some of) the training images")
+        raise ConfigError("train.guidance needs data.boxes, the CSV of tumour boxes of (some of) the training images: "
+                          "pass --set data.boxes=FILE, or train without guidance (--arch customnet)")
     if cfg.data.crop != "none":
         raise ConfigError("train.guidance needs data.crop: none (boxes are fractions of the uncropped image)")
     if cfg.data.augment.mixup > 0:
