@@ -69,8 +69,8 @@ def snapshot_config(runs_dir: Path) -> Path:
 def run_one(lever: str, extra: list[str], args, plans: dict) -> dict:
     from braintumor.commands import kfold
     from braintumor.config import load_config
+    from braintumor.engine.scorer import probabilities as predict
     from braintumor.metrics import compute_metrics
-    from braintumor.models.loading import predict
     from braintumor.runs import read_json
 
     epochs = args.epochs * (2 if lever == "double_epochs" else 1)

@@ -66,10 +66,10 @@ def config_for(args, arch: str, runs_dir: str):
 
 def train_one(cfg, loaded, groups) -> dict:
     """Exactly what ``run_train`` does, minus decoding the folder again."""
-    from braintumor.commands.train import FitParts, fit_and_report, write_split
-    from braintumor.data import split_train_val
     from braintumor.dedup import multi_member_groups
+    from braintumor.engine.trainer import FitParts, fit_and_report
     from braintumor.runs import new_run_dir, read_meta, run_status, start_run, write_meta, write_skipped
+    from braintumor.splits import split_train_val, write_split
 
     run_dir = new_run_dir(cfg.runs_dir, "train", cfg.model.arch, cfg.name)
     start_run(run_dir, cfg, "train")
@@ -97,7 +97,7 @@ def main(argv=None) -> None:
     args = parse(argv)
     import tensorflow as tf
 
-    from braintumor.commands.train import prepare_data
+    from braintumor.splits import prepare_data
 
     started = time.perf_counter()
     m = common.machine()

@@ -31,9 +31,11 @@ from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from braintumor.commands.evaluate import read_split  # noqa: E402
 from braintumor.data import find_images, map_images  # noqa: E402
-from braintumor.inference import Classifier, feature_layer, pooled_features  # noqa: E402
+from braintumor.engine.scorer import probabilities as predict  # noqa: E402
+from braintumor.engine.trainer import pooled_features  # noqa: E402
+from braintumor.inference import Classifier, feature_layer  # noqa: E402
 from braintumor.metrics import calibration_figures, fit_temperature, scale  # noqa: E402
-from braintumor.models.loading import load_listing, load_run, predict  # noqa: E402
+from braintumor.models.loading import load_listing, load_run  # noqa: E402
 from braintumor.nonbrain import build  # noqa: E402
 from braintumor.ood import fit_gate  # noqa: E402
 

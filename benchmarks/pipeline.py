@@ -48,8 +48,7 @@ def parse(argv=None):
 
 def load(args):
     """Decode once, as ``train`` does; returns (data folder, loaded images, training indices, seconds)."""
-    from braintumor.commands.train import prepare_data
-    from braintumor.data import split_train_val
+    from braintumor.splits import prepare_data, split_train_val
 
     data = str(common.check_data(args.data))
     if args.per_class:

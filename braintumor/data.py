@@ -11,7 +11,6 @@ import hashlib
 import io
 import os
 import re
-import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,7 +19,6 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
-from sklearn.model_selection import StratifiedGroupKFold
 
 from .config import CANONICAL_CLASSES, DataConfig
 from .errors import DataError
@@ -447,35 +445,3 @@ def load_images(listing: ImageList, spec: ImageSpec, workers: int | None = None)
         [results[i][1] for i in keep], listing.class_names, skipped, [results[i][2] for i in keep],
         [listing.sources[i] for i in keep] if listing.sources else [],
     )
-
-
-def split_train_val(labels: np.ndarray, groups: np.ndarray, val_split: float, seed: int,
-                    class_names: Sequence[str] = ()):
-    """Stratified train/validation indices that never put two copies of one image on both sides.
-
-    ``class_names`` (index order) lets an error name a class that has no images.
-    """
-    n_splits = max(2, round(1 / val_split))
-    names = list(class_names) or [f"class {i}" for i in range(int(labels.max(initial=-1)) + 1)]
-    counts = np.bincount(labels, minlength=len(names))
-    need = (f"each class needs at least {n_splits} images for a validation split of {val_split:g} "
-            f"(data.val_split holds out 1 image in {n_splits})")
-    empty = [names[i] for i, c in enumerate(counts) if c == 0]
-    if empty and len(labels):
-        raise DataError(f"class {', '.join(map(repr, empty))} has no readable images: add images to its folder "
-                        f"or leave the class out of data.classes; {need}")
-    small = [i for i, c in enumerate(counts) if 0 < c < 2]
-    if small or len(labels) < n_splits:
-        raise DataError("each class needs at least 2 readable images to make a validation split")
-    if (counts < n_splits).all():  # scikit-learn refuses: no class could appear in every split
-        fewest = int(counts.argmin())
-        raise DataError(f"too few images: class {names[fewest]!r} has {int(counts[fewest])} and no class has "
-                        f"{n_splits}; {need}, or raise data.val_split")
-    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "least populated class has only N members"
-        train_idx, val_idx = next(splitter.split(np.zeros(len(labels)), labels, groups))
-    return np.sort(train_idx), np.sort(val_idx)
-
-

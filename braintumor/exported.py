@@ -86,8 +86,9 @@ def load_exported(model_file: str | Path) -> ExportedRun:
 
 
 class OnnxScorer:
-    """An ONNX model in ONNX Runtime: uint8 images -> (probabilities, [features per gate]). Thread-safe (one
-    session, ``run`` may be called from several threads)."""
+    """An ONNX model in ONNX Runtime as a forward pass: a float32 batch -> [probabilities, *features per gate]
+    (``engine.scorer.score`` batches and unwraps it). Thread-safe (one session, ``run`` may be called from
+    several threads)."""
 
     def __init__(self, path: str | Path, threads: int | None = None):
         import onnxruntime as ort  # lazy: the onnx extra; importing this module must not need it
@@ -103,6 +104,5 @@ class OnnxScorer:
         self.input = self.session.get_inputs()[0].name
         self.outputs = [o.name for o in self.session.get_outputs()]
 
-    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-        out = self.session.run(None, {self.input: np.asarray(images, dtype=np.float32)})
-        return np.asarray(out[0], np.float64), [np.asarray(f, np.float64) for f in out[1:]]
+    def __call__(self, images: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(None, {self.input: np.asarray(images, dtype=np.float32)})

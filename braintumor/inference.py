@@ -1,10 +1,10 @@
-"""Classifying images with a saved run: calibrated probabilities and the out-of-distribution gate, in one pass.
+"""A saved run as a classifier: its scoring model (probabilities and the gate's features from one forward pass),
+its temperature (``calibration.json``) and its gate (``gate.json``, ``gate.npz``).
 
-Every consumer (``predict``, ``evaluate``, ``serve``, the k-fold ensemble) goes through ``Classifier``, so they all
-give the same answer for the same image: the model's probabilities, averaged over a horizontal flip with TTA,
-softened by the run's temperature (``calibration.json``), and a status from the run's gate (``gate.json``,
-``gate.npz``). The gate's features come from the same forward pass as the probabilities (a second output of one
-Keras model), so it costs a few matrix products, not a second network call.
+Every consumer (``predict``, ``evaluate``, ``serve``, the k-fold ensemble) runs a ``Classifier`` through
+``engine.scorer.classify``, so they all give the same answer for the same image: the model's probabilities,
+averaged over a horizontal flip with TTA, softened by the temperature, and a status from the gate. The gate's
+features are a second output of one Keras model, so the gate costs a few matrix products, not a second network call.
 """
 
 from __future__ import annotations
@@ -14,12 +14,11 @@ from typing import Any
 import keras
 import numpy as np
 
-from .data import InputStats
 from .decision import Decider, Verdict
 from .explain.graph import last_conv_layer
 from .ood import STATUSES, Gate
 
-__all__ = ["Classifier", "Verdict", "feature_layer", "gate_report", "pooled_features", "scoring_model"]
+__all__ = ["Classifier", "Verdict", "feature_layer", "gate_report", "scoring_model"]
 
 
 def feature_layer(model) -> str:
@@ -33,14 +32,6 @@ def scoring_model(model, layer: str | None = None):
     layer = layer or feature_layer(model)
     features = keras.layers.GlobalAveragePooling2D(name="gate_features")(model.get_layer(layer).output)
     return keras.Model(model.inputs, [model.outputs[0], features], name=f"{model.name}_scoring")
-
-
-def pooled_features(model, images: np.ndarray, batch_size: int = 64, layer: str | None = None) -> np.ndarray:
-    """(n, d) the gate's features (see ``feature_layer``) of (n, h, w, c) uint8 images."""
-    scorer = scoring_model(model, layer)
-    out = [np.asarray(scorer.predict_on_batch(np.asarray(images[i:i + batch_size], np.float32))[1], np.float64)
-           for i in range(0, len(images), batch_size)]
-    return np.concatenate(out) if out else np.zeros((0, int(scorer.outputs[1].shape[-1])))
 
 
 def gate_report(verdicts: list[Verdict], labels: np.ndarray | None, where: str) -> dict[str, Any]:
@@ -76,29 +67,3 @@ class Classifier(Decider):
                 self.model = keras.Model(inputs, [probs, *[o[1] for o in outs]], name="ensemble_scoring")
         else:
             self.model = model
-
-    def raw(self, images: np.ndarray, tta: bool = False, batch_size: int = 64) -> tuple[np.ndarray, list]:
-        """(uncalibrated probabilities (n, classes), one (n, d) feature array per gate) for uint8 images."""
-        probs, feats = [], []
-        for start in range(0, len(images), batch_size):
-            x = np.asarray(images[start:start + batch_size], dtype=np.float32)
-            out = self.model.predict_on_batch(x)
-            out = out if isinstance(out, (list, tuple)) else [out]
-            p = np.asarray(out[0], dtype=np.float64)
-            if tta:  # features of the image as it came; probabilities averaged with its mirror image
-                flipped = self.model.predict_on_batch(x[:, :, ::-1])
-                flipped = flipped if isinstance(flipped, (list, tuple)) else [flipped]
-                p = (p + np.asarray(flipped[0], dtype=np.float64)) / 2
-            probs.append(p)
-            feats.append([np.asarray(f, dtype=np.float64) for f in out[1:]])
-        k = int(self.model.outputs[0].shape[-1])
-        if not probs:
-            return np.zeros((0, k)), [np.zeros((0, 1)) for _ in self.gates]
-        return np.concatenate(probs), [np.concatenate([f[i] for f in feats]) for i in range(len(self.gates))]
-
-    def classify(self, images: np.ndarray, stats: list[InputStats | None] | None = None,
-                 tta: bool = False) -> list[Verdict]:
-        """A verdict per (n, h, w, c) uint8 image; ``stats`` are the input checks' figures of each decoded image
-        (None where only the resized array is known)."""
-        raw, feats = self.raw(images, tta)
-        return self.from_raw(raw, feats, stats)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import platform
 import re
@@ -71,8 +72,29 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def json_safe(obj: Any) -> Any:
+    """``obj`` as plain JSON values: NumPy scalars and arrays as Python numbers and lists, paths as strings, and
+    NaN or infinity (an AUC on a one-class split, a loss that never became finite) as null, which JSON has."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+    """JSON that any reader parses (``allow_nan=False`` after ``json_safe``), written atomically."""
+    atomic_write_text(path, json.dumps(json_safe(obj), indent=2, allow_nan=False, default=_refuse) + "\n")
+
+
+def _refuse(o: Any):
+    raise TypeError(f"cannot write {type(o).__name__} to JSON")
 
 
 def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
@@ -93,16 +115,6 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list
     """The lines of a GitHub Markdown table; cells are written with ``str``."""
     return ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header),
             *("| " + " | ".join(str(v) for v in r) + " |" for r in rows)]
-
-
-def _json_default(o: Any):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"cannot write {type(o).__name__} to JSON")
 
 
 def atomic_save_model(model, path: str | Path) -> None:
@@ -189,10 +201,13 @@ def _status(path: Path) -> str | None:
 
 
 def start_run(run_dir: Path, cfg, command: str, **fields: Any) -> None:
-    """Write the resolved config.yaml first, then meta.json marked running."""
-    atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
-    write_meta(run_dir, command=command, status="running", started=now(), seed=cfg.seed, git_commit=git_commit(),
-               versions=versions(), **fields)
+    """Write the resolved config.yaml first (when the command has a config: ``cfg`` may be None), then meta.json
+    marked running with the versions and commit it ran with. Commands call it through ``engine.run.Run``."""
+    meta: dict[str, Any] = {"command": command, "status": "running", "started": now()}
+    if cfg is not None:
+        atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+        meta["seed"] = cfg.seed
+    write_meta(run_dir, **{**meta, "git_commit": git_commit(), "versions": versions(), **fields})
 
 
 class run_status:

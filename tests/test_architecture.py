@@ -1,4 +1,4 @@
-"""The import drawing of the package runs one way: skins -> commands -> building blocks -> foundations.
+"""The import drawing of the package runs one way: skins -> commands -> engine -> building blocks -> foundations.
 
 Walks every module of ``braintumor`` with ``ast`` (imports inside functions count too: they are real edges) and
 fails on an upward edge or on any circle. The checker is tested on made-up edges, so it can fail.
@@ -18,11 +18,12 @@ LAYERS = {
     "braintumor": 0, "errors": 0, "config": 0, "runs": 0,  # foundations
     "data": 1, "pipeline": 1, "dedup": 1, "metrics": 1, "plots": 1, "models": 1, "explain": 1,  # building blocks
     "distribute": 1, "ood": 1, "inference": 1, "nonbrain": 1, "scanners": 1, "decision": 1, "exported": 1,
-    "guidance": 1, "volumes": 1, "tracking": 1,
-    "commands": 2,  # one module per command: orchestration
-    "cli": 3, "serve": 3,  # skins
+    "guidance": 1, "volumes": 1, "tracking": 1, "splits": 1,
+    "engine": 2,  # a run that owns its directory, the one scorer, the fit: what the commands are made of
+    "commands": 3,  # one module per command: orchestration
+    "cli": 4, "serve": 4,  # skins
 }
-LAYER_NAMES = {0: "foundation", 1: "building block", 2: "command", 3: "skin"}
+LAYER_NAMES = {0: "foundation", 1: "building block", 2: "engine", 3: "command", 4: "skin"}
 
 
 def module_name(path: Path) -> str:
@@ -134,7 +135,9 @@ def test_the_graph_sees_real_edges():
 
 @pytest.mark.parametrize("edge", [("braintumor.runs", "braintumor.commands.kfold"),
                                   ("braintumor.metrics", "braintumor.cli.train"),
-                                  ("braintumor.config", "braintumor.data")])
+                                  ("braintumor.config", "braintumor.data"),
+                                  ("braintumor.inference", "braintumor.engine.scorer"),
+                                  ("braintumor.engine.trainer", "braintumor.commands.train")])
 def test_checker_catches_an_upward_edge(edge):
     graph = import_graph()
     graph[edge[0]] = graph[edge[0]] | {edge[1]}

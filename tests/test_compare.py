@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from braintumor.cli import app
-from braintumor.commands.compare import read_summary
+from braintumor.engine.results import read_summary
 from tests.conftest import FAST, make_dataset
 
 runner = CliRunner()

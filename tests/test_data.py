@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from braintumor.data import ImageSpec, canonical_class, list_images, load_images, read_image, split_train_val
+from braintumor.data import ImageSpec, canonical_class, list_images, load_images, read_image
 from braintumor.dedup import exact_groups
 from braintumor.errors import DataError
 from braintumor.pipeline import class_weights, make_dataset, oversample
+from braintumor.splits import split_train_val
 from tests.conftest import make_dataset as make_folder
 
 

@@ -167,7 +167,7 @@ def test_resume_rejects_changed_settings(done):
 
 
 def test_resume_retrains_only_folds_without_complete_marker(tmp_path, monkeypatch):
-    from braintumor.commands import train
+    from braintumor.engine import trainer as train
 
     data = make_dataset(tmp_path / "data", per_class=6)
     plant_copies(data)
@@ -215,7 +215,7 @@ def test_resume_retrains_only_folds_without_complete_marker(tmp_path, monkeypatc
 
 @pytest.fixture
 def no_training(monkeypatch):
-    from braintumor.commands import train
+    from braintumor.engine import trainer as train
 
     def refuse(*a, **kw):
         raise AssertionError("training started")
@@ -245,7 +245,7 @@ def test_more_folds_than_the_smallest_class_is_an_error_before_training(tmp_path
 
 
 def test_folds_are_seeded_stratified_and_respect_groups():
-    from braintumor.commands.kfold import assign_folds
+    from braintumor.splits import assign_folds
 
     rng = np.random.default_rng(0)
     labels = np.repeat([0, 1, 2], 30)
@@ -260,8 +260,8 @@ def test_folds_are_seeded_stratified_and_respect_groups():
 
 
 def test_near_grouping_keeps_perceptual_neighbours_in_one_fold(tmp_path):
-    from braintumor.commands.kfold import plan_folds
     from braintumor.config import load_config
+    from braintumor.splits import plan_folds
 
     data = make_dataset(tmp_path / "data", per_class=6)
     arr = np.asarray(Image.open(data / "glioma" / "img_000.png")).copy()

@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import plots, runs
 from ..data import decode, find_class, find_images, list_images
+from ..engine.run import Run
 from ..errors import ConfigError, DataError, did_you_mean
 from ..explain.gradcam import METHODS, Explanation, default_explanation, explain, explainer
 from ..explain.graph import last_conv_layer
@@ -171,14 +172,15 @@ def run_cam(run_dir: str | Path, images: Sequence[str | Path] = (), *, gallery: 
         if gallery else None
 
     # 2. a run directory that says what was asked
-    out = runs.new_run_dir(runs_dir, "cam", run.config.model.arch, name)
-    runs.start_run(out, run.config, "cam", source_run=str(run.path), method=method, layer="+".join(layers),
-                   explained_class=None if explained is None else classes[explained],
-                   images=None if gallery else [str(p) for p in images],
-                   gallery=None if gallery is None else str(gallery), per_class=per_class if gallery else None,
-                   boxes=None if boxes is None else str(boxes))
+    made = Run.create(runs_dir, "cam", run.config.model.arch, name, cfg=run.config, source_run=str(run.path),
+                      method=method, layer="+".join(layers),
+                      explained_class=None if explained is None else classes[explained],
+                      images=None if gallery else [str(p) for p in images],
+                      gallery=None if gallery is None else str(gallery), per_class=per_class if gallery else None,
+                      boxes=None if boxes is None else str(boxes))
+    out = made.path
     report = CamReport(out, "+".join(layers), method)
-    with runs.run_status(out):
+    with made.marking():
         if annotations is not None:  # score the maps against the annotations; no panel per image
             report.localisation = run_localisation(run, out, annotations, method, layers, explain_true, on_image)
             runs.write_meta(out, n=len(report.localisation.rows), problems=len(report.localisation.problems))

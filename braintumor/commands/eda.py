@@ -20,6 +20,7 @@ from .. import dedup, plots, runs
 from ..config import DEFAULT_NEAR_THRESHOLD
 from ..data import decode, to_array
 from ..dedup import Progress, Split, match, scan_split
+from ..engine.run import Run
 from ..errors import DataError
 from ..plots import atomic_save_figure
 from ..runs import markdown_table, write_csv_dicts
@@ -445,12 +446,11 @@ def run_eda(data: str | Path | Sequence[str | Path], test: str | Path | None = N
     for sp in splits:
         if not len(sp):
             raise DataError(f"none of the image files under {sp.root} could be read")
-    out = runs.new_run_dir(runs_dir, "eda", name=name)
-    runs.write_meta(out, command="eda", status="running", started=runs.now(), git_commit=runs.git_commit(),
-                    seed=seed, data=str(data) if isinstance(data, (str, Path)) else [str(d) for d in data],
-                    test=str(test) if test else None,
-                    near_threshold=near_threshold)
-    with runs.run_status(out):
+    run = Run.create(runs_dir, "eda", name=name, seed=seed,
+                     data=str(data) if isinstance(data, (str, Path)) else [str(d) for d in data],
+                     test=str(test) if test else None, near_threshold=near_threshold)
+    out = run.path
+    with run.marking():
         # 2. duplicate groups over all splits, then the summary
         combined = Combined.of(splits, near_threshold)
         summary = summarize(splits, near_threshold, combined=combined)

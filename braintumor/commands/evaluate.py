@@ -14,6 +14,8 @@ from .. import plots
 from ..config import DEFAULT_NEAR_THRESHOLD
 from ..data import find_images, map_images
 from ..dedup import copies_of
+from ..engine import scorer
+from ..engine.run import Run
 from ..errors import DataError, RunError
 from ..inference import Verdict, gate_report
 from ..metrics import (
@@ -26,7 +28,7 @@ from ..metrics import (
 )
 from ..models.loading import LoadedRun, load_folder, load_listing, load_run
 from ..plots import atomic_save_figure
-from ..runs import new_run_dir, run_status, start_run, write_csv, write_csv_dicts, write_meta, write_skipped
+from ..runs import write_csv, write_csv_dicts, write_meta, write_skipped
 from ..volumes import has_volumes, pool, volume_labels, volume_metrics, write_volumes
 
 
@@ -62,11 +64,11 @@ def run_evaluate(run_dir: str | Path, data: str | Path | Sequence[str | Path] | 
     tta = run.config.eval.tta if tta is None else tta
     if ood is not None and not find_images([ood]):
         raise DataError(f"--ood {ood}: no image files there; pass a folder of images that are not brain MRI")
-    out = new_run_dir(runs_dir, "evaluate", run.config.model.arch, name)
-    start_run(out, run.config, "evaluate", source_run=str(run.path),
-              data=str(shown) if data else "validation split of the source run", tta=tta,
-              ood=str(ood) if ood else None)
-    with run_status(out):
+    made = Run.create(runs_dir, "evaluate", run.config.model.arch, name, cfg=run.config, source_run=str(run.path),
+                      data=str(shown) if data else "validation split of the source run", tta=tta,
+                      ood=str(ood) if ood else None)
+    out = made.path
+    with made.marking():
         if data is None:
             if "ensemble_of" in run.meta:
                 raise RunError(f"{run.path} is a k-fold ensemble: every image of its folder trained one of its "
@@ -77,7 +79,7 @@ def run_evaluate(run_dir: str | Path, data: str | Path | Sequence[str | Path] | 
         excluded = None
         if exclude_duplicates_of is not None:
             loaded, excluded = exclude_copies(loaded, exclude_duplicates_of, run, out)
-        verdicts = run.classifier.classify(loaded.images, loaded.stats, tta)
+        verdicts = scorer.classify(run.classifier, loaded.images, loaded.stats, tta)
         probs = np.stack([v.probs for v in verdicts])
         m = compute_metrics(loaded.labels, probs, run.class_names, run.config.eval.bootstrap, run.config.seed)
         several = len(loaded.source_names) > 1
@@ -122,7 +124,7 @@ def score_refusals(run: LoadedRun, scans: list[Verdict], ood_dir: str | Path, tt
     good = [r for r in results if not isinstance(r, str)]
     if not good:
         raise DataError(f"none of the {len(paths)} files under {ood_dir} could be read")
-    others = run.classifier.classify(np.stack([r[0] for r in good]), [r[1] for r in good], tta)
+    others = scorer.classify(run.classifier, np.stack([r[0] for r in good]), [r[1] for r in good], tta)
     write_csv(out / "ood_predictions.csv", ["path", "status", "reason", "ratio"],
               ([p, v.status, v.reason, "" if v.ratio is None else f"{v.ratio:.4f}"]
                for p, v in zip([p for p, r in zip(paths, results) if not isinstance(r, str)], others)))

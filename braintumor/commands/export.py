@@ -15,7 +15,6 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +22,13 @@ import numpy as np
 
 from ..data import ImageList, list_images, load_images
 from ..decision import Decider
+from ..engine import scorer
+from ..engine.run import Run
+from ..engine.scorer import Forward
 from ..errors import ConfigError, DataError
 from ..exported import EXPORT_JSON, MODEL_FILES, OnnxScorer
 from ..models.loading import LoadedRun, load_run
-from ..runs import atomic_write_json, new_run_dir, now, versions, write_meta
+from ..runs import now, versions
 from .evaluate import read_split
 
 FORMATS = tuple(MODEL_FILES)
@@ -36,7 +38,6 @@ CONVERTERS = {"onnx": "keras Model.export(format='onnx') (tf2onnx)",
               "savedmodel": "keras Model.export(format='tf_saved_model')"}
 # What a float export must meet on the verification images (issue 15); int8 is allowed 1% disagreement.
 TARGETS = {"max_abs_prob_diff": 1e-4, "top1_agreement": 1.0, "int8_top1_agreement": 0.99}
-Scorer = Callable[[np.ndarray], tuple[np.ndarray, list[np.ndarray]]]
 
 
 def run_export(run_dir: str | Path, fmt: str, *, quantize: str | None = None, data: str | Path | None = None,
@@ -46,25 +47,26 @@ def run_export(run_dir: str | Path, fmt: str, *, quantize: str | None = None, da
     _check_options(fmt, quantize)
     # 1. the run, its scoring model (probabilities + gate features) and the images to verify on
     run = load_run(run_dir)
-    scorer = run.classifier.model
+    scoring = run.classifier.model
     images, where = verification_images(run, data, max_images)
-    out = new_run_dir(runs_dir, "export", run.meta.get("arch"), name or "-".join(filter(None, [fmt, quantize])))
-    # 2. convert
-    model_path = out / MODEL_FILES[fmt]
-    calibration = training_images(run, calibration_images) if quantize == "int8" else None
-    t0 = time.perf_counter()
-    convert(scorer, fmt, model_path, quantize, calibration)
-    seconds = time.perf_counter() - t0
-    # 3. verify against model.keras on real images, and time both runtimes
-    keras_run, exported_run = keras_scorer(scorer), load_scorer(fmt, model_path)
-    verification = verify(keras_run, exported_run, images, run.classifier, where)
-    verification["latency_ms"] = {"keras": latency(keras_run, images), fmt: latency(exported_run, images)}
-    # 4. what a server needs beside the model: spec, classes, temperature, gates, the source run's files
-    info = describe(run, fmt, quantize, model_path, seconds, verification)
-    copy_run_files(run, out)
-    atomic_write_json(out / EXPORT_JSON, info)
-    write_meta(out, command="export", status="complete", finished=now(), exported_from=str(run.path))
-    return out, info
+    out = Run.create(runs_dir, "export", run.meta.get("arch"), name or "-".join(filter(None, [fmt, quantize])),
+                     exported_from=str(run.path))
+    with out.marking():  # a failed conversion leaves a directory whose meta.json says failed, and why
+        # 2. convert
+        model_path = out / MODEL_FILES[fmt]
+        calibration = training_images(run, calibration_images) if quantize == "int8" else None
+        t0 = time.perf_counter()
+        convert(scoring, fmt, model_path, quantize, calibration)
+        seconds = time.perf_counter() - t0
+        # 3. verify against model.keras on real images, and time both runtimes
+        keras_run, exported_run = keras_scorer(scoring), load_scorer(fmt, model_path)
+        verification = verify(keras_run, exported_run, images, run.classifier, where)
+        verification["latency_ms"] = {"keras": latency(keras_run, images), fmt: latency(exported_run, images)}
+        # 4. what a server needs beside the model: spec, classes, temperature, gates, the source run's files
+        info = describe(run, fmt, quantize, model_path, seconds, verification)
+        copy_run_files(run, out)
+        out.write_json(EXPORT_JSON, info)
+    return out.path, info
 
 
 def _check_options(fmt: str, quantize: str | None) -> None:
@@ -110,21 +112,21 @@ def _subsample(images: np.ndarray, limit: int) -> np.ndarray:
 
 # --- converters ---------------------------------------------------------------------------------------------
 
-def convert(scorer, fmt: str, path: Path, quantize: str | None, calibration: np.ndarray | None) -> None:
-    scorer([np.zeros((1, *scorer.inputs[0].shape[1:]), np.float32)])  # Keras' ONNX export wants a called model
+def convert(model, fmt: str, path: Path, quantize: str | None, calibration: np.ndarray | None) -> None:
+    model([np.zeros((1, *model.inputs[0].shape[1:]), np.float32)])  # Keras' ONNX export wants a called model
     if fmt == "onnx":
-        scorer.export(str(path), format="onnx", verbose=False)
+        model.export(str(path), format="onnx", verbose=False)
     elif fmt == "savedmodel":
-        scorer.export(str(path), format="tf_saved_model", verbose=False)
+        model.export(str(path), format="tf_saved_model", verbose=False)
     else:
-        path.write_bytes(tflite_bytes(scorer, quantize, calibration))
+        path.write_bytes(tflite_bytes(model, quantize, calibration))
 
 
-def tflite_bytes(scorer, quantize: str | None, calibration: np.ndarray | None) -> bytes:
+def tflite_bytes(model, quantize: str | None, calibration: np.ndarray | None) -> bytes:
     import tensorflow as tf  # lazy: the export command is the only one that needs the converter
 
     with tempfile.TemporaryDirectory() as tmp:
-        scorer.export(tmp, format="tf_saved_model", verbose=False)
+        model.export(tmp, format="tf_saved_model", verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
         if quantize == "float16":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -137,59 +139,36 @@ def tflite_bytes(scorer, quantize: str | None, calibration: np.ndarray | None) -
 
 # --- runtimes ----------------------------------------------------------------------------------------------
 
-def keras_scorer(scorer) -> Scorer:
-    """The Keras model as the Keras server runs it: one compiled call."""
-    import tensorflow as tf
-
-    call = tf.function(lambda x: scorer(x, training=False), reduce_retracing=True)
-
-    def run(images):
-        out = call(np.asarray(images, np.float32))
-        out = out if isinstance(out, (list, tuple)) else [out]
-        return np.asarray(out[0], np.float64), [np.asarray(f, np.float64) for f in out[1:]]
-    return run
+def keras_scorer(model) -> Forward:
+    """The Keras scoring model as the Keras server runs it: one compiled call."""
+    return scorer.compiled(model)
 
 
-def load_scorer(fmt: str, path: Path) -> Scorer:
+def load_scorer(fmt: str, path: Path) -> Forward:
+    """The exported file in its own runtime, as a forward pass (``engine.scorer`` batches and unwraps it)."""
     if fmt == "onnx":
         return OnnxScorer(path)
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: the TFLite and SavedModel runtimes; ONNX needs no TensorFlow
 
     if fmt == "savedmodel":
         loaded = tf.saved_model.load(str(path))  # held by the closure: its variables die with it
-
-        def run(images):
-            out = loaded.serve([tf.constant(np.asarray(images, np.float32))])  # Keras' signature: a list of inputs
-            out = out if isinstance(out, (list, tuple)) else [out]
-            return np.asarray(out[0], np.float64), [np.asarray(f, np.float64) for f in out[1:]]
-        return run
-    interpreter = tf.lite.Interpreter(model_path=str(path))
-    runner = interpreter.get_signature_runner()
+        return lambda images: loaded.serve([tf.constant(np.asarray(images, np.float32))])  # Keras: a list of inputs
+    runner = tf.lite.Interpreter(model_path=str(path)).get_signature_runner()
 
     def run(images):
         (key,) = runner.get_input_details()
         out = runner(**{key: np.asarray(images, np.float32)})
         names = sorted(out, key=lambda k: int(k.rsplit("_", 1)[-1]) if k.rsplit("_", 1)[-1].isdigit() else 0)
-        arrays = [np.asarray(out[k], np.float64) for k in names]
-        return arrays[0], arrays[1:]
+        return [out[k] for k in names]
     return run
 
 
-def verify(reference: Scorer, exported: Scorer, images: np.ndarray, decider: Decider, where: str,
+def verify(reference: Forward, exported: Forward, images: np.ndarray, decider: Decider, where: str,
            batch: int = 32) -> dict[str, Any]:
     """Agreement of the exported model with model.keras on ``images``: probabilities, top-1, the gate's
     features and the final verdict (temperature and gate applied to each)."""
-    ref_p, ref_f, exp_p, exp_f = [], [], [], []
-    for i in range(0, len(images), batch):
-        p, f = reference(images[i:i + batch])
-        ref_p.append(p)
-        ref_f.append(f)
-        p, f = exported(images[i:i + batch])
-        exp_p.append(p)
-        exp_f.append(f)
-    ref_p, exp_p = np.concatenate(ref_p), np.concatenate(exp_p)
-    ref_feats = [np.concatenate([f[g] for f in ref_f]) for g in range(len(ref_f[0]))]
-    exp_feats = [np.concatenate([f[g] for f in exp_f]) for g in range(len(exp_f[0]))]
+    ref_p, ref_feats = scorer.score(reference, images, batch)
+    exp_p, exp_feats = scorer.score(exported, images, batch)
     ref_v, exp_v = decider.from_raw(ref_p, ref_feats), decider.from_raw(exp_p, exp_feats)
     feature_diff = max((float(np.abs(a - b).max() / (np.abs(a).max() + 1e-12))
                         for a, b in zip(ref_feats, exp_feats, strict=True)), default=None)
@@ -200,21 +179,12 @@ def verify(reference: Scorer, exported: Scorer, images: np.ndarray, decider: Dec
             "verdict_agreement": float(np.mean([a.status == b.status for a, b in zip(ref_v, exp_v, strict=True)]))}
 
 
-def latency(scorer: Scorer, images: np.ndarray, repeats: int = 30, batch: int = 32) -> dict[str, float]:
+def latency(forward: Forward, images: np.ndarray, repeats: int = 30, batch: int = 32) -> dict[str, float]:
     """Median milliseconds for one image and for one batch (after a warm-up call each)."""
     one, many = images[:1], images[:batch]
-    scorer(one), scorer(many)
-    singles, batches = [], []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        scorer(one)
-        singles.append(time.perf_counter() - t0)
-    for _ in range(max(3, repeats // 6)):
-        t0 = time.perf_counter()
-        scorer(many)
-        batches.append(time.perf_counter() - t0)
-    return {"single_ms": round(1000 * float(np.median(singles)), 3),
-            "batch_ms": round(1000 * float(np.median(batches)), 3), "batch_size": int(len(many))}
+    return {"single_ms": round(scorer.median_ms(forward, one, repeats), 3),
+            "batch_ms": round(scorer.median_ms(forward, many, max(3, repeats // 6)), 3),
+            "batch_size": int(len(many))}
 
 
 # --- the export directory ----------------------------------------------------------------------------------
@@ -249,15 +219,15 @@ def describe(run: LoadedRun, fmt: str, quantize: str | None, model_path: Path, s
     }
 
 
-def copy_run_files(run: LoadedRun, out: Path) -> None:
-    """The source run's description (meta, config, metrics, calibration) and each model's gate."""
+def copy_run_files(run: LoadedRun, out: Run) -> None:
+    """The source run's description (meta, config, metrics, calibration) and each model's gate. Its meta.json
+    fields join the export's (what it was trained with: versions, commit, classes), all but the export's own
+    command, status and times."""
     for name in ("config.yaml", "metrics.json", "calibration.json"):
         if (run.path / name).is_file():
             shutil.copy2(run.path / name, out / name)
-    meta = dict(run.meta)
-    meta.pop("status", None)
-    meta.pop("command", None)
-    atomic_write_json(out / "meta.json", {**meta, "class_names": run.class_names})
+    own = ("command", "status", "started", "finished", "error")
+    out.update(**{k: v for k, v in run.meta.items() if k not in own}, class_names=run.class_names)
     for i, gate in enumerate(run.classifier.gates):
         (out / "gates" / str(i)).mkdir(parents=True, exist_ok=True)
         gate.save(out / "gates" / str(i))

@@ -9,10 +9,12 @@ from pathlib import Path
 import numpy as np
 
 from ..data import find_images, map_images
+from ..engine import scorer
+from ..engine.run import Run
 from ..errors import DataError
 from ..inference import Verdict, gate_report
 from ..models.loading import load_run
-from ..runs import new_run_dir, run_status, start_run, write_csv, write_meta, write_skipped
+from ..runs import write_csv, write_meta, write_skipped
 from ..volumes import VolumeAnswer, has_volumes, pool, write_volumes
 
 BATCH = 64  # images decoded and classified at a time: memory stays flat on long folders
@@ -53,11 +55,12 @@ def run_predict(run_dir: str | Path, sources: Sequence[str | Path], *, runs_dir:
     if on_total:
         on_total(len(files))
     tta = run.config.eval.tta if tta is None else tta
-    out = new_run_dir(runs_dir, "predict", run.config.model.arch, name)
-    start_run(out, run.config, "predict", source_run=str(run.path), inputs=[str(s) for s in sources], tta=tta,
-              temperature=run.classifier.temperature, gate=run.classifier.has_gate)
+    made = Run.create(runs_dir, "predict", run.config.model.arch, name, cfg=run.config, source_run=str(run.path),
+                      inputs=[str(s) for s in sources], tta=tta, temperature=run.classifier.temperature,
+                      gate=run.classifier.has_gate)
+    out = made.path
     report = PredictReport(out, run.class_names, has_gate=run.classifier.has_gate)
-    with run_status(out):
+    with made.marking():
         # 2. decode and classify a batch at a time
         for start in range(0, len(files), BATCH):
             batch = files[start:start + BATCH]
@@ -66,7 +69,7 @@ def run_predict(run_dir: str | Path, sources: Sequence[str | Path], *, runs_dir:
             report.skipped += [(p, r) for p, r in zip(batch, results) if isinstance(r, str)]
             if good:
                 images = np.stack([r[0] for _, r in good])
-                verdicts = run.classifier.classify(images, [r[1] for _, r in good], tta)
+                verdicts = scorer.classify(run.classifier, images, [r[1] for _, r in good], tta)
                 report.rows += [(p, v) for (p, _), v in zip(good, verdicts)]
             if on_batch:
                 on_batch(len(batch))

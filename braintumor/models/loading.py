@@ -1,4 +1,4 @@
-"""Loading what runs saved: a train run's model, a k-fold ensemble, and predicting with them."""
+"""Loading what runs saved: a train run's model, a k-fold ensemble (scoring them is ``engine.scorer``'s)."""
 
 from __future__ import annotations
 
@@ -19,20 +19,6 @@ from ..ood import Gate
 from ..runs import fold_complete, read_json, read_meta
 from ..scanners import ScanOptions
 from . import applications, customnet  # noqa: F401  (registers the custom layers for safe loading)
-
-
-def predict(model, images: np.ndarray, batch_size: int = 64, tta: bool = False) -> np.ndarray:
-    """Class probabilities for (n, h, w, c) uint8 images; ``tta`` averages with horizontal flips."""
-    out = []
-    for start in range(0, len(images), batch_size):  # one float32 batch at a time, not 4x the whole set
-        x = images[start:start + batch_size].astype(np.float32)
-        p = np.asarray(model.predict_on_batch(x))
-        if tta:
-            p = (p + np.asarray(model.predict_on_batch(x[:, :, ::-1]))) / 2
-        out.append(p)
-    if not out:
-        return np.zeros((0, model.output_shape[-1]), dtype=np.float64)
-    return np.concatenate(out).astype(np.float64)
 
 
 def stored_temperature(run_dir: Path) -> float:

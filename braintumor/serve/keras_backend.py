@@ -6,8 +6,8 @@ from __future__ import annotations
 from functools import cached_property
 
 import numpy as np
-import tensorflow as tf
 
+from ..engine import scorer
 from ..errors import ModelError
 from ..explain import gradcam, render
 from ..models.loading import LoadedRun, load_run
@@ -22,19 +22,12 @@ class KerasBackend:
         self.run = run
         self.model = run.model  # probabilities only: what Grad-CAM explains
         self.decider = run.classifier  # a Classifier is a Decider with the run's temperature and gate(s)
-        scorer = run.classifier.model  # [probabilities, *features] in one forward pass when there is a gate
-        size, channels = run.image_size, run.channels
-        # One trace for every batch size; model(x, training=False) avoids predict()'s per-call dataset set-up.
-        self._call = tf.function(
-            lambda x: scorer(x, training=False),
-            input_signature=[tf.TensorSpec((None, size, size, channels), tf.float32)],
-            jit_compile=False, reduce_retracing=True,
-        )
+        # [probabilities, *features] in one forward pass when there is a gate; one trace for every batch size
+        # (model(x, training=False) avoids predict()'s per-call dataset set-up)
+        self._call = scorer.compiled(run.classifier.model, run.image_size, run.channels)
 
-    def scores(self, images: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-        out = self._call(np.asarray(images, dtype=np.float32))
-        out = out if isinstance(out, (list, tuple)) else [out]
-        return np.asarray(out[0], np.float64), [np.asarray(f, np.float64) for f in out[1:]]
+    def scores(self, images: np.ndarray) -> scorer.Scores:
+        return scorer.score(self._call, images, batch_size=len(images))  # a request's images in one call
 
     def check_cam(self) -> None:
         if "ensemble_of" in self.run.meta:

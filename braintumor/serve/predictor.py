@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,10 @@ from PIL import Image, UnidentifiedImageError
 from .. import __version__
 from ..data import InputStats, find_class
 from ..decision import Decider, Verdict
+from ..engine import scorer
 from ..errors import DataError, ModelError, did_you_mean
 from ..exported import OnnxScorer, load_exported
+from ..runs import json_safe
 
 
 class UploadTooLarge(DataError):
@@ -79,17 +80,6 @@ def png_bytes(rgb: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def finite_or_none(obj: Any) -> Any:
-    """JSON has no NaN: metrics such as AUC on a one-class split are NaN, and become null."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [finite_or_none(v) for v in obj]
-    return obj
-
-
 class OnnxBackend:
     """An exported ONNX model in ONNX Runtime. No Grad-CAM: that needs the Keras model's gradients."""
 
@@ -100,8 +90,8 @@ class OnnxBackend:
         self.decider = run.decider()
         self.file = run.model_file.name
 
-    def scores(self, images: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-        return self.model(images)
+    def scores(self, images: np.ndarray) -> scorer.Scores:
+        return scorer.score(self.model, images, batch_size=len(images))  # a request's images in one call
 
     def warm_up_cam(self) -> None:
         pass
@@ -249,7 +239,7 @@ class Predictor:
             m = json.loads(path.read_text())
             keep = ("n", "accuracy", "accuracy_ci95", "loss", "auc", "macro_f1", "per_class")
             metrics = {k: m[k] for k in keep if k in m}
-        return finite_or_none({
+        return json_safe({  # JSON has no NaN: an AUC on a one-class split is null
             "arch": meta.get("arch", "unknown"),
             "classes": self.class_names,
             "input": {"height": self.size, "width": self.size, "channels": self.channels,
