@@ -1,4 +1,4 @@
-"""Find images and classes, decode them once, split, and build tf.data pipelines.
+"""Find images and classes and decode them once (splits: ``splits.py``; tf.data pipelines: ``pipeline.py``).
 
 Images are decoded with Pillow (it reads every kind users bring: grayscale, RGBA, palette, 16-bit, BMP, CMYK JPEG)
 into one uint8 array: that array is the cache. tf.data only batches, casts, augments and prefetches it, so a broken

@@ -43,16 +43,14 @@ def read_split(run_dir: Path, which: str = "val") -> tuple[list[str], np.ndarray
 
 
 def run_evaluate(run_dir: str | Path, data: str | Path | Sequence[str | Path] | None = None, *,
-                 runs_dir: str | Path = "runs",
-                 name: str | None = None, tta: bool | None = None,
+                 runs_dir: str | Path = "runs", name: str | None = None, tta: bool | None = None,
                  exclude_duplicates_of: str | Path | None = None,
                  ood: str | Path | None = None) -> tuple[Path, dict[str, Any]]:
     """Evaluate a train run's best model on a folder (or its own validation split) into runs/evaluate/<run>/.
 
     Probabilities are the run's calibrated ones and every image gets the gate's status (predictions.csv's
     ``status`` and ``reason``; metrics["gate"] counts them and scores the accepted images).
-    ``exclude_duplicates_of`` (a training folder): score only images that are not exact or near copies of
-    its images; metrics["excluded_duplicates"] says how many were left out, excluded.csv lists them.
+    ``exclude_duplicates_of`` (a training folder): its images' exact and near copies are left out (excluded.csv).
     ``ood`` (a folder of images that must be refused): metrics["ood"] scores the gate on it against the
     labelled images (AUROC, refusal rates, accuracy on the accepted), with plots/ood_scores.png.
     When the images hold scanner volumes, metrics["volumes"] scores the pooled answer per volume (volumes.csv).

@@ -22,7 +22,7 @@ from scipy import stats
 
 from ..config import read_yaml
 from ..errors import ConfigError, RunError, did_you_mean
-from ..runs import read_json, read_meta
+from ..runs import read_json
 from .run import Run
 
 SORT_KEYS = {
@@ -141,7 +141,7 @@ def _fill_train_meta(row: Row, meta: dict[str, Any]) -> None:
 
 def _read_train(path: Path, meta: dict[str, Any]) -> Row:
     row = Row(run=path.name, kind="train", path=str(path))
-    _fill_metrics(row, read_json(path / "metrics.json"))
+    _fill_metrics(row, Run(path).read_json("metrics.json"))
     _fill_train_meta(row, meta)
     row.eval_set = _val_description(_config(path))
     row.eval_key = _paths_key([path / "predictions.csv"]) or row.eval_set
@@ -151,10 +151,10 @@ def _read_train(path: Path, meta: dict[str, Any]) -> Row:
 
 def _read_evaluate(path: Path, meta: dict[str, Any]) -> Row:
     row = Row(run=path.name, kind="evaluate", path=str(path))
-    _fill_metrics(row, read_json(path / "metrics.json"))
+    _fill_metrics(row, Run(path).read_json("metrics.json"))
     source = Path(meta.get("source_run", ""))
     if meta.get("source_run") and (source / "meta.json").is_file():
-        _fill_train_meta(row, read_meta(source))
+        _fill_train_meta(row, Run(source).meta)
         row.model_path = str(source / "model.keras") if (source / "model.keras").is_file() else None
     else:
         cfg = _config(path)
@@ -243,8 +243,8 @@ def _t_interval(mean: float, std: float, k: int) -> tuple[float, float]:
 def _read_kfold(path: Path, meta: dict[str, Any]) -> Row:
     row = Row(run=path.name, kind="kfold", path=str(path), ci_method="t over folds")
     folds = [d for d in _fold_dirs(path) if (d / "metrics.json").is_file()]
-    fold_metrics = [read_json(d / "metrics.json") for d in folds]
-    fold_metas = [read_meta(d) for d in folds if (d / "meta.json").is_file()]
+    fold_metrics = [Run(d).read_json("metrics.json") for d in folds]
+    fold_metas = [Run(d).meta for d in folds if Run(d).has("meta.json")]
     summary, source = kfold_summary(path)
 
     # 1. the fold means: summary.json (or an older run's summary.csv), else averaged from the fold directories
