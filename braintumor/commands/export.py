@@ -227,7 +227,7 @@ def copy_run_files(run: LoadedRun, out: Run) -> None:
         if (run.path / name).is_file():
             shutil.copy2(run.path / name, out / name)
     own = ("command", "status", "started", "finished", "error")
-    out.update(**{k: v for k, v in run.meta.items() if k not in own}, class_names=run.class_names)
+    out.update(**{**{k: v for k, v in run.meta.items() if k not in own}, "class_names": run.class_names})
     for i, gate in enumerate(run.classifier.gates):
         (out / "gates" / str(i)).mkdir(parents=True, exist_ok=True)
         gate.save(out / "gates" / str(i))
