@@ -14,7 +14,6 @@ from typing import Any
 
 import keras
 import numpy as np
-import pandas as pd
 
 from .. import plots
 from ..config import Config
@@ -92,13 +91,13 @@ def fit_and_report(cfg: Config, run_dir: Path, loaded: LoadedImages, parts: FitP
     # 4. fit (optionally in two phases: frozen backbone, then fine-tuning)
     checkpoint, timer = BestCheckpoint(run_dir / "model.keras", keep=cfg.train.checkpoint), EpochTimer()
     started = time.perf_counter()
-    _fit(cfg, run_dir, model, strategy, (train_ds, val_ds, weights), math.ceil(len(fit_idx) / cfg.train.batch_size),
+    history = _fit(cfg, run_dir, model, strategy, (train_ds, val_ds, weights),
+                   math.ceil(len(fit_idx) / cfg.train.batch_size),
          [checkpoint, timer], callbacks)
     train_seconds = time.perf_counter() - started
 
     # 5. the kept model, scored on the validation (or, in kfold, held-out) part
     metrics = _score(cfg, run_dir, loaded, parts)
-    history = _read_history(run_dir / "history.csv")
     atomic_save_figure(plots.history_figure(history, f"{cfg.model.arch} training"), run_dir / "plots" / "history.png")
     write_meta(run_dir, epochs_run=len(history.get("loss", [])), checkpoint=cfg.train.checkpoint,
                best_epoch=checkpoint.best_epoch, best_val_loss=checkpoint.best,
@@ -127,8 +126,10 @@ def _pipelines(cfg: Config, loaded: LoadedImages, parts: FitParts, replicas: int
     return fit_idx, train_ds, val_ds, weights
 
 
-def _fit(cfg: Config, run_dir: Path, model, strategy, data: tuple, steps: int, ours: list, callbacks: tuple) -> None:
+def _fit(cfg: Config, run_dir: Path, model, strategy, data: tuple, steps: int, ours: list,
+         callbacks: tuple) -> dict[str, list[float]]:
     """``model.fit`` in one phase, or two (frozen backbone, then fine-tuning); model.keras holds the kept model.
+    Returns the epochs' logs over both phases (what history.csv holds).
 
     ``data`` is (training dataset, validation dataset, class weights); ``ours`` is [BestCheckpoint, EpochTimer].
     """
@@ -137,7 +138,7 @@ def _fit(cfg: Config, run_dir: Path, model, strategy, data: tuple, steps: int, o
     freeze = _freeze_epochs(cfg)
     phases = [(0, freeze, lr, True), (freeze, tcfg.epochs, lr * cfg.model.fine_tune_lr_factor, False)] \
         if freeze else [(0, tcfg.epochs, lr, False)]
-    stopped = False
+    stopped, history = False, {}
     fitted = _guided(cfg, model, strategy) if tcfg.guidance > 0 else model
     checkpoint.target = model  # the classifier is what is saved, also when a guided trainer wraps it
     for first, last, phase_lr, frozen in phases:
@@ -154,11 +155,14 @@ def _fit(cfg: Config, run_dir: Path, model, strategy, data: tuple, steps: int, o
         hist = fitted.fit(train_ds, validation_data=val_ds, epochs=last, initial_epoch=first, class_weight=weights,
                           callbacks=cbs, verbose=0, shuffle=False)  # tf.data shuffles itself
         stopped = len(hist.epoch) < last - first  # early stopping ends both phases
+        for key, values in hist.history.items():
+            history.setdefault(key, []).extend(values)
     best_path = run_dir / "model.keras"
     if tcfg.checkpoint == "last":  # the final weights (with train.ema, the averaged ones)
         atomic_save_model(model, best_path)
     if not best_path.is_file():  # validation loss never finite: keep the last model rather than nothing
         atomic_save_model(model, best_path)
+    return history
 
 
 def _guided(cfg: Config, model, strategy):
@@ -275,12 +279,6 @@ def _callbacks(cfg: Config, run_dir: Path, lr: float, checkpoint, timer, append:
                                                  verbose=0))
     cbs.append(keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=append))  # one line per epoch
     return cbs
-
-
-def _read_history(path: Path) -> dict[str, list[float]]:
-    if not path.is_file():
-        return {}
-    return {c: pd.read_csv(path)[c].tolist() for c in pd.read_csv(path).columns}
 
 
 class BestCheckpoint(keras.callbacks.Callback):
