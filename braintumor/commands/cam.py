@@ -7,18 +7,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
-
-from .. import plots, runs
-from ..data import decode, find_class, find_images, list_images
+from .. import runs
+from ..data import decode, find_class, find_images
 from ..engine.run import Run
 from ..errors import ConfigError, DataError, did_you_mean
+from ..explain.gallery import GalleryCell, gallery_picks, method_label, write_gallery
 from ..explain.gradcam import METHODS, Explanation, default_explanation, explain, explainer
 from ..explain.graph import last_conv_layer
-from ..explain.render import as_rgb, native_view, overlay, panel_png
+from ..explain.render import native_view, panel_png
 from ..models.loading import LoadedRun, load_run
-from ..plots import figure_png
-from ..scanners import ScanOptions, split_id
+from ..scanners import split_id
 from .localise import LocalisationReport, read_annotations, run_localisation
 
 
@@ -37,9 +35,6 @@ class CamRow:
     @property
     def correct(self) -> bool | None:
         return None if self.true is None else self.true == self.predicted
-
-
-GalleryCell = tuple[int, str, np.ndarray, Explanation]  # (true class, path, image, explanation)
 
 
 @dataclass
@@ -83,30 +78,7 @@ def _title(image: str, class_names: Sequence[str], e: Explanation, true: str | N
         line += f", explaining {class_names[e.class_index]} ({e.probs[e.class_index]:.2f})"
     if true is not None:
         line += f", true {true}"
-    return f"{Path(image).name}: {line}\n{_label(e.method)} at {e.layer}"
-
-
-def _label(method: str) -> str:
-    return {"gradcam++": "Grad-CAM++", "layercam": "LayerCAM"}.get(method, "Grad-CAM")
-
-
-def gallery_picks(folder: str | Path, class_names: Sequence[str], config_classes, per_class: int,
-                  seed: int, scan: ScanOptions = ScanOptions()) -> dict[int, list[str]]:
-    """Seeded random order of each class's images in a folder of class sub-folders: class index -> paths."""
-    if per_class < 1:
-        raise ConfigError(f"--per-class must be at least 1, got {per_class}")
-    listing = list_images(folder, config_classes, require_all=False, scan=scan)
-    unknown = [c for c in listing.class_names if c not in class_names]
-    if unknown:
-        raise DataError(f"{folder} has classes {', '.join(unknown)} that the model does not know; "
-                        f"its classes are {', '.join(class_names)}")
-    rng = np.random.default_rng(seed)
-    order = {}
-    for label, cls in enumerate(listing.class_names):
-        paths = [p for p, y in zip(listing.paths, listing.labels, strict=True) if y == label]
-        if paths:
-            order[list(class_names).index(cls)] = [paths[i] for i in rng.permutation(len(paths))]
-    return order
+    return f"{Path(image).name}: {line}\n{method_label(e.method)} at {e.layer}"
 
 
 def run_explanation(run: LoadedRun) -> tuple[str | None, tuple[str, ...]]:
@@ -146,8 +118,7 @@ def run_cam(run_dir: str | Path, images: Sequence[str | Path] = (), *, gallery: 
     Writes one panel PNG per image (named after it; the scan at its own resolution with the heatmap on top),
     cam.csv, skipped.txt for unreadable images and, with ``gallery``, gallery_<class>.png per class plus
     gallery.png. With ``boxes`` (annotations of where the tumour is) it scores the maps instead: see
-    ``commands.localise``. ``on_total(n)`` hears how many images will be explained (files after the run's data.slices,
-    or annotated images), ``on_image(path)`` follows each one.
+    ``commands.localise``. ``on_total(n)`` hears how many images will be explained, ``on_image(path)`` each one.
     """
     # 1. everything that can be wrong with the request fails before a run directory exists
     files = find_images(images)
@@ -173,11 +144,10 @@ def run_cam(run_dir: str | Path, images: Sequence[str | Path] = (), *, gallery: 
 
     # 2. a run directory that says what was asked
     made = Run.create(runs_dir, "cam", run.config.model.arch, name, cfg=run.config, source_run=str(run.path),
-                      method=method, layer="+".join(layers),
+                      method=method, layer="+".join(layers), boxes=None if boxes is None else str(boxes),
                       explained_class=None if explained is None else classes[explained],
                       images=None if gallery else [str(p) for p in images],
-                      gallery=None if gallery is None else str(gallery), per_class=per_class if gallery else None,
-                      boxes=None if boxes is None else str(boxes))
+                      gallery=None if gallery is None else str(gallery), per_class=per_class if gallery else None)
     out = made.path
     report = CamReport(out, "+".join(layers), method)
     with made.marking():
@@ -195,8 +165,7 @@ def run_cam(run_dir: str | Path, images: Sequence[str | Path] = (), *, gallery: 
             report.figures = write_gallery(out, cells, classes, method, report.layer)
         runs.write_meta(out, n=len(report.rows), skipped=len(report.skipped))
         if not report.rows:
-            raise DataError(f"none of the {len(report.skipped)} images could be read; "
-                            f"see {out / 'skipped.txt'}")
+            raise DataError(f"none of the {len(report.skipped)} images could be read; see {out / 'skipped.txt'}")
     return report
 
 
@@ -242,39 +211,3 @@ def write_cam_csv(path: Path, rows: Sequence[CamRow]) -> None:
                      "correct", "png"],
               ([r.image, r.predicted, f"{r.probability:.6f}", r.explained, f"{r.explained_probability:.6f}",
                 r.true or "", "" if r.correct is None else str(r.correct).lower(), r.png] for r in rows))
-
-
-def write_gallery(out: Path, cells: list[GalleryCell], class_names: Sequence[str], method: str,
-                  layer: str) -> list[str]:
-    """gallery_<class>.png (inputs over overlays, one column per image) and gallery.png (a row per class)."""
-    label = _label(method)
-    written, overview_rows, overview_labels = [], [], []
-    for c, cls in enumerate(class_names):
-        mine = [(path, img, e) for true, path, img, e in cells if true == c]
-        if not mine:
-            continue
-        tiles = [_tile(img, e, class_names, c) for _, img, e in mine]
-        right = sum(t[2] for t in tiles)
-        inputs = [(as_rgb(img), Path(path).name, None) for path, img, _ in mine]
-        fig = plots.image_grid_figure([inputs, tiles], ["input", label],
-                                      f"{cls}: {right}/{len(tiles)} predicted correctly ({label} at {layer})")
-        name = f"gallery_{cls}.png"
-        runs.atomic_write_bytes(out / name, figure_png(fig))
-        written.append(name)
-        overview_rows.append(tiles)
-        overview_labels.append(f"true {cls}")
-    if overview_rows:
-        fig = plots.image_grid_figure(overview_rows, overview_labels,
-                                      f"{label} at {layer}: green = correct, red = wrong")
-        runs.atomic_write_bytes(out / "gallery.png", figure_png(fig))
-        written.append("gallery.png")
-    return written
-
-
-def _tile(image: np.ndarray, e: Explanation, class_names: Sequence[str], true: int) -> tuple:
-    """(overlay, caption, correct) for one gallery cell."""
-    ok = e.predicted == true
-    caption = f"{'right' if ok else 'WRONG'}: {class_names[e.predicted]} {e.probs[e.predicted]:.2f}"
-    if e.class_index != e.predicted:
-        caption += f"\nmap: {class_names[e.class_index]}"
-    return overlay(image, e.heatmap), caption, ok
