@@ -354,7 +354,8 @@ def _check_size(shape: tuple[int, ...], max_pixels: int | None) -> None:
 
 def _decode_dicom(fp: str | io.BytesIO, index: int | None, window: tuple[float, float] | None,
                   max_pixels: int | None) -> np.ndarray:
-    """One frame as (rows, cols) uint8: rescale slope/intercept, then the window, then MONOCHROME1 inverted."""
+    """One frame as (rows, cols) uint8: rescale slope/intercept, then the window, then MONOCHROME1 inverted;
+    stored values of 8 bits or fewer with nothing to apply are shown as stored (``_display_ready``)."""
     from pydicom.pixels import apply_modality_lut  # optional dependency: only scanner files need it
 
     # a frame of a multi-frame file: the parsed file is kept, so reading its n frames reads the file once, not n times
@@ -367,14 +368,30 @@ def _decode_dicom(fp: str | io.BytesIO, index: int | None, window: tuple[float, 
         raise DataError(f"DICOM file has {n} frame(s), no frame {frame}")
     _check_size((int(ds.get("Rows", 0)), int(ds.get("Columns", 0))), max_pixels)
     stored = _dicom_frame(ds, frame)
-    table = _lut_for(ds, stored, window)
-    if table is not None:
+    if window is None and _display_ready(ds, stored):
+        top = 2 ** int(ds.BitsStored) - 1  # 255 for 8 bits: the stored values are the gray levels
+        gray = np.round(np.clip(stored, 0, top) * (255.0 / top)).astype(np.uint8)
+    elif (table := _lut_for(ds, stored, window)) is not None:
         low, lut = table
         index = stored if low == 0 else stored.astype(np.int32) - low
         gray = lut[np.clip(index, 0, len(lut) - 1, dtype=index.dtype) if index.max(initial=0) >= len(lut) else index]
     else:
         gray = to_8bit(apply_modality_lut(stored, ds), window, _dicom_window(ds))
     return 255 - gray if ds.get("PhotometricInterpretation", "") == "MONOCHROME1" else gray  # low values white
+
+
+def _display_ready(ds: Any, stored: np.ndarray) -> bool:
+    """Unsigned gray stored values of 8 bits or fewer that nothing asks to transform (no window, no VOI or modality
+    LUT, no rescale other than the identity): they are already display levels, as a PNG's are, and are shown as
+    stored (a percentile window would give the same pixels another answer than the same PNG gets)."""
+    if stored.ndim != 2 or stored.dtype.kind not in "iu" or int(ds.get("PixelRepresentation", 0) or 0) != 0:
+        return False
+    if not 1 <= int(ds.get("BitsStored", 0) or 0) <= 8:
+        return False
+    if any(k in ds for k in ("WindowCenter", "WindowWidth", "VOILUTSequence", "ModalityLUTSequence")):
+        return False
+    slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
+    return float(slope if slope not in (None, "") else 1) == 1 and float(intercept or 0) == 0
 
 
 def _open_dicom(fp: str | io.BytesIO) -> Any:

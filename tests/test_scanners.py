@@ -43,10 +43,11 @@ def demo_slices(cls: str = "glioma", n: int = 4, size: int = 48, start: int = 0)
 
 
 def write_dicom(path: Path, frames: list[np.ndarray], *, window: bool = True, mono1: bool = False,
-                pixels: bool = True, syntax=ExplicitVRLittleEndian, **tags) -> Path:
+                pixels: bool = True, syntax=ExplicitVRLittleEndian, bits: int = 16, **tags) -> Path:
     """A 16-bit MR DICOM (Explicit VR Little Endian) holding ``frames`` (one or several), with rescale slope and
     intercept, an identifying PatientName and PatientID, and (optionally) a Window Center/Width. ``tags`` are
-    more attributes (SeriesInstanceUID, InstanceNumber, ImagePositionPatient...)."""
+    more attributes (SeriesInstanceUID, InstanceNumber, ImagePositionPatient...). ``bits=8``: the frames' own
+    8-bit values stored as they are, with no rescale and no window."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = MRImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -58,16 +59,19 @@ def write_dicom(path: Path, frames: list[np.ndarray], *, window: bool = True, mo
     ds.Rows, ds.Columns = frames[0].shape
     ds.SamplesPerPixel, ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 1, 16, 16, 15, 0
     ds.PhotometricInterpretation = "MONOCHROME1" if mono1 else "MONOCHROME2"
-    ds.RescaleSlope, ds.RescaleIntercept = SLOPE, INTERCEPT
+    if bits == 8:
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    else:
+        ds.RescaleSlope, ds.RescaleIntercept = SLOPE, INTERCEPT
     if len(frames) > 1:
         ds.NumberOfFrames = len(frames)
-    if window:
+    if window and bits != 8:
         ds.WindowCenter, ds.WindowWidth = WINDOW
     for name, value in tags.items():
         setattr(ds, name, value)
     if pixels:
         src = [255 - f if mono1 else f for f in frames]  # MONOCHROME1 stores white as low values
-        stored = np.stack([f.astype(np.uint16) * 4 + 1000 for f in src])
+        stored = np.stack([f.astype(np.uint8) if bits == 8 else f.astype(np.uint16) * 4 + 1000 for f in src])
         if syntax == ExplicitVRLittleEndian:
             ds.PixelData = stored.tobytes()
         else:
@@ -375,3 +379,28 @@ def test_lookup_table_matches_pydicom_on_signed_pixels(tmp_path: Path):
     expected = np.round((windowed - lo) / (hi - lo) * 255)
     assert np.abs(gray(f) - expected).max() <= 1
     assert 0 < (gray(f) == 0).mean() < 1 and 0 < (gray(f) == 255).mean() < 1  # the window clips both ends
+
+
+def test_same_pixels_as_png_and_as_dicom_give_the_same_answer(scanner_run, tmp_path: Path):
+    """8-bit stored values with nothing to apply are display levels (issue 22): no percentile re-windowing, so a
+    PNG and a DICOM of the same pixels decode alike and get the same probabilities."""
+    from braintumor.models.loading import load_run
+
+    src = demo_slices("meningioma", n=1, size=48, start=5)[0]
+    src = np.clip(src.astype(np.int16) * 3 // 4 + 20, 0, 255).astype(np.uint8)  # 1st-99th pct != 0-255
+    Image.fromarray(src).save(tmp_path / "a.png")
+    forms = {"8bit": write_dicom(tmp_path / "a8.dcm", [src], bits=8),
+             "16bit window": write_dicom(tmp_path / "a16.dcm", [src]),
+             "monochrome1": write_dicom(tmp_path / "m1.dcm", [src], bits=8, mono1=True),
+             "no extension": write_dicom(tmp_path / "IM0001", [src], bits=8)}
+    png = gray(tmp_path / "a.png")
+    assert np.array_equal(png, src)
+    for name, f in forms.items():
+        assert np.array_equal(gray(f), png), name
+        assert np.array_equal(gray(f.read_bytes()), png), name  # an upload's bytes too
+    run = load_run(scanner_run[0])
+    read = [run.spec.read(f) for f in [tmp_path / "a.png", *forms.values()]]
+    verdicts = run.classifier.classify(np.stack([r[0] for r in read]), [r[1] for r in read])
+    probs = np.stack([v.probs for v in verdicts])
+    assert np.abs(probs - probs[0]).max() < 1e-6
+    assert len({int(p.argmax()) for p in probs}) == 1
