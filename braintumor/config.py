@@ -65,6 +65,7 @@ class DataConfig:
     window: tuple[float, ...] | None = None  # [center, width]; None: the file's own window, else 1-99 percentiles
     slices: str = "all"  # all | middle:K | range:A-B | mask[:F]
     slice_axis: int = 2  # NIfTI axis after reorienting to RAS: 0 sagittal, 1 coronal, 2 axial
+    max_slices: int = 1024  # a scanner file claiming more slices (NIfTI along slice_axis, DICOM frames) is skipped
     boxes: str | None = None  # CSV of tumour boxes of some training images (train.guidance)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -392,6 +393,8 @@ def _validate(obj: Any, prefix: str) -> None:
             _check(first <= last, prefix + "slices", obj.slices, "a range runs from its first slice to its last")
         _check(obj.slice_axis in (0, 1, 2), prefix + "slice_axis", obj.slice_axis,
                "use 0 (sagittal), 1 (coronal) or 2 (axial), axes of the volume reoriented to RAS")
+        _check(obj.max_slices >= 1, prefix + "max_slices", obj.max_slices,
+               "use a whole number of slices of 1 or more (1024 covers any brain MRI along one axis)")
         if obj.classes is not None:
             _check(len(obj.classes) >= 2, prefix + "classes", list(obj.classes), "list at least two classes")
             _check(len(set(obj.classes)) == len(obj.classes), prefix + "classes", list(obj.classes), "names repeat")

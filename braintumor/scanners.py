@@ -48,12 +48,18 @@ PERCENTILE_WINDOW = (1.0, 99.0)
 # is above MASK_LEVEL of the volume's 99th percentile (the black background of an MRI sits far below it).
 DEFAULT_MASK_FRACTION = 0.1
 MASK_LEVEL = 0.1
+# data.max_slices' default: no brain MRI has over 1024 slices along one axis (0.2 mm over a 20 cm head), while a
+# damaged or hostile header can claim millions, each of which would be listed, decoded and reported
+DEFAULT_MAX_SLICES = 1024
+# deflate never packs more than 1032 bytes into one (RFC 1951's longest match per 2-bit code): a .nii.gz whose
+# header claims more voxel bytes than this many times the file's size is damaged, whatever the voxels are
+MAX_DEFLATE_RATIO = 1032
 
 _ID = re.compile(r"^(.*)#(\d+)$")
 _SERIES_ID = re.compile(r"^(.*)@([0-9a-f]{8})#(\d+)$")
 # what listing reads from a DICOM header (stop_before_pixels: a series of 200 files lists in a fraction of a second)
 _HEADER_TAGS = ["NumberOfFrames", "SeriesInstanceUID", "InstanceNumber", "ImagePositionPatient",
-                "ImageOrientationPatient"]
+                "ImageOrientationPatient", "Rows", "Columns", "BitsAllocated", "SamplesPerPixel"]
 
 
 @dataclass(frozen=True)
@@ -63,11 +69,12 @@ class ScanOptions:
     window: tuple[float, float] | None = None  # (center, width); None: the file's own window, else percentiles
     slices: str = "all"  # all | middle:K | range:A-B | mask[:F]
     slice_axis: int = 2  # NIfTI axis after reorienting to RAS: 0 sagittal, 1 coronal, 2 axial
+    max_slices: int = DEFAULT_MAX_SLICES  # a file whose header claims more slices is refused as a whole
 
     @classmethod
     def from_config(cls, data: DataConfig) -> ScanOptions:
         window = (float(data.window[0]), float(data.window[1])) if data.window else None
-        return cls(window, data.slices, data.slice_axis)
+        return cls(window, data.slices, data.slice_axis, data.max_slices)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -192,6 +199,8 @@ class _Header:
     series: str  # SeriesInstanceUID, "" when the file has none
     instance: int | None  # InstanceNumber
     position: float | None  # ImagePositionPatient along the slice normal (ImageOrientationPatient's cross product)
+    frame_bytes: float = 0.0  # bytes one uncompressed frame takes (rows x columns x samples x bits / 8)
+    native: bool = True  # pixel data stored uncompressed (its size is known from the header)
 
 
 def expand(files: Sequence[str | Path], scan: ScanOptions = ScanOptions()) -> list[str]:
@@ -214,9 +223,15 @@ def expand(files: Sequence[str | Path], scan: ScanOptions = ScanOptions()) -> li
                 entries.append([f"{f}#{i}" for i in _nifti_slices(f, scan)])
                 continue
             header = _dicom_header(f)
+            if dicom_header_problem(header.frames, header.frame_bytes, os.path.getsize(f), header.native, scan):
+                entries.append([f])  # one id: decoding it gives the reason, one line in skipped.txt
+                continue
             if header.frames > 1:
                 entries.append([f"{f}#{i}" for i in _dicom_frames(f, header.frames, scan)])
                 continue
+        except HeaderProblem:
+            entries.append([f])  # as above: one line in skipped.txt, not one per claimed slice
+            continue
         except DataError:
             raise
         except Exception:  # noqa: BLE001 - any reader failure: decode() says why, file by file
@@ -245,8 +260,59 @@ def _dicom_header(path: str) -> _Header:
     if ipp is not None and iop is not None and len(ipp) == 3 and len(iop) == 6:
         normal = np.cross(np.asarray(iop[:3], float), np.asarray(iop[3:], float))
         position = float(np.dot(np.asarray(ipp, float), normal))
+    ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     return _Header(int(ds.get("NumberOfFrames", 1) or 1), str(ds.get("SeriesInstanceUID", "") or ""), instance,
-                   position)
+                   position, _frame_bytes(ds), _uncompressed(ts))
+
+
+def _uncompressed(ts: Any) -> bool:
+    """Pixel data stored as plain bytes (native, not deflated): its length follows from the header."""
+    try:
+        return ts is None or not (ts.is_encapsulated or ts.is_deflated)
+    except (AttributeError, ValueError):  # not a transfer syntax pydicom knows: make no claim about its size
+        return False
+
+
+def _frame_bytes(ds: Any) -> float:
+    return (int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0) * int(ds.get("SamplesPerPixel", 1) or 1)
+            * int(ds.get("BitsAllocated", 0) or 0) / 8)
+
+
+class HeaderProblem(DataError):
+    """A scanner file whose header claims more than the file holds or data.max_slices allows."""
+
+
+def dicom_header_problem(frames: int, frame_bytes: float, file_size: int, native: bool,
+                         scan: ScanOptions) -> str | None:
+    """Why a DICOM's header cannot be believed, or None: checked before any frame is listed or read."""
+    if frames > scan.max_slices:
+        return (f"DICOM file claims {frames:,} frames, over data.max_slices={scan.max_slices:,}; raise "
+                "data.max_slices if the file is real")
+    # uncompressed: every frame's bytes are in the file; compressed: each frame is at least an 8-byte item header
+    need = frames * frame_bytes if native else frames * 8
+    if need > file_size:
+        return (f"DICOM header claims {frames:,} frame(s) of {frame_bytes:,.0f} bytes, more than the file's "
+                f"{file_size:,} bytes hold (truncated or damaged)")
+    return None
+
+
+def nifti_header_problem(img: Any, file_axis: int, file_size: int, compressed: bool,
+                         scan: ScanOptions) -> str | None:
+    """Why a NIfTI header cannot be believed, or None: the claimed voxels against the file's size (a .nii.gz
+    against the most deflate can pack) and the slices along the chosen axis against data.max_slices."""
+    shape = tuple(int(d) for d in img.shape)
+    n = shape[file_axis]
+    if n > scan.max_slices:
+        return (f"NIfTI header claims {n:,} slices along axis {scan.slice_axis}, over data.max_slices="
+                f"{scan.max_slices:,}; raise data.max_slices if the volume is real")
+    hdr = img.header
+    voxel_bytes = float(np.prod(shape[:3], dtype=np.float64)) * int(hdr.get_data_dtype().itemsize)
+    need = voxel_bytes + float(hdr.get_data_offset())
+    if need > file_size * (MAX_DEFLATE_RATIO if compressed else 1):
+        return (f"NIfTI header claims {' x '.join(f'{d:,}' for d in shape[:3])} voxels ({need:,.0f} bytes), more "
+                f"than the file's {file_size:,} bytes {'can hold compressed' if compressed else 'hold'} "
+                "(truncated or damaged)")
+    return None
 
 
 def series_order(headers: Sequence[_Header], names: Sequence[str]) -> list[int]:
@@ -301,6 +367,9 @@ def _nifti_slices(path: str, scan: ScanOptions) -> list[int]:
     nib = _import("nibabel")
     img = nib.load(path)  # the header only; voxels stay on disk
     axis, _ = _canonical_axis(img, scan.slice_axis)
+    problem = nifti_header_problem(img, axis, os.path.getsize(path), path.lower().endswith(".gz"), scan)
+    if problem:
+        raise HeaderProblem(problem)
     n = img.shape[axis]
     fg = None
     if scan.slices.startswith("mask"):  # mask reads the whole volume once
@@ -323,9 +392,9 @@ def decode_scanner(source: str | Path | bytes, scan: ScanOptions = ScanOptions()
         fp, index = split_id(str(source))
         kind = file_kind(fp)
     if kind == "dicom":
-        gray = _decode_dicom(fp, index, scan.window, max_pixels)
+        gray = _decode_dicom(fp, index, scan, max_pixels)
     elif kind == "nifti":
-        values, file_window = _read_nifti(fp, index, scan.slice_axis, max_pixels)
+        values, file_window = _read_nifti(fp, index, scan, max_pixels)
         gray = to_8bit(values, scan.window, file_window)
     else:
         raise DataError("not a DICOM or NIfTI file")
@@ -352,8 +421,7 @@ def _check_size(shape: tuple[int, ...], max_pixels: int | None) -> None:
         raise DataError(f"slice is {shape[1]}x{shape[0]} pixels, over the limit of {max_pixels:,}")
 
 
-def _decode_dicom(fp: str | io.BytesIO, index: int | None, window: tuple[float, float] | None,
-                  max_pixels: int | None) -> np.ndarray:
+def _decode_dicom(fp: str | io.BytesIO, index: int | None, scan: ScanOptions, max_pixels: int | None) -> np.ndarray:
     """One frame as (rows, cols) uint8: rescale slope/intercept, then the window, then MONOCHROME1 inverted;
     stored values of 8 bits or fewer with nothing to apply are shown as stored (``_display_ready``)."""
     from pydicom.pixels import apply_modality_lut  # optional dependency: only scanner files need it
@@ -363,6 +431,11 @@ def _decode_dicom(fp: str | io.BytesIO, index: int | None, window: tuple[float, 
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise DataError("DICOM file has no pixel data (a non-image object such as a report, or a file cut short)")
     n = int(ds.get("NumberOfFrames", 1) or 1)
+    ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    problem = dicom_header_problem(n, _frame_bytes(ds), _size_of(fp), _uncompressed(ts), scan)
+    if problem:
+        raise HeaderProblem(problem)
+    window = scan.window
     frame = n // 2 if index is None else index  # an upload: the middle frame of a multi-frame file
     if not 0 <= frame < n:
         raise DataError(f"DICOM file has {n} frame(s), no frame {frame}")
@@ -378,6 +451,10 @@ def _decode_dicom(fp: str | io.BytesIO, index: int | None, window: tuple[float, 
     else:
         gray = to_8bit(apply_modality_lut(stored, ds), window, _dicom_window(ds))
     return 255 - gray if ds.get("PhotometricInterpretation", "") == "MONOCHROME1" else gray  # low values white
+
+
+def _size_of(fp: str | io.BytesIO) -> int:
+    return len(fp.getbuffer()) if isinstance(fp, io.BytesIO) else os.path.getsize(fp)
 
 
 def _display_ready(ds: Any, stored: np.ndarray) -> bool:
@@ -545,14 +622,15 @@ def _voi_range(ds: Any) -> tuple[float | None, float | None]:
     return (lo, hi) if hi > lo else (None, None)
 
 
-def _read_nifti(fp: str | io.BytesIO, index: int | None, axis: int, max_pixels: int | None):
+def _read_nifti(fp: str | io.BytesIO, index: int | None, scan: ScanOptions, max_pixels: int | None):
     """(rows, cols) values of one slice along RAS ``axis`` (anterior/superior at the top), read lazily."""
     nib = _import("nibabel")
     voxels = None
     try:
         if isinstance(fp, io.BytesIO):
             data = fp.getvalue()
-            img = nib.Nifti1Image.from_bytes(gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data)
+            data = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+            img = nib.Nifti1Image.from_bytes(data)
         elif fp.lower().endswith(".gz") and index is not None:
             # gzip has no random access: reading slice k decompresses slices 0..k, so a listed volume is
             # decompressed once and kept while its slices are decoded (a plain .nii is memory-mapped instead)
@@ -561,7 +639,13 @@ def _read_nifti(fp: str | io.BytesIO, index: int | None, axis: int, max_pixels: 
             img = _cached_volume(fp, nib.load)
         else:
             img = nib.load(fp)
+        axis = scan.slice_axis
         file_axis, flip = _canonical_axis(img, axis)
+        compressed = isinstance(fp, str) and fp.lower().endswith(".gz")  # an upload is decompressed by now
+        size = len(data) if isinstance(fp, io.BytesIO) else os.path.getsize(fp)
+        problem = nifti_header_problem(img, file_axis, size, compressed, scan)
+        if problem:
+            raise HeaderProblem(problem)
         n = img.shape[file_axis]
         k = n // 2 if index is None else index  # an upload: the middle slice
         if not 0 <= k < n:

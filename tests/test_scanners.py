@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from braintumor.cli import app
 from braintumor.config import load_config
-from braintumor.data import ImageSpec, decode, list_images, load_images
+from braintumor.data import ImageSpec, decode, find_images, list_images, load_images
 from braintumor.errors import ConfigError, DataError
 from braintumor.scanners import ScanOptions, select_slices, split_id
 from tests.conftest import FAST
@@ -404,3 +404,66 @@ def test_same_pixels_as_png_and_as_dicom_give_the_same_answer(scanner_run, tmp_p
     probs = np.stack([v.probs for v in verdicts])
     assert np.abs(probs - probs[0]).max() < 1e-6
     assert len({int(p.argmax()) for p in probs}) == 1
+
+
+def hostile_nifti(path: Path, shape=(30000, 30000, 30000)) -> Path:
+    """A few-KB NIfTI whose header claims ``shape`` int16 voxels (54 TB for 30,000^3)."""
+    hdr = nib.Nifti1Header()
+    hdr.set_data_dtype(np.int16)
+    hdr.set_data_shape(shape)
+    hdr.set_data_offset(352)
+    blob = hdr.binaryblock + b"\0" * 4 + b"\0" * 4096
+    path.write_bytes(gzip.compress(blob) if path.name.endswith(".gz") else blob)
+    return path
+
+
+def test_hostile_headers_are_one_skipped_line_decided_from_the_header(tmp_path: Path):
+    import time
+    import tracemalloc
+
+    d = tmp_path / "in"
+    d.mkdir()
+    hostile_nifti(d / "big.nii")
+    hostile_nifti(d / "wide.nii.gz", (4000, 4000, 800))  # under max_slices, but 25 GB from a few KB of gzip
+    write_dicom(d / "frames.dcm", [demo_slices(n=1, size=16)[0]], NumberOfFrames=900)  # 900 frames, bytes for 1
+    write_nifti(d / "ok.nii.gz", demo_slices(n=4, size=32))
+    tracemalloc.start()
+    start = time.perf_counter()
+    ids = find_images([d])
+    reasons = {}
+    for i in ids:
+        try:
+            decode(i)
+        except DataError as e:
+            reasons[Path(i).name] = str(e)
+    seconds, peak = time.perf_counter() - start, tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert sorted(Path(i).name for i in ids if "ok.nii" not in i) == ["big.nii", "frames.dcm", "wide.nii.gz"]
+    assert sum("ok.nii.gz#" in i for i in ids) == 4 and set(reasons) == {"big.nii", "frames.dcm", "wide.nii.gz"}
+    assert "30,000 slices" in reasons["big.nii"] and "data.max_slices=1,024" in reasons["big.nii"]
+    assert "4,000 x 4,000 x 800" in reasons["wide.nii.gz"] and "compressed" in reasons["wide.nii.gz"]
+    assert "900 frame(s)" in reasons["frames.dcm"] and no_patient(reasons["frames.dcm"])
+    assert seconds < 1.0 and peak < 100e6, (seconds, peak)
+    # data.max_slices: a real 4-slice volume is refused as a whole under a cap of 3, and the cap is validated
+    assert find_images([d / "ok.nii.gz"], ScanOptions(max_slices=3)) == [str(d / "ok.nii.gz")]
+    with pytest.raises(DataError, match="4 slices along axis 2, over data.max_slices=3"):
+        decode(d / "ok.nii.gz", scan=ScanOptions(max_slices=3))
+    with pytest.raises(ConfigError, match="data.max_slices"):
+        load_config("customnet", sets=["data.max_slices=0"])
+
+
+def test_predict_lists_a_hostile_volume_once_and_summarises_skipped_files(scanner_run, tmp_path: Path):
+    run, _, tmp = scanner_run
+    d = tmp_path / "in"
+    d.mkdir()
+    hostile_nifti(d / "big.nii")
+    for i in range(7):
+        (d / f"broken{i}.png").write_bytes(b"not a png")
+    Image.fromarray(demo_slices(n=1)[0]).save(d / "good.png")
+    r = runner.invoke(app, ["predict", str(d), "--run", str(run), "--runs-dir", str(tmp / "predict-runs")])
+    assert r.exit_code == 0, r.output
+    (out,) = (tmp / "predict-runs" / "predict").iterdir()
+    lines = (out / "skipped.txt").read_text().splitlines()
+    assert len(lines) == 8 and sum("big.nii" in line for line in lines) == 1
+    shown = [line for line in r.output.splitlines() if line.startswith("skipped ")]
+    assert len(shown) == 6 and "3 more unreadable file(s)" in shown[-1]
