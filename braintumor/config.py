@@ -123,6 +123,9 @@ class EvalConfig:
     gate: bool = True  # fit the out-of-distribution gate at train time
     gate_acceptance: float = 0.98  # share of held-out real scans the gate's threshold accepts
     gate_min_confidence: float = 0.5  # calibrated top probability below which an answer is 'uncertain'
+    # DICOM Modality values accepted (input_checks.py): another modality, or a BodyPartExamined that names no part
+    # of the head, is refused as out_of_distribution before the model's answer counts; None turns the rule off
+    gate_modalities: tuple[str, ...] | None = ("MR", "OT")
     # how `cam`, `cam --boxes` and the server's /cam explain this run's model when not told; None and () = the
     # architecture's choice (models registry: CustomNet LayerCAM at the end of block 2)
     cam_method: Literal["gradcam", "gradcam++", "layercam"] | None = None
@@ -424,5 +427,8 @@ def _validate(obj: Any, prefix: str) -> None:
                "use a share from 0.5 to 1 (0.98 accepts 98% of held-out scans)")
         _check(0.0 <= obj.gate_min_confidence < 1.0, prefix + "gate_min_confidence", obj.gate_min_confidence,
                "use 0 (off) to below 1")
+        if obj.gate_modalities is not None:
+            _check(all(re.fullmatch(r"[A-Z0-9_]{1,16}", m) for m in obj.gate_modalities), prefix + "gate_modalities",
+                   list(obj.gate_modalities), "list DICOM Modality codes in capitals, e.g. [MR, OT], or null (off)")
     elif isinstance(obj, Config):
         _check(obj.seed >= 0, "seed", obj.seed, "use a non-negative whole number")

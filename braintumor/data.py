@@ -24,6 +24,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from .config import CANONICAL_CLASSES, DataConfig
 from .errors import DataError
+from .input_checks import InputStats
 from .scanners import SCANNER_EXTENSIONS, ScanOptions, decode_scanner, expand, file_kind, source_kind
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -343,21 +344,6 @@ def unframe(heatmap: np.ndarray, box: Box, width: int, height: int) -> np.ndarra
     if y1 > y0 and x1 > x0:
         out[y0:y1, x0:x1] = inside[y0 - top:y1 - top, x0 - left:x1 - left]
     return out
-
-
-@dataclass(frozen=True)
-class InputStats:
-    """What the out-of-distribution gate's input checks measure on a decoded image (0-255 units)."""
-
-    colourfulness: float  # mean over pixels of (max - min) over R, G, B: 0 for gray
-    spread: float  # standard deviation of the gray levels
-
-    @classmethod
-    def of(cls, img: Image.Image) -> InputStats:
-        if img.mode == "L":
-            return cls(0.0, float(np.asarray(img, dtype=np.float32).std()))
-        rgb = np.asarray(img.convert("RGB"), dtype=np.float32)
-        return cls(float((rgb.max(axis=-1) - rgb.min(axis=-1)).mean()), float(rgb.mean(axis=-1).std()))
 
 
 def read_image(source: str | Path | bytes, spec: ImageSpec, max_pixels: int | None = None) -> np.ndarray:

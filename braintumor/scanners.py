@@ -36,6 +36,7 @@ from PIL import Image
 
 from .config import DataConfig
 from .errors import DataError
+from .input_checks import HEADER_INFO, header_facts
 
 DICOM_EXTENSIONS = (".dcm", ".dicom")
 NIFTI_EXTENSIONS = (".nii", ".nii.gz")
@@ -391,14 +392,18 @@ def decode_scanner(source: str | Path | bytes, scan: ScanOptions = ScanOptions()
     else:
         fp, index = split_id(str(source))
         kind = file_kind(fp)
+    facts = None
     if kind == "dicom":
-        gray = _decode_dicom(fp, index, scan, max_pixels)
+        gray, facts = _decode_dicom(fp, index, scan, max_pixels)
     elif kind == "nifti":
         values, file_window = _read_nifti(fp, index, scan, max_pixels)
         gray = to_8bit(values, scan.window, file_window)
     else:
         raise DataError("not a DICOM or NIfTI file")
-    return Image.fromarray(gray)
+    img = Image.fromarray(gray)
+    if facts is not None:  # what the header says the image is, for the gate (input_checks.header_refusal)
+        img.info[HEADER_INFO] = facts
+    return img
 
 
 def to_8bit(values: np.ndarray, window: tuple[float, float] | None, file_window=None) -> np.ndarray:
@@ -421,9 +426,11 @@ def _check_size(shape: tuple[int, ...], max_pixels: int | None) -> None:
         raise DataError(f"slice is {shape[1]}x{shape[0]} pixels, over the limit of {max_pixels:,}")
 
 
-def _decode_dicom(fp: str | io.BytesIO, index: int | None, scan: ScanOptions, max_pixels: int | None) -> np.ndarray:
-    """One frame as (rows, cols) uint8: rescale slope/intercept, then the window, then MONOCHROME1 inverted;
-    stored values of 8 bits or fewer with nothing to apply are shown as stored (``_display_ready``)."""
+def _decode_dicom(fp: str | io.BytesIO, index: int | None, scan: ScanOptions,
+                  max_pixels: int | None) -> tuple[np.ndarray, tuple[str | None, bool | None]]:
+    """(one frame as (rows, cols) uint8, the header's modality and body-part facts for the gate). The frame:
+    rescale slope/intercept, then the window, then MONOCHROME1 inverted; stored values of 8 bits or fewer with
+    nothing to apply are shown as stored (``_display_ready``)."""
     from pydicom.pixels import apply_modality_lut  # optional dependency: only scanner files need it
 
     # a frame of a multi-frame file: the parsed file is kept, so reading its n frames reads the file once, not n times
@@ -450,7 +457,8 @@ def _decode_dicom(fp: str | io.BytesIO, index: int | None, scan: ScanOptions, ma
         gray = lut[np.clip(index, 0, len(lut) - 1, dtype=index.dtype) if index.max(initial=0) >= len(lut) else index]
     else:
         gray = to_8bit(apply_modality_lut(stored, ds), window, _dicom_window(ds))
-    return 255 - gray if ds.get("PhotometricInterpretation", "") == "MONOCHROME1" else gray  # low values white
+    gray = 255 - gray if ds.get("PhotometricInterpretation", "") == "MONOCHROME1" else gray  # low values white
+    return gray, header_facts(ds.get("Modality"), ds.get("BodyPartExamined"))
 
 
 def _size_of(fp: str | io.BytesIO) -> int:

@@ -467,3 +467,43 @@ def test_predict_lists_a_hostile_volume_once_and_summarises_skipped_files(scanne
     assert len(lines) == 8 and sum("big.nii" in line for line in lines) == 1
     shown = [line for line in r.output.splitlines() if line.startswith("skipped ")]
     assert len(shown) == 6 and "3 more unreadable file(s)" in shown[-1]
+
+
+def test_a_dicom_that_says_ct_or_knee_is_refused_everywhere_naming_no_tag_value(scanner_run, tmp_path: Path):
+    """Issue 21: the header rule acts the same in predict, evaluate and serve (the exported path shares Decider:
+    test_input_checks), and its reason names no tag value."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from braintumor.serve.app import create_app
+    from braintumor.serve.predictor import Predictor
+    from braintumor.serve.settings import ServeSettings
+
+    run, _, tmp = scanner_run
+    src = demo_slices("glioma", n=1, size=40)[0]
+    d = tmp_path / "in" / "glioma"
+    d.mkdir(parents=True)
+    write_dicom(d / "ct.dcm", [src], Modality="CT")
+    write_dicom(d / "knee.dcm", [src], BodyPartExamined="KNEE")
+    write_dicom(d / "head.dcm", [src], BodyPartExamined="BRAIN")
+    header_rule = "DICOM header names"
+
+    def rows(csv_path: Path) -> dict[str, dict]:
+        return {Path(r["path"]).name: r for r in csv.DictReader(csv_path.open())}
+
+    r = runner.invoke(app, ["predict", str(d), "--run", str(run), "--runs-dir", str(tmp / "rule-runs")])
+    assert r.exit_code == 0, r.output
+    (out,) = (tmp / "rule-runs" / "predict").iterdir()
+    evaluated = runner.invoke(app, ["evaluate", str(run), "--data", str(d.parent), "--runs-dir",
+                                    str(tmp / "rule-runs")])
+    assert evaluated.exit_code == 0, evaluated.output
+    (ev,) = (tmp / "rule-runs" / "evaluate").iterdir()
+    for table in (rows(out / "predictions.csv"), rows(ev / "predictions.csv")):
+        for name in ("ct.dcm", "knee.dcm"):
+            assert table[name]["status"] == "out_of_distribution" and header_rule in table[name]["reason"]
+        assert header_rule not in table["head.dcm"]["reason"]
+        assert not any(v in table["ct.dcm"]["reason"] + table["knee.dcm"]["reason"] for v in ("CT", "KNEE", "Knee"))
+    with TestClient(create_app(ServeSettings(concurrency=1), Predictor.load(run))) as client:
+        answer = client.post("/predict", files={"file": ("x.dcm", (d / "ct.dcm").read_bytes())}).json()
+        assert answer["status"] == "out_of_distribution" and answer["class"] is None and "CT" not in answer["reason"]
+        assert client.get("/model").json()["decision"]["gate_modalities"] == ["MR", "OT"]
