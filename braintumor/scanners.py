@@ -224,10 +224,10 @@ def expand(files: Sequence[str | Path], scan: ScanOptions = ScanOptions()) -> li
                 entries.append([f"{f}#{i}" for i in _nifti_slices(f, scan)])
                 continue
             header = _dicom_header(f)
-            if dicom_header_problem(header.frames, header.frame_bytes, os.path.getsize(f), header.native, scan):
-                entries.append([f])  # one id: decoding it gives the reason, one line in skipped.txt
-                continue
             if header.frames > 1:
+                if dicom_header_problem(header.frames, header.frame_bytes, os.path.getsize(f), header.native, scan):
+                    entries.append([f])  # one id: decoding it gives the reason, one line in skipped.txt
+                    continue
                 entries.append([f"{f}#{i}" for i in _dicom_frames(f, header.frames, scan)])
                 continue
         except HeaderProblem:
