@@ -61,7 +61,7 @@ class DataConfig:
     oversample: bool = False
     crop: Literal["none", "brain"] = "none"  # brain: crop to the square around the head before resizing
     normalize: Literal["none", "percentile"] = "none"  # percentile: stretch each image's 0.5-99.5 percentiles
-    # scanner files (DICOM, NIfTI): see scanners.py
+    # scanner files (DICOM, NIfTI): see scanners/
     window: tuple[float, ...] | None = None  # [center, width]; None: the file's own window, else 1-99 percentiles
     slices: str = "all"  # all | middle:K | range:A-B | mask[:F]
     slice_axis: int = 2  # NIfTI axis after reorienting to RAS: 0 sagittal, 1 coronal, 2 axial

@@ -8,7 +8,7 @@ header's facts on the decoded image's ``info`` under ``HEADER_INFO`` as (modalit
 The header rule (``header_refusal``): a DICOM whose Modality is not one of ``eval.gate_modalities``, or whose
 BodyPartExamined is present and names no part of the head, is refused as ``out_of_distribution``. A PACS routes
 head CTs, spine MRIs and radiographs to an MRI service by mistake, and their pixels can look enough like a brain
-MRI to get an answer; the header says so for free. The reason names no tag value (the PHI rule of scanners.py):
+MRI to get an answer; the header says so for free. The reason names no tag value (the PHI rule of scanners/):
 only the configured list, which is the user's own.
 """
 

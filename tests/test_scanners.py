@@ -366,7 +366,7 @@ def test_kfold_on_scanner_files(scanner_run):
 
 def test_lookup_table_matches_pydicom_on_signed_pixels(tmp_path: Path):
     """The per-series lookup table gives what apply_modality_lut + apply_voi_lut give on the pixels themselves."""
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut, pixel_array
 
     f = write_dicom(tmp_path / "s.dcm", [np.zeros((40, 40), np.uint8)])
     ds = pydicom.dcmread(f)
@@ -374,6 +374,11 @@ def test_lookup_table_matches_pydicom_on_signed_pixels(tmp_path: Path):
     ds.PixelRepresentation, ds.PixelData = 1, stored.tobytes()
     ds.RescaleSlope, ds.RescaleIntercept, ds.WindowCenter, ds.WindowWidth = 0.5, 10.0, [150.0, 40.0], [900.0, 80.0]
     ds.save_as(f)
+    from braintumor.scanners import dicom
+
+    ds = pydicom.dcmread(f)
+    native = dicom._native_frame(ds, 0, ds.file_meta.TransferSyntaxUID)  # the bytes read by hand, as pydicom does
+    assert native is not None and np.array_equal(native, pixel_array(ds)) and np.array_equal(native, stored)
     windowed = apply_voi_lut(apply_modality_lut(stored, ds), ds)  # the first of the two windows
     lo, hi = -32768 * 0.5 + 10, 32767 * 0.5 + 10  # apply_voi_lut's output range for signed 16-bit, rescaled
     expected = np.round((windowed - lo) / (hi - lo) * 255)
