@@ -23,7 +23,6 @@ PERCENTILE_WINDOW = (1.0, 99.0)
 # data.slices: mask keeps a slice when at least this fraction of it is foreground, a voxel being foreground when it
 # is above MASK_LEVEL of the volume's 99th percentile (the black background of an MRI sits far below it).
 DEFAULT_MASK_FRACTION = 0.1
-
 MASK_LEVEL = 0.1
 
 # data.max_slices' default: no brain MRI has over 1024 slices along one axis (0.2 mm over a 20 cm head), while a
@@ -33,7 +32,8 @@ DEFAULT_MAX_SLICES = 1024
 
 @dataclass(frozen=True)
 class ScanOptions:
-    """How scanner files become 8-bit slices (the data.window, data.slices and data.slice_axis keys)."""
+    """How scanner files become 8-bit slices (the data.window, data.slices, data.slice_axis and data.max_slices
+    keys)."""
 
     window: tuple[float, float] | None = None  # (center, width); None: the file's own window, else percentiles
     slices: str = "all"  # all | middle:K | range:A-B | mask[:F]

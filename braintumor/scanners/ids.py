@@ -11,13 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DICOM_EXTENSIONS = (".dcm", ".dicom")
-
 NIFTI_EXTENSIONS = (".nii", ".nii.gz")
-
 SCANNER_EXTENSIONS = DICOM_EXTENSIONS + NIFTI_EXTENSIONS
 
 _ID = re.compile(r"^(.*)#(\d+)$")
-
 _SERIES_ID = re.compile(r"^(.*)@([0-9a-f]{8})#(\d+)$")
 
 
