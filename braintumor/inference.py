@@ -16,6 +16,7 @@ import numpy as np
 
 from .decision import Decider, Verdict
 from .explain.graph import last_conv_layer
+from .input_checks import DEFAULT_MODALITIES
 from .ood import STATUSES, Gate
 
 __all__ = ["Classifier", "Verdict", "feature_layer", "gate_report", "scoring_model"]
@@ -52,8 +53,8 @@ class Classifier(Decider):
     ``Decider``'s (NumPy only, shared with the exported-model server)."""
 
     def __init__(self, model, temperature: float = 1.0, gates: list[Gate] | None = None,
-                 members: list | None = None):
-        super().__init__(temperature, gates)
+                 members: list | None = None, modalities: tuple[str, ...] | None = DEFAULT_MODALITIES):
+        super().__init__(temperature, gates, modalities)
         if self.gates and members is None:
             members = [model]
         if self.gates:
