@@ -122,6 +122,7 @@ class EvalConfig:
     gate: bool = True  # fit the out-of-distribution gate at train time
     gate_acceptance: float = 0.98  # share of held-out real scans the gate's threshold accepts
     gate_min_confidence: float = 0.5  # calibrated top probability below which an answer is 'uncertain'
+    gate_layers: tuple[str, ...] = ()  # layers the gate reads, pooled and concatenated; () = the last feature map
     # how `cam`, `cam --boxes` and the server's /cam explain this run's model when not told; None and () = the
     # architecture's choice (models registry: CustomNet LayerCAM at the end of block 2)
     cam_method: Literal["gradcam", "gradcam++", "layercam"] | None = None

@@ -69,4 +69,10 @@ def evaluate(
         console.print(f"[bold]--ood {o['folder']}[/]: refused {o['refused_ood']:.1%} of {o['n_ood']} images "
                       f"that must be refused and {o['refused_scans']:.1%} of the {o['n_scans']} scans; "
                       f"AUROC {auroc}", highlight=False)
+        for name, f in o.get("per_folder", {}).items():
+            c, au = f["status_counts"], "n/a" if f["auroc"] is None else f"{f['auroc']:.3f}"
+            console.print(f"  {name}: refused {f['refused']:.1%} of {f['n']} (out_of_distribution "
+                          f"{c['out_of_distribution']}, uncertain {c['uncertain']}); AUROC {au}", highlight=False)
+        for name, a in o.get("per_collection", {}).items():
+            console.print(f"  accepted collection {name}: refused {a['refused']:.1%} of {a['n']}", highlight=False)
     print_run_dir(out)

@@ -25,6 +25,7 @@ from ..metrics import (
     write_predictions,
 )
 from ..models.loading import LoadedRun, load_folder, load_listing, load_run
+from ..ood import refusal_report
 from ..plots import atomic_save_figure
 from ..runs import new_run_dir, run_status, start_run, write_csv, write_csv_dicts, write_meta, write_skipped
 from ..volumes import has_volumes, pool, volume_labels, volume_metrics, write_volumes
@@ -92,7 +93,7 @@ def run_evaluate(run_dir: str | Path, data: str | Path | Sequence[str | Path] | 
             m["excluded_duplicates"] = excluded
             write_meta(out, exclude_duplicates_of=str(exclude_duplicates_of), excluded=excluded["total"])
         if ood is not None:
-            m["ood"] = score_refusals(run, verdicts, ood, tta, out)
+            m["ood"] = score_refusals(run, verdicts, ood, tta, out, loaded.sources if several else None)
         if has_volumes(loaded.paths):
             m["volumes"] = score_volumes(run, loaded.paths, loaded.labels, verdicts, out)
         without = f", without {excluded['total']} copies of {exclude_duplicates_of}" if excluded else ""
@@ -115,23 +116,26 @@ def score_volumes(run: LoadedRun, paths: list[str], labels: np.ndarray, verdicts
 
 
 def score_refusals(run: LoadedRun, scans: list[Verdict], ood_dir: str | Path, tta: bool,
-                   out: Path) -> dict[str, Any]:
-    """The gate on images that must be refused (``ood_dir``) against labelled scans that must be accepted."""
+                   out: Path, sources: list[str] | None = None) -> dict[str, Any]:
+    """The gate on images that must be refused (``ood_dir``) against labelled scans that must be accepted;
+    ``per_folder`` and ``per_collection`` break it down (each sub-folder of ``ood_dir``, each ``sources`` name)."""
     paths = find_images([ood_dir], run.spec.scan)
     results = map_images(paths, run.spec.read)
     good = [r for r in results if not isinstance(r, str)]
     if not good:
         raise DataError(f"none of the {len(paths)} files under {ood_dir} could be read")
     others = run.classifier.classify(np.stack([r[0] for r in good]), [r[1] for r in good], tta)
+    read = [p for p, r in zip(paths, results) if not isinstance(r, str)]
     write_csv(out / "ood_predictions.csv", ["path", "status", "reason", "ratio"],
               ([p, v.status, v.reason, "" if v.ratio is None else f"{v.ratio:.4f}"]
-               for p, v in zip([p for p, r in zip(paths, results) if not isinstance(r, str)], others)))
+               for p, v in zip(read, others)))
     refused = {"scans": float(np.mean([not v.answered for v in scans])),
                "ood": float(np.mean([not v.answered for v in others]))}
     result: dict[str, Any] = {"folder": str(ood_dir), "n_ood": len(others), "n_scans": len(scans),
                               "unreadable": len(paths) - len(good), "refused_scans": refused["scans"],
                               "refused_ood": refused["ood"], "status_counts_ood": gate_report(others, None, "")[
                                   "status_counts"]}
+    result.update(refusals_by_group(scans, sources, others, read, ood_dir))
     if run.classifier.has_gate:
         # one score per image: refused outright by an input check = beyond every distance
         score = [np.inf if (v.status == "out_of_distribution" and v.ratio is not None and v.ratio <= 1.0)
@@ -148,6 +152,34 @@ def score_refusals(run: LoadedRun, scans: list[Verdict], ood_dir: str | Path, tt
         result["auroc"] = None
         result["note"] = "this run has no out-of-distribution gate (trained before it existed): nothing is refused"
     return result
+
+
+def refusals_by_group(scans: list[Verdict], sources: list[str] | None, others: list[Verdict], paths: list[str],
+                      ood_dir: str | Path) -> dict[str, Any]:
+    """``per_folder``: each top sub-folder of ``ood_dir`` (the kinds of image that must be refused) with its
+    out_of_distribution / uncertain counts and AUROC against each accepted collection; ``per_collection``: the
+    refused share of each collection of labelled scans (one, ``scans``, when they have no sources)."""
+    folder = [_top_folder(p, Path(ood_dir)) for p in paths]
+    names = sources or ["scans"] * len(scans)
+
+    def pick(verdicts, keys, k):
+        chosen = [v for v, key in zip(verdicts, keys) if key == k]
+        return [v.status for v in chosen], [v.ratio for v in chosen]
+
+    report = refusal_report({k: pick(scans, names, k) for k in dict.fromkeys(names)},
+                            {k: pick(others, folder, k) for k in sorted(set(folder))})
+    return {"per_folder": report["refused"], "per_collection": report["accepted"]}
+
+
+def _top_folder(image_id: str, root: Path) -> str:
+    """The sub-folder of ``root`` an image id (``file``, ``file#slice``, ``file@series#k``) lies in; ``root``'s
+    own name for files directly in it."""
+    path = Path(image_id.split("@")[0].split("#")[0])
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        return root.name
+    return parts[0] if len(parts) > 1 else root.name
 
 
 def exclude_copies(loaded, train_dir: str | Path, run: LoadedRun, out_dir: Path):

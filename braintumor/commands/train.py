@@ -26,7 +26,7 @@ from ..distribute import (
 )
 from ..errors import ConfigError
 from ..guidance import GuidedTrainer, box_masks, guided_layers
-from ..inference import Classifier, feature_layer, gate_report, pooled_features
+from ..inference import Classifier, gate_layers, gate_report, layer_widths, pooled_features
 from ..metrics import (
     ECE_BINS,
     calibration_figures,
@@ -279,13 +279,15 @@ def calibrate_and_gate(cfg: Config, run_dir: Path, model, loaded: LoadedImages, 
                               "why": "the validation split steered training; calibrate on other images"}
     if cfg.eval.gate:
         n = len(train_idx)
+        layers = gate_layers(cfg, model)
         features = pooled_features(model, loaded.images[np.concatenate([train_idx, held_idx])],
-                                   cfg.train.batch_size)
+                                   cfg.train.batch_size, layers)
         calibrated = scale(held_probs, temperature)
         gate = fit_gate(features, np.concatenate([loaded.labels[train_idx], labels]), len(loaded.class_names),
                         np.arange(n), np.arange(n, len(features)), calibrated.max(axis=1),
-                        [loaded.stats[i] for i in train_idx], feature_layer(model), cfg.eval.gate_acceptance,
-                        cfg.eval.gate_min_confidence)
+                        [loaded.stats[i] for i in train_idx], layers, cfg.eval.gate_acceptance,
+                        cfg.eval.gate_min_confidence, widths=layer_widths(model, layers),
+                        held_sources=[loaded.sources[i] for i in held_idx] if loaded.sources else None)
         gate.save(run_dir)
         verdicts = Classifier(model, temperature, [gate]).verdicts(calibrated, [features[n:]],
                                                                   [loaded.stats[i] for i in held_idx])
