@@ -6,7 +6,8 @@
 One forward pass per image gives the probabilities, the logits (the input of the last Dense layer times its kernel),
 and the pooled output of each block's end. Every score is fitted on the run's training images (split.csv), its
 threshold chosen on half of the validation images of *every* training source (each source must keep ``acceptance``
-of its half: the threshold is the largest per-source quantile), and it is judged on the other half, on each set
+of its half: the threshold is the largest per-source quantile; rows ``/pooled`` pool the sources, rows
+``/source_class`` ask it of every class of every source), and it is judged on the other half, on each set
 of gate_sets.py and on each category of the package-built non-brain set (braintumor.nonbrain). Scores:
 - ``msp``: 1 - the top softmax probability (the baseline);
 - ``energy``: -logsumexp(logits) (Liu et al. 2020);
@@ -59,43 +60,54 @@ def probe(model) -> keras.Model:
     return keras.Model(model.inputs, [model.outputs[0], model.get_layer("predictions").input, *pooled])
 
 
-def extract(run, paths: list[str], batch: int = 64) -> dict[str, np.ndarray]:
-    read = [r for r in map_images(paths, run.spec.read)]
+def decode(run, paths: list[str]) -> dict[str, np.ndarray]:
+    """The images as every command reads them (uint8 at the run's size) and their input-check figures."""
+    read = map_images(paths, run.spec.read)
     keep = [i for i, r in enumerate(read) if not isinstance(r, str)]
-    images = np.stack([read[i][0] for i in keep])
-    stats = np.array([[read[i][1].colourfulness, read[i][1].spread] for i in keep])
+    return {"images": np.stack([read[i][0] for i in keep]), "keep": np.array(keep),
+            "stats": np.array([[read[i][1].colourfulness, read[i][1].spread] for i in keep])}
+
+
+def forward(run, decoded: dict, batch: int = 64) -> dict[str, np.ndarray]:
+    images = decoded["images"]
     net = probe(run.model)
     w, b = (np.asarray(v, np.float64) for v in run.model.get_layer("predictions").get_weights())
     outs = [net.predict_on_batch(images[i:i + batch].astype(np.float32)) for i in range(0, len(images), batch)]
     cols = [np.concatenate([np.asarray(o[j], np.float64) for o in outs]) for j in range(len(outs[0]))]
-    return {"probs": cols[0], "logits": cols[1] @ w + b, "layers": cols[2:], "stats": stats,
-            "keep": np.array(keep)}
+    return {"probs": cols[0], "logits": cols[1] @ w + b, "layers": cols[2:], "stats": decoded["stats"],
+            **{k: v for k, v in decoded.items() if k not in ("images", "stats")}}
 
 
-def gather(run_dir: str, sets_dir: str) -> dict[str, dict]:
-    run = load_run(run_dir)
+def decode_all(run_dir: str, sets_dir: str) -> dict[str, dict]:
+    """Every set decoded once: the training and validation images (with labels and sources), each folder of
+    gate_sets.py and each category of the non-brain set."""
+    run = load_run(run_dir, with_model=False)
     split = pd.read_csv(Path(run_dir) / "split.csv")
     if "source" not in split:
         split["source"] = "kaggle"
     out = {}
     for side in ("train", "val"):
         part = split[split["split"] == side].reset_index(drop=True)
-        got = extract(run, part["path"].tolist())
+        got = decode(run, part["path"].tolist())
         got["labels"] = part["label"].to_numpy()[got["keep"]]
         got["sources"] = part["source"].to_numpy()[got["keep"]]
         out[side] = got
     for d in sorted(p for p in Path(sets_dir).iterdir() if p.is_dir()):
-        out[d.name] = extract(run, find_images([d]))
+        out[d.name] = decode(run, find_images([d]))
     with tempfile.TemporaryDirectory() as tmp:
         build(tmp)
         paths = find_images([tmp])
         cats = np.array([Path(p).parent.name for p in paths])
-        got = extract(run, paths)
+        got = decode(run, paths)
         for c in sorted(set(cats)):
             mask = cats[got["keep"]] == c
-            out[f"nonbrain_{c}"] = {k: ([a[mask] for a in v] if k == "layers" else v[mask])
-                                    for k, v in got.items() if k != "keep"}
+            out[f"nonbrain_{c}"] = {k: v[mask] for k, v in got.items() if k != "keep"}
     return out
+
+
+def gather(run_dir: str, decoded: dict[str, dict]) -> dict[str, dict]:
+    run = load_run(run_dir)
+    return {k: forward(run, v) for k, v in decoded.items()}
 
 
 def l2(x: np.ndarray) -> np.ndarray:
@@ -163,10 +175,13 @@ def evaluate(data: dict, acceptance: float = 0.98, seed: int = 0) -> list[dict]:
         v = fn(val)
         near_scores = np.concatenate([scores[f"nonbrain_{c}"] for c in NEAR])
         all_nb = np.concatenate([scores[k] for k in sets if k.startswith("nonbrain_")])
-        for h in (0, 1):
+        for h, rule in ((0, "source"), (1, "source"), (0, "pooled"), (1, "pooled"), (0, "source_class"),
+                        (1, "source_class")):
             a, b = np.flatnonzero(halves == h), np.flatnonzero(halves != h)
-            t = per_source_threshold(v[a], val["sources"][a], acceptance)
-            row = {"score": name, "half": h, "threshold": t}
+            group = {"source": val["sources"], "pooled": np.zeros(len(v), int),
+                     "source_class": np.char.add(val["sources"].astype(str), val["labels"].astype(str))}[rule]
+            t = per_source_threshold(v[a], group[a], acceptance)
+            row = {"score": name if rule == "source" else f"{name}/{rule}", "half": h, "threshold": t}
             for src in np.unique(val["sources"]):
                 sb = v[b][val["sources"][b] == src]
                 row[f"refused:{src}_val"] = float(np.mean(sb > t))
@@ -189,17 +204,18 @@ def main() -> None:
     parser.add_argument("run")
     parser.add_argument("sets", help="folder written by benchmarks/gate_sets.py")
     parser.add_argument("--acceptance", type=float, default=0.98)
-    parser.add_argument("--cache", type=Path, default=None, help="pickle of the extracted outputs, reused")
+    parser.add_argument("--cache", type=Path, default=None, help="pickle of the decoded images, reused")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("ood_candidates.jsonl"))
     args = parser.parse_args()
     import pickle
 
     if args.cache and args.cache.is_file():
-        data = pickle.loads(args.cache.read_bytes())
+        decoded = pickle.loads(args.cache.read_bytes())
     else:
-        data = gather(args.run, args.sets)
+        decoded = decode_all(args.run, args.sets)
         if args.cache:
-            args.cache.write_bytes(pickle.dumps(data))
+            args.cache.write_bytes(pickle.dumps(decoded))
+    data = gather(args.run, decoded)
     rows = evaluate(data, args.acceptance)
     with args.out.open("w") as f:
         for r in rows:

@@ -7,18 +7,22 @@ Two kinds of evidence, fitted on the training images and stored with the run (``
 - **feature distance** (Lee et al. 2018, "A simple unified framework for detecting out-of-distribution samples"):
   the minimum over classes of the Mahalanobis distance of the image's features (the last feature map, globally
   average-pooled: the layer Grad-CAM explains by default) to that class's training mean, with one shared
-  covariance (Ledoit-Wolf shrinkage, as scikit-learn estimates it). Its threshold is chosen on held-out real scans
-  for a stated acceptance rate. (Measured on the shipped CustomNet: the pooled last feature map separated the
-  development set of non-brain images from held-out scans better than the dense layer before the softmax,
-  AUROC 0.998 against 0.993.)
+  covariance (Ledoit-Wolf shrinkage, as scikit-learn estimates it). ``eval.gate_layers`` can name several layers
+  instead (Lee et al. combine layers): each gets its own means and covariance, its distance is divided by its
+  training images' ``acceptance`` quantile, and the layers' distances are summed. The scorer pools and
+  concatenates them into the one features output, so export and the servers need nothing new.
+
+The threshold is chosen on held-out real scans of **every training source**: each source must keep ``acceptance``
+(default 98%) of its own scans, so the threshold is the largest of the per-source ones and a collection unlike the
+majority is not refused wholesale. Which scores were tried against it, and on what: benchmarks/ood.md.
 
 The decision (``decide``) turns these and the calibrated confidence into ``ok | uncertain | out_of_distribution``
-with a short reason:
-- ``out_of_distribution``: an input check failed, or the distance is beyond ``far`` (past every held-out scan);
-- ``uncertain``: the distance is past ``threshold`` (the edge of the training scans), or the calibrated top
-  probability is below ``min_confidence``;
+with a short reason, two kinds of no kept apart:
+- ``out_of_distribution``: not a brain MRI it can read: an input check failed, or the distance is past the
+  threshold (``far`` equals ``threshold`` since per-source thresholds; gates fitted before keep their band between
+  the two, which still says ``uncertain``);
+- ``uncertain``: a brain MRI the model is unsure about: the calibrated top probability is below ``min_confidence``;
 - ``ok``: otherwise.
-``threshold`` is set so that ``acceptance`` of the held-out scans get ``ok`` (default 98%).
 """
 
 from __future__ import annotations
