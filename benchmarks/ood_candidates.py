@@ -199,6 +199,30 @@ def evaluate(data: dict, acceptance: float = 0.98, seed: int = 0) -> list[dict]:
     return rows
 
 
+SHOWN = ("msp", "energy", "maha_class", "maha_source", "maha_layers", "maha_layers_34", "knn10", "knn50",
+         "knn_layers", "oe_head", "maha_class/pooled", "maha_class/source_class")
+
+
+def tables(rows: list[dict]) -> str:
+    """Markdown: refused % per set and AUROC against the near misses per accepted set, both halves averaged."""
+    df = pd.DataFrame(rows).groupby("score").mean(numeric_only=True)
+    df = df.loc[[s for s in SHOWN if s in df.index]]
+    out = []
+    for prefix, title, fmt in (("refused:", "refused, % (threshold: each training source keeps 98% of its "
+                                            "held-out half)", "{:.1f}"),
+                               ("auroc_near:", "AUROC, CT and body MRI against each set that must be accepted",
+                                "{:.3f}")):
+        cols = [c for c in df.columns if c.startswith(prefix)]
+        out += [f"**{title}**", "", "| set | " + " | ".join(df.index) + " |",
+                "|---|" + "---|" * len(df.index)]
+        for c in cols:
+            scale = 100 if prefix == "refused:" else 1
+            out.append(f"| {c[len(prefix):]} | " + " | ".join(fmt.format(scale * df.loc[s, c]) for s in df.index)
+                       + " |")
+        out.append("")
+    return "\n".join(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run")
@@ -221,6 +245,7 @@ def main() -> None:
         for r in rows:
             f.write(json.dumps({"run": shown_path(args.run), **r}) + "\n")
     print(f"{len(rows)} rows in {args.out}")
+    print(tables(rows))
 
 
 if __name__ == "__main__":
