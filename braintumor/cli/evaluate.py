@@ -31,7 +31,8 @@ def evaluate(
         "(see braintumor eda) and score the rest.")] = None,
     ood: Annotated[Path | None, typer.Option(
         "--ood", help="A folder of images that are not brain MRI: score the out-of-distribution gate on them "
-        "against the labelled images (AUROC, refusal rates, accuracy on the accepted).")] = None,
+        "against the labelled images (AUROC, refusal rates, accuracy on the accepted), per sub-folder "
+        "(out_of_distribution and uncertain apart) and per --data collection.")] = None,
 ) -> None:
     """Score a trained model on a folder; writes runs/evaluate/<timestamp>-<arch>/ (metrics, predictions, plots).
 
