@@ -36,8 +36,8 @@ import numpy as np
 from sklearn.covariance import LedoitWolf
 from sklearn.metrics import roc_auc_score
 
-from .data import InputStats
 from .errors import RunError
+from .input_checks import InputStats
 from .runs import atomic_write_bytes, atomic_write_json, read_json
 
 STATUSES = ("ok", "uncertain", "out_of_distribution")
