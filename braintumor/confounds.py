@@ -255,6 +255,11 @@ def warning_text(prop: str, v: float, cell: dict[str, Any]) -> str:
     """E.g. 'contrast (V 0.62, strong): notumor images are 70% T2-like, the other classes 8%: a model can learn
     the contrast instead of the tumour.'"""
     strength = "strong" if v >= STRONG_V else "moderate"
-    return (f"{prop} (V {v:.2f}, {strength}): {cell['class']} images are {cell['share_in_class']:.0%} "
-            f"{cell['value']}, the other classes {cell['share_elsewhere']:.0%}: a model can learn the {prop} "
-            "instead of the tumour.")
+    return (f"{prop} (V {v:.2f}, {strength}): {cell['class']} images are {cell_text(prop, cell)}: a model can "
+            f"learn the {prop} instead of the tumour.")
+
+
+def cell_text(prop: str, cell: dict[str, Any]) -> str:
+    """'70% T2-like, the other classes 8%' ('70% from kaggle, ...' for the source)."""
+    value = f"from {cell['value']}" if prop == "source" else cell["value"]
+    return f"{cell['share_in_class']:.0%} {value}, the other classes {cell['share_elsewhere']:.0%}"

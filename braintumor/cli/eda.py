@@ -105,9 +105,9 @@ def confound_table(c: dict) -> Table:
         t.add_column(col, justify="right" if col == "V" else "left")
     for p, row in c["properties"].items():
         cell = row["strongest"]
-        said = (f"{cell['class']}: {cell['share_in_class']:.0%} {cell['value']}, others "
-                f"{cell['share_elsewhere']:.0%}") if cell else "-"
         v = "-" if row["v"] is None else f"{row['v']:.2f}"
+        said = "-" if v == "-" or not cell else (f"{cell['class']}: {cell['share_in_class']:.0%} {cell['value']}, "
+                                                 f"others {cell['share_elsewhere']:.0%}")
         t.add_row(f"[bold yellow]{p}[/]" if row["warning"] else p, v, said)
     return t
 

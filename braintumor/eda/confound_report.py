@@ -16,8 +16,8 @@ from ..runs import atomic_write_json, atomic_write_text, markdown_table, write_c
 PROPERTIES = ("source", "contrast", "plane", "skull", "border", "colour", "size", "brightness")
 HOW = {
     "source": "the --data folder (collection) an image came from",
-    "contrast": "T2-like: bright CSF (more interior pixels far above the brain's median than below); "
-                "T1/FLAIR-like: dark CSF",
+    "contrast": "T2-like: bright CSF (at least 3% of the brain's pixels above 1.6 x its median, and 8 times as "
+                "many as below 0.5 x); T1/FLAIR-like: dark CSF (T1 and FLAIR are not told apart)",
     "plane": "sagittal: not left-right symmetric; coronal: the head reaches the bottom of the frame (neck); "
              "else axial",
     "skull": "skull: the scalp is brighter than the brain inside it; stripped: the edge is no brighter",
@@ -92,8 +92,7 @@ def summary_lines(table: dict[str, Any]) -> list[str]:
     rows = []
     for p, row in table["properties"].items():
         cell = row["strongest"]
-        said = (f"{cell['class']}: {cell['share_in_class']:.0%} {cell['value']}, other classes "
-                f"{cell['share_elsewhere']:.0%}") if cell else "-"
+        said = f"{cell['class']}: {confounds.cell_text(p, cell)}" if cell and row["v"] is not None else "-"
         flag = "**warning**" if row["warning"] else ""
         rows.append([p, _v(row["v"]), said, flag])
     return [*markdown_table(["property", "Cramer's V", "largest difference", ""], rows), ""]
