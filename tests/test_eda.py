@@ -327,6 +327,9 @@ def test_planted_confound_is_found_and_warned(confounded):
     assert props["source"]["warning"] and props["source"]["v"] > 0.3  # collection b has no notumor
     assert props["border"]["v"] == 0.0 and props["border"]["warning"] is None  # framed evenly: no warning
     assert props["plane"]["v"] is None  # all axial: nothing to say
+    assert table["per_source"]["a"]["contrast"] > 0.9  # inside collection a: still the contrast
+    assert table["per_source"]["b"]["contrast"] is None  # b: all T1
+    assert any(w.startswith("within a: contrast") for w in table["warnings"])
     assert "confound:" in r.output and "notumor images are 100% T2-like" in r.output.replace("\n", " ")
     md = (out / "confounds.md").read_text()
     assert "notumor images are 100% T2-like" in md and "| notumor | 8 | 100% | 0% |" in md

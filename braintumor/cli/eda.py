@@ -39,10 +39,9 @@ def eda(
 ) -> None:
     """Report on a dataset: classes, pixel statistics, image properties, confounds, duplicates and leakage.
 
-    Confounds: per image the collection, MRI contrast (T2-like or T1/FLAIR-like), plane, skull, frame, colour, size
-    and brightness, and how strongly each predicts the class (a warning when a model could learn it instead of the
-    tumour). Writes runs/eda/<timestamp>/ (report.md, summary.json, confounds.md/.json/.csv, duplicates.csv and
-    figures).
+    Confounds: collection, contrast, plane, skull, frame, colour, size, brightness; warns when one predicts the class.
+
+    Writes runs/eda/<timestamp>/ (report.md, summary.json, confounds.md, duplicates.csv and figures).
 
     Example: braintumor eda --data data/Training --test data/Testing
     """

@@ -44,11 +44,24 @@ def property_values(split: Split) -> dict[str, list[str]]:
 
 
 def confound_table(split: Split, threshold: float = confounds.WARN_V) -> tuple[dict[str, Any], dict[str, list]]:
-    """(confounds.json's content, the per-image property values) for a split read with confounds.measure."""
+    """(confounds.json's content, the per-image property values) for a split read with confounds.measure.
+
+    With several sources, each property is also associated with the class inside each source (``per_source``):
+    what a model could still learn if every collection held every class; those warnings say 'within NAME'."""
     values = property_values(split)
     table = confounds.associate(split.class_names, split.labels.tolist(), values, threshold)
     table["how"] = {p: HOW[p] for p in values}
     table["images"] = len(split)
+    if "source" in values:
+        table["per_source"] = {}
+        sources = np.asarray(split.sources)
+        for name in split.source_names:
+            idx = np.flatnonzero(sources == name)
+            inner = confounds.associate(split.class_names, split.labels[idx].tolist(),
+                                        {p: [v[i] for i in idx] for p, v in values.items() if p != "source"},
+                                        threshold)
+            table["per_source"][name] = {p: row["v"] for p, row in inner["properties"].items()}
+            table["warnings"] += [f"within {name}: {w}" for w in inner["warnings"]]
     return table, values
 
 
@@ -72,6 +85,10 @@ def markdown(table: dict[str, Any], class_names: tuple[str, ...] | list[str]) ->
              f"the class, 1 = it gives the class away. A warning from V >= {t} (strong from "
              f"{confounds.STRONG_V}). How each property is estimated: below each table.", ""]
     lines += summary_lines(table)
+    if "per_source" in table:
+        lines += ["Inside each collection (what a model could still learn if every collection held every class; "
+                  "`-`: one value, or one class):", ""]
+        lines += per_source_lines(table)
     lines += ["## Warnings", ""]
     lines += [f"- **{w}**" for w in table["warnings"]] or ["- none: no property reaches the threshold."]
     lines.append("")
@@ -96,6 +113,14 @@ def summary_lines(table: dict[str, Any]) -> list[str]:
         flag = "**warning**" if row["warning"] else ""
         rows.append([p, _v(row["v"]), said, flag])
     return [*markdown_table(["property", "Cramer's V", "largest difference", ""], rows), ""]
+
+
+def per_source_lines(table: dict[str, Any]) -> list[str]:
+    """Cramer's V of each property with the class inside each source."""
+    by = table["per_source"]
+    props = [p for p in table["properties"] if p != "source"]
+    rows = [[name, *(("-" if v[p] is None else f"{v[p]:.2f}") for p in props)] for name, v in by.items()]
+    return [*markdown_table(["source", *props], rows), ""]
 
 
 def _v(v: float | None) -> str:

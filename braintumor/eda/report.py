@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..runs import markdown_table, write_csv_dicts
-from .confound_report import summary_lines
+from .confound_report import per_source_lines, summary_lines
 
 
 def write_duplicates_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -118,6 +118,8 @@ def _confound_lines(table: dict[str, Any]) -> list[str]:
            f"({table['measure']}; a warning from {table['threshold']}). Per-class shares and sample pictures: "
            "[confounds.md](confounds.md); per image: confounds.csv.", ""]
     out += summary_lines(table)
+    if "per_source" in table:
+        out += ["Inside each collection:", "", *per_source_lines(table)]
     out += [f"- **{w}**" for w in table["warnings"]] or ["- no property reaches the threshold."]
     return [*out, ""]
 
