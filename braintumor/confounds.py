@@ -13,8 +13,9 @@ post-contrast T1. These estimators are cheap physics-flavoured rules on a 128-pi
   T2-like. T1 and FLAIR both keep CSF dark; the fat-bright scalp of T1 (``fat_share``, recorded per image) told
   them apart in only about 60% of the labelled LGG slices, so they are reported together. Agreement:
   benchmarks/confounds.md.
-- **plane** (axial / coronal / sagittal): sagittal slices are not left-right symmetric; coronal slices end in the
-  neck (the head mask touches the bottom of the frame) and axial ones do not. Agreement: benchmarks/confounds.md.
+- **plane** (axial / coronal / sagittal): sagittal slices are not left-right symmetric; coronal slices run on
+  into the neck, so the head's lowest rows stay wide (>= 0.55 of its widest row), where an axial slice's oval
+  closes. Agreement: benchmarks/confounds.md.
 - **skull** (present / stripped): the scalp of an unstripped head is brighter than the brain just inside it and
   the skull bone between is dark; a stripped brain's edge is cortex, about as bright as its middle.
 - **border**: the frame's outermost ring is not black (a scanner frame, a white border, a filled background).
@@ -46,7 +47,7 @@ CSF_BRIGHT, CSF_DARK = 1.6, 0.5  # interior pixels above / below these multiples
 T2_MIN, T2_RATIO = 0.03, 8.0  # T2-like: at least this share bright, and this many times the dark share
 FAT_BRIGHT = 1.25  # scalp pixels above this multiple of the brain median count as fat-bright (fat_share)
 SYMMETRY_MIN = 0.80  # left-right correlation below which a slice is sagittal
-NECK_ROWS = 0.04  # coronal when the head mask covers this share of the bottom rows' width ...
+BASE_WIDTH = 0.55  # coronal when the head's lowest rows are at least this share of its widest row (the neck)
 SKULL_RATIO = 1.25  # scalp (90th percentile) over brain median below which the skull is called stripped
 BORDER_LEVEL = 24  # 0-255: a frame whose outermost ring is brighter than this (median) is not black
 
@@ -97,7 +98,7 @@ def features(gray: np.ndarray) -> dict[str, float]:
     edge = mask & ((dn <= 0.08) | ~ndi.binary_erosion(mask))  # the outermost layer at least
     nan = float("nan")
     out = {"head_share": float(mask.mean()), "csf_bright": nan, "csf_dark": nan, "fat_share": nan,
-           "scalp_ratio": nan, "symmetry": nan, "neck": nan, "border_level": _border_level(gray)}
+           "scalp_ratio": nan, "symmetry": nan, "base_width": nan, "border_level": _border_level(gray)}
     if mask.mean() < 0.02 or interior.size < 30 or scalp.size < 10:
         return out
     med = max(float(np.median(interior)), 1.0)
@@ -105,7 +106,7 @@ def features(gray: np.ndarray) -> dict[str, float]:
                csf_dark=float(np.mean(interior < CSF_DARK * med)),
                fat_share=float(np.mean(scalp > FAT_BRIGHT * med)),
                scalp_ratio=float(np.percentile(gray[edge], 90)) / med,
-               symmetry=_lr_symmetry(gray, mask), neck=float(mask[-max(1, len(mask) // 32):].mean()))
+               symmetry=_lr_symmetry(gray, mask), base_width=_base_width(mask))
     return out
 
 
@@ -118,6 +119,13 @@ def _lr_symmetry(gray: np.ndarray, mask: np.ndarray) -> float:
     if a.std() == 0:
         return 1.0
     return float(np.corrcoef(a, b)[0, 1])
+
+
+def _base_width(mask: np.ndarray) -> float:
+    """Width of the head two rows above its lowest row, over its widest row's width."""
+    widths = mask.sum(axis=1)
+    rows = np.flatnonzero(widths)
+    return float(widths[max(rows[0], rows[-1] - 2)] / widths.max())
 
 
 def _border_level(gray: np.ndarray) -> float:
@@ -135,12 +143,12 @@ def contrast_of(f: dict[str, float]) -> str:
 
 
 def plane_of(f: dict[str, float]) -> str:
-    """axial / coronal / sagittal from left-right symmetry and the neck (module docstring)."""
+    """axial / coronal / sagittal from left-right symmetry and the width of the head's base (module docstring)."""
     if np.isnan(f["symmetry"]):
         return "unknown"
     if f["symmetry"] < SYMMETRY_MIN:
         return "sagittal"
-    return "coronal" if f["neck"] >= NECK_ROWS else "axial"
+    return "coronal" if f["base_width"] >= BASE_WIDTH else "axial"
 
 
 def skull_of(f: dict[str, float]) -> str:

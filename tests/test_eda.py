@@ -260,7 +260,7 @@ def test_plane_reads_asymmetry_and_the_neck():
     sagittal = head.copy()
     sagittal[20:44, 34:52] = 230  # a bright face-like block on one side only: not left-right symmetric
     coronal = head.copy()
-    coronal[48:, 26:38] = 110  # a neck down to the bottom of the frame
+    coronal[44:62, 16:48] = 110  # skull base and neck running on to the bottom of the frame: a wide base
     assert confounds.measure(sagittal)["plane"] == "sagittal"
     assert confounds.measure(coronal)["plane"] == "coronal"
 

@@ -18,7 +18,7 @@ HOW = {
     "source": "the --data folder (collection) an image came from",
     "contrast": "T2-like: bright CSF (at least 3% of the brain's pixels above 1.6 x its median, and 8 times as "
                 "many as below 0.5 x); T1/FLAIR-like: dark CSF (T1 and FLAIR are not told apart)",
-    "plane": "sagittal: not left-right symmetric; coronal: the head reaches the bottom of the frame (neck); "
+    "plane": "sagittal: not left-right symmetric; coronal: the head's lowest rows stay wide (the neck); "
              "else axial",
     "skull": "skull: the scalp is brighter than the brain inside it; stripped: the edge is no brighter",
     "border": "frame: the outermost ring of the image is not black",
