@@ -234,7 +234,8 @@ def strongest_cell(table: np.ndarray, class_names: Sequence[str], value_names: S
         gap = float(inside[j] - outside[j])
         if not best or gap > best["gap"]:
             best = {"class": c, "value": value_names[j], "share_in_class": float(inside[j]),
-                    "share_elsewhere": float(outside[j]), "gap": gap}
+                    "share_elsewhere": float(outside[j]), "gap": gap,
+                    "class_of_value": float(t[i, j] / t[:, j].sum())}  # of the images with the value, this class
     return best
 
 
@@ -271,3 +272,9 @@ def cell_text(prop: str, cell: dict[str, Any]) -> str:
     """'70% T2-like, the other classes 8%' ('70% from kaggle, ...' for the source)."""
     value = f"from {cell['value']}" if prop == "source" else cell["value"]
     return f"{cell['share_in_class']:.0%} {value}, the other classes {cell['share_elsewhere']:.0%}"
+
+
+def value_text(prop: str, cell: dict[str, Any]) -> str:
+    """'77% of T2-like images are notumor': how much the value alone gives the class away."""
+    value = f"images from {cell['value']}" if prop == "source" else f"{cell['value']} images"
+    return f"{cell['class_of_value']:.0%} of {value} are {cell['class']}"

@@ -296,6 +296,8 @@ def test_warning_names_the_class_the_value_and_the_shares():
     assert out["properties"]["contrast"]["warning"] and out["properties"]["frame"]["warning"] is None
     assert out["warnings"] == [out["properties"]["contrast"]["warning"]]
     assert "notumor images are 70% T2-like, the other classes 5%" in out["warnings"][0]
+    assert confounds.value_text("contrast", out["properties"]["contrast"]["strongest"]) == (
+        "88% of T2-like images are notumor")  # 7 of the 8
     src = confounds.associate(["notumor", "glioma"], [0, 0, 1, 1], {"source": ["a", "a", "b", "b"]})
     assert "notumor images are 100% from a, the other classes 0%" in src["warnings"][0]
     assert out["properties"]["frame"]["v"] == 0.0

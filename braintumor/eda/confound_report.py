@@ -109,10 +109,11 @@ def summary_lines(table: dict[str, Any]) -> list[str]:
     rows = []
     for p, row in table["properties"].items():
         cell = row["strongest"]
-        said = f"{cell['class']}: {confounds.cell_text(p, cell)}" if cell and row["v"] is not None else "-"
+        known = cell and row["v"] is not None
+        said = f"{cell['class']}: {confounds.cell_text(p, cell)}" if known else "-"
         flag = "**warning**" if row["warning"] else ""
-        rows.append([p, _v(row["v"]), said, flag])
-    return [*markdown_table(["property", "Cramer's V", "largest difference", ""], rows), ""]
+        rows.append([p, _v(row["v"]), said, confounds.value_text(p, cell) if known else "-", flag])
+    return [*markdown_table(["property", "Cramer's V", "largest difference", "the value alone", ""], rows), ""]
 
 
 def per_source_lines(table: dict[str, Any]) -> list[str]:
