@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 
 from .. import dedup, plots
-from ..data import decode, to_array
 from ..dedup import Split
 from ..errors import DataError
+from ..images import decode, to_array
 from ..plots import atomic_save_figure
 from .confound_report import sample_cells
 from .stats import Combined, example_pairs
