@@ -21,6 +21,7 @@ from ..data import ImageSpec, LoadedImages, list_images, load_images, split_trai
 from ..dedup import count_groups, multi_member_groups
 from ..distribute import runs_dir_for_this_worker
 from ..errors import ConfigError, DataError, RunError
+from ..groups import describe, sides_summary
 from ..metrics import (
     ECE_BINS,
     calibration_figures,
@@ -266,7 +267,10 @@ def _plan_meta(cfg: Config, plan: FoldPlan) -> dict[str, Any]:
                 n_images=len(plan.loaded.paths), skipped=len(plan.loaded.skipped),
                 group_duplicates=cfg.data.group_duplicates,
                 duplicate_groups=groups, images_in_duplicate_groups=images,
-                fold_sizes={str(i): int((plan.folds == i).sum()) for i in range(1, plan.n_folds + 1)})
+                fold_sizes={str(i): int((plan.folds == i).sum()) for i in range(1, plan.n_folds + 1)},
+                grouping=describe(cfg.data, loaded.paths, plan.groups),
+                groups_per_fold=sides_summary(plan.groups, {str(i): np.flatnonzero(plan.folds == i)
+                                                            for i in range(1, plan.n_folds + 1)}))
 
 
 def _run(cfg: Config, run_dir: Path, plan: FoldPlan, test_dir, fold_callbacks, log: Log, status: run_status,
@@ -330,11 +334,11 @@ def fit_fold(cfg: Config, run_dir: Path, fold_dir: Path, plan: FoldPlan, fold: i
     start_run(fold_dir, cfg, "train", kfold_run=str(run_dir), fold=fold, n_folds=plan.n_folds,
               held_out=plan.fold_name(fold), copies_of_held_out_left_out=copies)
     with tracking.tracked(cfg, fold_dir, "train") as tracked_callbacks, run_status(fold_dir):
-        train.write_split(fold_dir, plan.loaded, train_idx, held_out, tune_idx)
+        train.write_split(fold_dir, plan.loaded, train_idx, held_out, tune_idx, groups=plan.groups)
         write_meta(fold_dir, n_images=len(plan.loaded.paths), duplicate_groups=multi_member_groups(plan.groups),
                    n_tune=None if tune_idx is None else int(len(tune_idx)))
         parts = train.FitParts(train_idx, held_out if tune_idx is None else tune_idx, score=held_out,
-                               scored_on="held-out fold")
+                               scored_on="held-out fold", groups=plan.groups)
         train.fit_and_report(cfg, fold_dir, plan.loaded, parts, callbacks + tracked_callbacks)
 
 
@@ -563,7 +567,7 @@ def summary_markdown(run_dir: Path, result: KFoldResult, cfg: Config) -> str:
         f"- data: {', '.join(f'`{p}`' for p in cfg.data_paths)}, {result.n_images} images, "
         f"classes {', '.join(meta.get('class_names', []))}"
         + (f"; collections {', '.join(f'{n} ({c})' for n, c in sources.items())}" if len(sources) > 1 else ""),
-        folds_line,
+        folds_line, *_groups_line(meta),
         f"- every fold: a fresh model trained as `train` trains ({_recipe(cfg)}), scored on the held-out fold",
         "- the held-out fold never steers training: " + (
             f"an inner split ({cfg.data.val_split:g} of each fold's training part, duplicate groups kept "
@@ -608,6 +612,20 @@ def summary_markdown(run_dir: Path, result: KFoldResult, cfg: Config) -> str:
                   "(they are scored as well; their scores are not independent of training).", "",
                   *_table(test)]
     return "\n".join(lines) + "\n"
+
+
+def _groups_line(meta: dict[str, Any]) -> list[str]:
+    """The grouping (data.groups patients joined with duplicates and volumes) and the groups in each fold."""
+    g, per = meta.get("grouping") or {}, meta.get("groups_per_fold") or {}
+    if not g:
+        return []
+    who = (f"{g['patients']} patients from `data.groups: {g['spec']}` ({g['unmatched']} images named by no row "
+           "or match stay alone), joined with duplicate and volume groups" if "patients" in g
+           else "duplicate and volume groups")
+    shared = sum(v["shared"] for v in per.values())
+    return [f"- groups: {g['groups']} {who}; groups per fold "
+            + ", ".join(f"{k}: {v['groups']} ({v['images']} images)" for k, v in per.items())
+            + f"; groups on both sides of a fold boundary: {shared}"]
 
 
 def _recipe(cfg: Config) -> str:
