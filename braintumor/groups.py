@@ -103,12 +103,13 @@ class Patients:
         return len({k for k in self.keys if k is not None})
 
 
-def patients(spec: str | None, paths: Sequence[str]) -> Patients | None:
-    """The patients ``spec`` names among ``paths`` (None without a spec); DataError when it names none."""
+def patients(spec: str | None, paths: Sequence[str], strict: bool = True) -> Patients | None:
+    """The patients ``spec`` names among ``paths`` (None without a spec); DataError when it names none (unless
+    not ``strict``: a folder to evaluate, which a training CSV need not list)."""
     if not spec:
         return None
     keys = patient_keys(spec, paths)
-    if paths and all(k is None for k in keys):
+    if strict and paths and all(k is None for k in keys):
         example = Path(split_id(str(paths[0]))[0]).name
         raise DataError(f"data.groups {spec!r} names the patient of none of the {len(paths)} images (e.g. "
                         f"{example}); check the CSV's name/path column or the pattern")
@@ -124,18 +125,25 @@ def join_patients(groups: np.ndarray, found: Patients | None) -> np.ndarray:
     return join_groups(groups, keys)
 
 
-def split_groups(data_cfg, loaded) -> tuple[np.ndarray, Patients | None]:
+def split_groups(data_cfg, loaded, strict: bool = True,
+                 spec: str | None = None) -> tuple[np.ndarray, Patients | None]:
     """The unit splits never cut: duplicate groups (data.group_duplicates), scanner volumes and the patients of
-    data.groups, joined transitively. Returns (group id per image, the patients found or None)."""
+    ``spec`` (default data.groups), joined transitively. Returns (group id per image, the patients found or None).
+    """
     groups = duplicate_groups(loaded.digests, loaded.images, data_cfg.group_duplicates, data_cfg.near_threshold)
     groups = join_groups(groups, [volume_of(p) for p in loaded.paths])
-    found = patients(getattr(data_cfg, "groups", None), loaded.paths)
+    found = patients(spec or getattr(data_cfg, "groups", None), loaded.paths, strict)
     return join_patients(groups, found), found
 
 
 def unit_name(data_cfg) -> str:
     """What one resampled group is, in words, for the sentence next to an interval."""
     return "patients" if getattr(data_cfg, "groups", None) else "duplicate/volume groups"
+
+
+def unit_of(found: Patients | None) -> str:
+    """unit_name for images whose patients were looked up: 'patients' only when some were found."""
+    return "patients" if found is not None and found.n_patients else "duplicate/volume groups"
 
 
 def sides_summary(groups: np.ndarray, sides: dict[str, np.ndarray]) -> dict[str, dict[str, int]]:
@@ -158,3 +166,38 @@ def describe(data_cfg, paths: Sequence[str], groups: np.ndarray) -> dict[str, ob
     if found is not None:
         out.update(spec=data_cfg.groups, patients=found.n_patients, unmatched=found.unmatched)
     return out
+
+
+def from_split_csv(split_csv: Path, paths: Sequence[str]) -> np.ndarray | None:
+    """The group of each of ``paths`` as a train run's split.csv recorded it (None for a run written before
+    split.csv had a group column, or when a path is not listed)."""
+    if not Path(split_csv).is_file():
+        return None
+    table = pd.read_csv(split_csv)
+    if "group" not in table.columns:
+        return None
+    by = dict(zip(table["path"].astype(str), table["group"]))
+    found = [by.get(str(p)) for p in paths]
+    return None if any(g is None for g in found) else np.asarray(found, dtype=np.int64)
+
+
+def evaluation_groups(data_cfg, loaded, split_csv: Path | None = None,
+                      spec: str | None = None) -> tuple[np.ndarray, str]:
+    """(group per image, unit name) for the intervals of an evaluation: a run's own validation split keeps the
+    groups its split.csv recorded; a folder gets duplicate, volume and patient groups (``spec``, default the run's
+    data.groups, which a folder's images need not appear in unless ``spec`` is given)."""
+    if split_csv is not None:
+        recorded = from_split_csv(split_csv, loaded.paths)
+        if recorded is not None:
+            return recorded, unit_name(data_cfg)
+    groups, found = split_groups(data_cfg, loaded, strict=spec is not None, spec=spec)
+    return groups, unit_of(found)
+
+
+def path_groups(spec: str | None, paths: Sequence[str]) -> tuple[np.ndarray, str]:
+    """(group per image, unit name) from file names alone (no pixels): scanner volumes and the patients ``spec``
+    names (images it does not name stay alone). For scores of single images such as localisation."""
+    groups = join_groups(np.arange(len(paths)), [volume_of(p) for p in paths])
+    found = patients(spec, paths, strict=False)
+    unit = unit_of(found) if found is not None else "volumes"
+    return join_patients(groups, found), unit

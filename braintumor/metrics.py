@@ -18,15 +18,78 @@ from .volumes import volumes_markdown
 EPS = 1e-7  # same clipping as Keras' categorical cross-entropy
 
 
-def bootstrap_ci(correct: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95):
-    """Percentile bootstrap interval for the mean of a 0/1 vector (accuracy); (nan, nan) when empty."""
-    correct = np.asarray(correct, dtype=float)
-    if len(correct) == 0 or n_boot == 0:
+def _codes(n: int, groups) -> np.ndarray:
+    """Group index 0..G-1 per image; every image its own group when ``groups`` is None."""
+    if groups is None:
+        return np.arange(n)
+    groups = np.asarray(groups)
+    return np.unique(groups.astype(str) if groups.dtype == object else groups, return_inverse=True)[1].ravel()
+
+
+def n_units(n: int, groups=None) -> int:
+    """How many independent units (groups) ``n`` images form."""
+    return int(len(np.unique(_codes(n, groups)))) if n else 0
+
+
+def resampled_groups(n: int, groups=None, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
+    """(n_boot, G) indices of the groups drawn with replacement in each bootstrap resample (a cluster bootstrap:
+    the group is the unit, every image of a drawn group comes along). Without groups, G = n images."""
+    g = n_units(n, groups)
+    return np.random.default_rng(seed).integers(0, g, size=(n_boot, g))
+
+
+def ratio_ci(num, den=None, groups=None, n_boot: int = 1000, seed: int = 0, level: float = 0.95):
+    """Percentile bootstrap interval for sum(num) / sum(den) (den: ones, so a mean) resampling ``groups`` (an id per
+    image: duplicate groups, volumes, patients), or images when None; (nan, nan) when empty.
+
+    Slices of one patient are not independent, and resampling them one by one understates the spread; drawing
+    whole groups (Field & Welsh 2007, the cluster bootstrap) keeps their correlation. A resample whose
+    denominator is 0 (no image of the kind counted) is left out."""
+    num = np.asarray(num, dtype=float)
+    den = np.ones_like(num) if den is None else np.asarray(den, dtype=float)
+    if den.sum() == 0 or n_boot == 0:
         return (float("nan"), float("nan"))
-    rng = np.random.default_rng(seed)
-    means = correct[rng.integers(0, len(correct), size=(n_boot, len(correct)))].mean(axis=1)
+    codes = _codes(len(num), groups)
+    g = int(codes.max()) + 1
+    sums, counts = np.bincount(codes, num, g), np.bincount(codes, den, g)
+    idx = resampled_groups(len(num), groups, n_boot, seed)
+    top, bottom = sums[idx].sum(axis=1), counts[idx].sum(axis=1)
+    keep = bottom > 0
+    values = top[keep] / bottom[keep]
     alpha = (1 - level) / 2
-    return (float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha)))
+    return (float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha)))
+
+
+def bootstrap_ci(correct: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95, groups=None):
+    """Percentile bootstrap interval for the mean of a 0/1 vector (accuracy), resampling ``groups`` when given
+    (ratio_ci); (nan, nan) when empty."""
+    return ratio_ci(correct, None, groups, n_boot, seed, level)
+
+
+def weighted_ci(stat, n: int, groups=None, n_boot: int = 1000, seed: int = 0, level: float = 0.95):
+    """Percentile bootstrap interval of any ``stat(weights)`` that takes one weight per image (how often the
+    image's group was drawn; e.g. roc_auc_score's sample_weight), resampling groups; resamples where the
+    statistic is undefined (nan) are left out."""
+    if n == 0 or n_boot == 0:
+        return (float("nan"), float("nan"))
+    codes = _codes(n, groups)
+    idx = resampled_groups(n, groups, n_boot, seed)
+    g = int(codes.max()) + 1
+    values = np.array([stat(np.bincount(row, minlength=g)[codes].astype(float)) for row in idx])
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return (float("nan"), float("nan"))
+    alpha = (1 - level) / 2
+    return (float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha)))
+
+
+def interval_info(n: int, groups=None, unit: str = "images", n_boot: int = 1000, level: float = 0.95) -> dict:
+    """What an interval resampled, for metrics.json and the sentence beside it: 'resampling 46 patients'.
+    Groups that are all single images are called images, whatever ``unit`` says."""
+    k = n_units(n, groups)
+    unit = unit if groups is not None and k < n else "images"
+    return {"method": "percentile bootstrap", "level": level, "resamples": int(n_boot), "unit": unit,
+            "n_units": k, "text": f"resampling {k} {unit}"}
 
 
 def macro_auc(y_true: np.ndarray, probs: np.ndarray) -> tuple[float, dict[int, float]]:
@@ -39,8 +102,10 @@ def macro_auc(y_true: np.ndarray, probs: np.ndarray) -> tuple[float, dict[int, f
     return (float(np.mean(list(per.values()))) if per else float("nan")), per
 
 
-def compute_metrics(y_true, probs, class_names, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Loss, accuracy (+95% bootstrap CI), macro AUC and F1, per-class precision/recall/F1/support, confusion."""
+def compute_metrics(y_true, probs, class_names, n_boot: int = 1000, seed: int = 0, groups=None,
+                    unit: str = "images") -> dict[str, Any]:
+    """Loss, accuracy (+95% bootstrap CI resampling ``groups``, called ``unit``, or images), macro AUC and F1,
+    per-class precision/recall/F1/support, confusion."""
     y_true = np.asarray(y_true, dtype=int)
     probs = np.asarray(probs, dtype=np.float64)
     k = len(class_names)
@@ -54,7 +119,8 @@ def compute_metrics(y_true, probs, class_names, n_boot: int = 1000, seed: int = 
         "classes": list(class_names),
         "n": int(len(y_true)),
         "accuracy": float(correct.mean()) if len(correct) else float("nan"),
-        "accuracy_ci95": list(bootstrap_ci(correct, n_boot, seed)),
+        "accuracy_ci95": list(bootstrap_ci(correct, n_boot, seed, groups=groups)),
+        "interval": interval_info(len(y_true), groups, unit, n_boot),
         "loss": float(-np.log(np.clip(probs[np.arange(len(y_true)), y_true], EPS, 1.0)).mean()),
         "auc": auc,
         "macro_f1": float(f1[present].mean()) if present.any() else float("nan"),
@@ -98,7 +164,8 @@ def per_source_markdown(per_source: dict[str, dict[str, Any]], classes: list[str
 def metrics_markdown(m: dict[str, Any], title: str = "Metrics") -> str:
     """metrics.md: the headline numbers, per-class precision/recall/F1 and the confusion matrix."""
     lo, hi = m["accuracy_ci95"]
-    headline = [m["n"], f"{m['accuracy']:.4f}", f"{lo:.4f} - {hi:.4f}", f"{m['loss']:.4f}", f"{m['auc']:.4f}",
+    headline = [m["n"], f"{m['accuracy']:.4f}", f"{lo:.4f} - {hi:.4f}{ci_unit(m)}", f"{m['loss']:.4f}",
+                f"{m['auc']:.4f}",
                 f"{m['macro_f1']:.4f}"]
     per_class = [[c, f"{v['precision']:.4f}", f"{v['recall']:.4f}", f"{v['f1']:.4f}", v["support"]]
                  for c, v in m["per_class"].items()]
@@ -117,6 +184,12 @@ def metrics_markdown(m: dict[str, Any], title: str = "Metrics") -> str:
         *(volumes_markdown(m["volumes"]) if "volumes" in m else []),
     ]
     return "\n".join(lines) + "\n"
+
+
+def ci_unit(m: dict[str, Any]) -> str:
+    """' (resampling 46 patients)' for a metrics dict that records its interval's unit, else ''."""
+    info = m.get("interval")
+    return f" ({info['text']})" if info else ""
 
 
 def _calibration_markdown(c: dict[str, Any]) -> list[str]:

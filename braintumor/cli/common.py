@@ -109,7 +109,8 @@ def metrics_table(m: dict, title: str) -> Table:
     t.add_column("value", justify="right")
     lo, hi = m["accuracy_ci95"]
     t.add_row("images", str(m["n"]))
-    t.add_row("accuracy", f"{m['accuracy']:.4f}  (95% CI {lo:.3f}-{hi:.3f})")
+    unit = f", {m['interval']['text']}" if m.get("interval") else ""
+    t.add_row("accuracy", f"{m['accuracy']:.4f}  (95% CI {lo:.3f}-{hi:.3f}{unit})")
     t.add_row("loss", f"{m['loss']:.4f}")
     t.add_row("AUC (macro, one-vs-rest)", f"{m['auc']:.4f}")
     t.add_row("macro F1", f"{m['macro_f1']:.4f}")

@@ -32,6 +32,10 @@ def evaluate(
     ood: Annotated[Path | None, typer.Option(
         "--ood", help="A folder of images that are not brain MRI: score the out-of-distribution gate on them "
         "against the labelled images (AUROC, refusal rates, accuracy on the accepted).")] = None,
+    groups: Annotated[str | None, typer.Option(
+        "--groups", help="Where each image's patient is written, as data.groups: PATH.csv:COLUMN or re:PATTERN; "
+        "the intervals resample patients (joined with duplicate and volume groups). Default: the run's "
+        "data.groups.")] = None,
 ) -> None:
     """Score a trained model on a folder; writes runs/evaluate/<timestamp>-<arch>/ (metrics, predictions, plots).
 
@@ -42,7 +46,7 @@ def evaluate(
     runs_root = runs_dir or Path("runs")
     run_dir = resolve_run(None if run == "latest" else run, runs_root)
     out, metrics = run_evaluate(run_dir, data, runs_dir=runs_root, name=name, tta=tta,
-                                exclude_duplicates_of=exclude_duplicates_of, ood=ood)
+                                exclude_duplicates_of=exclude_duplicates_of, ood=ood, groups=groups)
     if "excluded_duplicates" in metrics:
         x = metrics["excluded_duplicates"]
         console.print(f"[bold yellow]left out {x['total']} images[/] that are copies of {x['of']} "

@@ -15,6 +15,7 @@ from ..config import DEFAULT_NEAR_THRESHOLD
 from ..data import find_images, map_images
 from ..dedup import copies_of
 from ..errors import DataError, RunError
+from ..groups import evaluation_groups
 from ..inference import Verdict, gate_report
 from ..metrics import (
     ECE_BINS,
@@ -44,7 +45,7 @@ def run_evaluate(run_dir: str | Path, data: str | Path | Sequence[str | Path] | 
                  runs_dir: str | Path = "runs",
                  name: str | None = None, tta: bool | None = None,
                  exclude_duplicates_of: str | Path | None = None,
-                 ood: str | Path | None = None) -> tuple[Path, dict[str, Any]]:
+                 ood: str | Path | None = None, groups: str | None = None) -> tuple[Path, dict[str, Any]]:
     """Evaluate a train run's best model on a folder (or its own validation split) into runs/evaluate/<run>/.
 
     Probabilities are the run's calibrated ones and every image gets the gate's status (predictions.csv's
@@ -54,6 +55,8 @@ def run_evaluate(run_dir: str | Path, data: str | Path | Sequence[str | Path] | 
     ``ood`` (a folder of images that must be refused): metrics["ood"] scores the gate on it against the
     labelled images (AUROC, refusal rates, accuracy on the accepted), with plots/ood_scores.png.
     When the images hold scanner volumes, metrics["volumes"] scores the pooled answer per volume (volumes.csv).
+    ``groups`` (a data.groups spec; default the run's): the patients the intervals resample, with duplicate and
+    volume groups (groups.evaluation_groups); metrics["interval"] names the unit.
     """
     run = load_run(run_dir)
     if data is not None and not isinstance(data, (str, Path)):
@@ -79,7 +82,10 @@ def run_evaluate(run_dir: str | Path, data: str | Path | Sequence[str | Path] | 
             loaded, excluded = exclude_copies(loaded, exclude_duplicates_of, run, out)
         verdicts = run.classifier.classify(loaded.images, loaded.stats, tta)
         probs = np.stack([v.probs for v in verdicts])
-        m = compute_metrics(loaded.labels, probs, run.class_names, run.config.eval.bootstrap, run.config.seed)
+        units, unit = evaluation_groups(run.config.data, loaded, run.path / "split.csv" if data is None else None,
+                                        groups)
+        m = compute_metrics(loaded.labels, probs, run.class_names, run.config.eval.bootstrap, run.config.seed,
+                            units, unit)
         several = len(loaded.source_names) > 1
         if several:
             m["per_source"] = per_source_metrics(loaded.labels, probs, loaded.sources, run.class_names)

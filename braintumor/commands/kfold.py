@@ -21,7 +21,7 @@ from ..data import ImageSpec, LoadedImages, list_images, load_images, split_trai
 from ..dedup import count_groups, multi_member_groups
 from ..distribute import runs_dir_for_this_worker
 from ..errors import ConfigError, DataError, RunError
-from ..groups import describe, sides_summary
+from ..groups import describe, sides_summary, split_groups, unit_name, unit_of
 from ..metrics import (
     ECE_BINS,
     calibration_figures,
@@ -368,7 +368,8 @@ def _record_fold_status(run_dir: Path, fold_dir: Path, fold: int) -> None:
 def _row(model: str, data: str, m: dict[str, Any]) -> dict[str, Any]:
     lo, hi = m.get("accuracy_ci95", (float("nan"), float("nan")))
     return {"model": model, "data": data, "n": m.get("n"), **{k: m[k] for k in METRICS},
-            "accuracy_ci_low": lo, "accuracy_ci_high": hi}
+            "accuracy_ci_low": lo, "accuracy_ci_high": hi,
+            "accuracy_ci_resampling": (m.get("interval") or {}).get("text", "resampling images")}
 
 
 def _mean_std_rows(rows: list[dict[str, Any]], data: str) -> list[dict[str, Any]]:
@@ -376,10 +377,10 @@ def _mean_std_rows(rows: list[dict[str, Any]], data: str) -> list[dict[str, Any]
     values = {k: np.array([r[k] for r in rows], dtype=float) for k in METRICS}
     nan = float("nan")
     mean = {"model": "mean", "data": data, "n": None, **{k: float(v.mean()) for k, v in values.items()},
-            "accuracy_ci_low": nan, "accuracy_ci_high": nan}
+            "accuracy_ci_low": nan, "accuracy_ci_high": nan, "accuracy_ci_resampling": None}
     std = {"model": "std", "data": data, "n": None,
            **{k: float(v.std(ddof=1)) if len(v) > 1 else nan for k, v in values.items()},
-           "accuracy_ci_low": nan, "accuracy_ci_high": nan}
+           "accuracy_ci_low": nan, "accuracy_ci_high": nan, "accuracy_ci_resampling": None}
     return [mean, std]
 
 
@@ -394,7 +395,8 @@ def summarize(cfg: Config, run_dir: Path, plan: FoldPlan) -> list[dict[str, Any]
         m = json.loads((run_dir / f"fold_{i}" / "metrics.json").read_text())
         fold_rows.append(_row(plan.fold_name(i), "val", m))
     probs = read_oof(run_dir, plan)
-    pooled = compute_metrics(plan.loaded.labels, probs, names, cfg.eval.bootstrap, cfg.seed)
+    pooled = compute_metrics(plan.loaded.labels, probs, names, cfg.eval.bootstrap, cfg.seed, plan.groups,
+                             unit_name(cfg.data))
     if len(plan.loaded.source_names) > 1:
         pooled["per_source"] = per_source_metrics(plan.loaded.labels, probs, plan.loaded.sources, names)
     if cfg.eval.calibrate and plan.by == "source":
@@ -480,6 +482,7 @@ def evaluate_test(cfg: Config, run_dir: Path, plan: FoldPlan,
     if tuple(listing.class_names) != tuple(names):
         raise DataError(f"{test_dir} classes {listing.class_names} differ from the training classes {names}")
     test = load_images(listing, ImageSpec.of(cfg.data))
+    test_groups, found = split_groups(cfg.data, test, strict=False)  # the unit the test intervals resample
     seen = set(plan.loaded.digests)
     in_train = sum(d in seen for d in test.digests)
     rows, all_probs = [], []
@@ -489,13 +492,15 @@ def evaluate_test(cfg: Config, run_dir: Path, plan: FoldPlan,
         raw = predict(model, test.images, cfg.train.batch_size, cfg.eval.tta)
         all_probs.append(raw)
         probs = scale(raw, stored_temperature(fold_dir))
-        m = compute_metrics(test.labels, probs, names, cfg.eval.bootstrap, cfg.seed)
+        m = compute_metrics(test.labels, probs, names, cfg.eval.bootstrap, cfg.seed, test_groups,
+                            unit_of(found))
         _write_test(fold_dir / "test", m, test, probs, f"fold {i} model on {test_dir}")
         rows.append(_row(plan.fold_name(i), "test", m))
         del model
         keras.backend.clear_session()
     ensemble = scale(np.mean(all_probs, axis=0), stored_temperature(run_dir))  # as evaluate and serve see it
-    m = compute_metrics(test.labels, ensemble, names, cfg.eval.bootstrap, cfg.seed)
+    m = compute_metrics(test.labels, ensemble, names, cfg.eval.bootstrap, cfg.seed, test_groups,
+                        unit_of(found))
     _write_test(run_dir / "ensemble_test", m, test, ensemble,
                 f"ensemble of {plan.n_folds} fold models (mean probabilities) on {test_dir}")
     write_skipped(run_dir / "ensemble_test", test.skipped)
@@ -518,7 +523,7 @@ def _accuracy_figure(rows: list[dict[str, Any]], title: str):
                             ylabel="accuracy (95% bootstrap CI)", title=title)
 
 
-SUMMARY_COLUMNS = ["model", "data", "n", *METRICS, "accuracy_ci_low", "accuracy_ci_high"]
+SUMMARY_COLUMNS = ["model", "data", "n", *METRICS, "accuracy_ci_low", "accuracy_ci_high", "accuracy_ci_resampling"]
 
 
 def write_summary(run_dir: Path, result: KFoldResult, cfg: Config) -> None:
@@ -647,7 +652,8 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
         lo, hi = r["accuracy_ci_low"], r["accuracy_ci_high"]
         cells.append([{"mean": "**mean**", "std": "**std**"}.get(r["model"], r["model"]),
                       "" if r["n"] is None else r["n"], f"{r['loss']:.4f}", f"{r['accuracy']:.4f}",
-                      "" if np.isnan(lo) else f"{lo:.4f} - {hi:.4f}", f"{r['auc']:.4f}", f"{r['macro_f1']:.4f}"])
+                      "" if np.isnan(lo) else f"{lo:.4f} - {hi:.4f} ({r.get('accuracy_ci_resampling')})",
+                      f"{r['auc']:.4f}", f"{r['macro_f1']:.4f}"])
     return markdown_table(["model", "n", "loss", "accuracy", "95% CI", "AUC", "macro F1"], cells)
 
 

@@ -25,7 +25,7 @@ from ..distribute import (
     synchronize_batch_norm,
 )
 from ..errors import ConfigError
-from ..groups import describe, sides_summary, split_groups
+from ..groups import describe, sides_summary, split_groups, unit_name
 from ..guidance import GuidedTrainer, box_masks, guided_layers
 from ..inference import Classifier, feature_layer, gate_report, pooled_features
 from ..metrics import (
@@ -249,7 +249,9 @@ def _score(cfg: Config, run_dir: Path, loaded: LoadedImages, parts: FitParts) ->
     best = keras.models.load_model(run_dir / "model.keras", safe_mode=True)
     probs = predict(best, loaded.images[score_idx], cfg.train.batch_size, cfg.eval.tta)
     labels = loaded.labels[score_idx]
-    metrics = compute_metrics(labels, probs, loaded.class_names, cfg.eval.bootstrap, cfg.seed)
+    groups = None if parts.groups is None else parts.groups[score_idx]  # intervals resample these, not slices
+    metrics = compute_metrics(labels, probs, loaded.class_names, cfg.eval.bootstrap, cfg.seed, groups,
+                              unit_name(cfg.data))
     sources = [loaded.sources[i] for i in score_idx] if len(loaded.source_names) > 1 else None
     if sources is not None:
         metrics["per_source"] = per_source_metrics(labels, probs, sources, loaded.class_names)
