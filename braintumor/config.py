@@ -117,7 +117,8 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    bootstrap: int = 1000  # resamples for the accuracy confidence interval
+    bootstrap: int = 1000  # resamples for the confidence intervals (they resample groups: groups.py)
+    binary_labels: tuple[str, ...] = ()  # FOLDER=tumour|no_tumour for tumour-or-not collections (binary.py)
     tta: bool = False  # average predictions over horizontal flips
     calibrate: bool = True  # fit a temperature on predictions the model did not train on
     gate: bool = True  # fit the out-of-distribution gate at train time

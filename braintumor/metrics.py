@@ -163,6 +163,9 @@ def per_source_markdown(per_source: dict[str, dict[str, Any]], classes: list[str
 
 def metrics_markdown(m: dict[str, Any], title: str = "Metrics") -> str:
     """metrics.md: the headline numbers, per-class precision/recall/F1 and the confusion matrix."""
+    if "accuracy" not in m:  # a tumour-or-not collection: the binary figures alone
+        return "\n".join([f"# {title}", *binary_markdown(m["binary"], m.get("binary_per_source")),
+                          *(_gate_markdown(m["gate"]) if "gate" in m else [])]) + "\n"
     lo, hi = m["accuracy_ci95"]
     headline = [m["n"], f"{m['accuracy']:.4f}", f"{lo:.4f} - {hi:.4f}{ci_unit(m)}", f"{m['loss']:.4f}",
                 f"{m['auc']:.4f}",
@@ -182,6 +185,7 @@ def metrics_markdown(m: dict[str, Any], title: str = "Metrics") -> str:
         *markdown_table(["true \\ predicted", *m["classes"]], confusion),
         *sources, *calibration, *gate,
         *(volumes_markdown(m["volumes"]) if "volumes" in m else []),
+        *(binary_markdown(m["binary"], m.get("binary_per_source")) if "binary" in m else []),
     ]
     return "\n".join(lines) + "\n"
 
@@ -211,9 +215,10 @@ def write_metrics(out_dir: Path, m: dict[str, Any], title: str = "Metrics") -> N
     """metrics.json, metrics.md and the two confusion-matrix PNGs under ``out_dir``."""
     atomic_write_json(out_dir / "metrics.json", m)
     atomic_write_text(out_dir / "metrics.md", metrics_markdown(m, title))
-    cm = np.asarray(m["confusion_matrix"])
-    atomic_save_figure(plots.confusion_matrix_figure(cm, m["classes"]), out_dir / "plots" / "confusion_matrix.png")
-    atomic_save_figure(plots.confusion_matrix_figure(cm, m["classes"], normalize=True),
+    cm = np.asarray(m["confusion_matrix"] if "confusion_matrix" in m else m["binary"]["confusion_matrix"])
+    classes = m["classes"] if "confusion_matrix" in m else ["no tumour", "tumour"]
+    atomic_save_figure(plots.confusion_matrix_figure(cm, classes), out_dir / "plots" / "confusion_matrix.png")
+    atomic_save_figure(plots.confusion_matrix_figure(cm, classes, normalize=True),
                        out_dir / "plots" / "confusion_matrix_normalized.png")
 
 
@@ -333,3 +338,86 @@ def calibration_report(y_true, probs, fitted_on: str, seed: int = 0) -> tuple[fl
         "after_is": "two-fold cross-fitted (each half scaled by the temperature fitted on the other half)",
         "cross_fit_temperatures": temps,
     }
+
+
+# --- tumour or not ----------------------------------------------------------------------------------------
+
+def binary_metrics(truth, tumour_prob, said_tumour, accepted=None, groups=None, unit: str = "images",
+                   n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Tumour-or-not figures, each with a 95% bootstrap interval resampling ``groups`` (ratio_ci, weighted_ci):
+
+    - sensitivity: tumour images answered with a tumour class / tumour images;
+    - specificity: no-tumour images answered 'no tumour' / no-tumour images;
+    - missed_accepted: tumour images answered 'no tumour' with the gate's status ok / tumour images accepted
+      (``accepted``: per image, the gate said ok; None: every answer counts as accepted);
+    - auc: ROC AUC of ``tumour_prob`` (1 - p(notumor)) against ``truth``.
+    A figure whose denominator is empty (no tumour image, say) is None, as are its interval's ends."""
+    truth = np.asarray(truth, dtype=bool)
+    said = np.asarray(said_tumour, dtype=bool)
+    prob = np.asarray(tumour_prob, dtype=np.float64)
+    ok = np.ones_like(truth) if accepted is None else np.asarray(accepted, dtype=bool)
+    parts = {"sensitivity": (said & truth, truth), "specificity": (~said & ~truth, ~truth),
+             "missed_accepted": (~said & truth & ok, truth & ok)}
+    out: dict[str, Any] = {"n": int(len(truth)), "n_tumour": int(truth.sum()), "n_no_tumour": int((~truth).sum()),
+                           "n_tumour_accepted": int((truth & ok).sum())}
+    for name, (num, den) in parts.items():
+        defined = den.sum() > 0
+        out[name] = float(num.sum() / den.sum()) if defined else None
+        ci = ratio_ci(num, den, groups, n_boot, seed) if defined else (None, None)
+        out[f"{name}_ci95"] = [None if v is None or np.isnan(v) else v for v in ci]
+    both = 0 < truth.sum() < len(truth)
+    out["auc"] = float(roc_auc_score(truth, prob)) if both else None
+    ci = weighted_ci(lambda w: _weighted_auc(truth, prob, w), len(truth), groups, n_boot, seed) if both \
+        else (None, None)
+    out["auc_ci95"] = [None if v is None or np.isnan(v) else v for v in ci]
+    out["interval"] = interval_info(len(truth), groups, unit, n_boot)
+    out["confusion_matrix"] = [[int((~truth & ~said).sum()), int((~truth & said).sum())],
+                               [int((truth & ~said).sum()), int((truth & said).sum())]]  # rows: no tumour, tumour
+    return out
+
+
+def _weighted_auc(truth: np.ndarray, prob: np.ndarray, weights: np.ndarray) -> float:
+    """AUC of one resample (image weights = how often its group was drawn); nan when a side is not drawn."""
+    drawn = weights > 0
+    if not (truth[drawn].any() and (~truth[drawn]).any()):
+        return float("nan")
+    return float(roc_auc_score(truth[drawn], prob[drawn], sample_weight=weights[drawn]))
+
+
+def binary_from_probs(truth, probs, class_names, verdict_ok=None, groups=None, unit: str = "images",
+                      n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """binary_metrics of 4-class probabilities: the tumour probability is 1 - p(notumor), and an answer says
+    'tumour' when its top class is not notumor."""
+    probs = np.asarray(probs, dtype=np.float64)
+    clean = list(class_names).index("notumor")
+    return binary_metrics(truth, 1 - probs[:, clean], probs.argmax(axis=1) != clean, verdict_ok, groups, unit,
+                          n_boot, seed)
+
+
+def binary_per_source(truth, probs, class_names, sources, verdict_ok=None, groups=None, unit: str = "images",
+                      n_boot: int = 1000, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """binary_from_probs for each source (collection), in order of first appearance."""
+    sources = np.asarray(sources)
+    out = {}
+    for name in dict.fromkeys(sources.tolist()):
+        i = np.flatnonzero(sources == name)
+        ok = None if verdict_ok is None else np.asarray(verdict_ok)[i]
+        g = None if groups is None else np.asarray(groups)[i]
+        out[name] = binary_from_probs(np.asarray(truth)[i], np.asarray(probs)[i], class_names, ok, g, unit, n_boot,
+                                      seed)
+    return out
+
+
+def binary_markdown(b: dict[str, Any], per_source: dict[str, dict[str, Any]] | None = None) -> list[str]:
+    """metrics.md's tumour-or-not section: each figure with its interval and the unit it resampled."""
+    def cell(name: str, d: dict[str, Any]) -> str:
+        v, (lo, hi) = d[name], d[f"{name}_ci95"]
+        return "-" if v is None else f"{v:.4f}" + ("" if lo is None else f" ({lo:.4f} - {hi:.4f})")
+
+    names = ["sensitivity", "specificity", "missed_accepted", "auc"]
+    heads = ["sensitivity", "specificity", "missed tumours among accepted answers", "AUC (1 - p(notumor))"]
+    rows = [["all", b["n"], b["n_tumour"], *(cell(n, b) for n in names)]]
+    rows += [[s, d["n"], d["n_tumour"], *(cell(n, d) for n in names)] for s, d in (per_source or {}).items()]
+    return ["", f"Tumour or not (tumour: any class but notumor; 95% CI {b['interval']['text']}"
+                + (", per source its own" if per_source else "") + ")", "",
+            *markdown_table(["images", "n", "tumour", *heads], rows)]

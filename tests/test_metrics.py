@@ -65,3 +65,65 @@ def test_weighted_ci_of_auc_uses_group_weights():
     lo, hi = weighted_ci(lambda w: roc_auc_score(y, score, sample_weight=w), len(y), groups, 300, 0)
     lo_s, hi_s = weighted_ci(lambda w: roc_auc_score(y, score, sample_weight=w), len(y), None, 300, 0)
     assert lo <= auc <= hi and (hi - lo) > (hi_s - lo_s)
+
+
+# --- tumour or not (issue 20, item 3) ------------------------------------------------------------------------
+
+CLASSES4 = ["glioma", "meningioma", "notumor", "pituitary"]
+
+
+def _four_class(p_notumor):
+    """Probabilities with p(notumor) as given and the rest on glioma."""
+    p = np.zeros((len(p_notumor), 4))
+    p[:, 2], p[:, 0] = p_notumor, 1 - np.asarray(p_notumor)
+    return p
+
+
+def test_binary_figures_by_hand():
+    from braintumor.metrics import binary_from_probs
+
+    # 6 tumour slices, then 4 without; p(notumor) < 0.5 means the answer is glioma (a tumour)
+    truth = np.array([1, 1, 1, 1, 1, 1, 0, 0, 0, 0], bool)
+    probs = _four_class([0.1, 0.2, 0.3, 0.7, 0.6, 0.4, 0.9, 0.8, 0.45, 0.65])
+    ok = np.array([1, 1, 0, 1, 0, 1, 1, 1, 1, 1], bool)  # the gate's status ok
+    b = binary_from_probs(truth, probs, CLASSES4, ok, None, "images", 200, 0)
+    assert b["sensitivity"] == pytest.approx(4 / 6)  # tumours 0, 1, 2, 5 answered glioma
+    assert b["specificity"] == pytest.approx(3 / 4)  # clean slice 8 (p 0.45) answered glioma
+    # tumours accepted: 0, 1, 3, 5; of them 3 was answered notumor (4 too, but the gate refused it)
+    assert b["missed_accepted"] == pytest.approx(1 / 4) and b["n_tumour_accepted"] == 4
+    # tumour probabilities 0.9 0.8 0.7 0.3 0.4 0.6 against 0.1 0.2 0.55 0.35: 21 of 24 pairs ordered right
+    assert b["auc"] == pytest.approx(21 / 24)
+    assert b["confusion_matrix"] == [[3, 1], [2, 4]]
+    for name in ("sensitivity", "specificity", "missed_accepted", "auc"):
+        lo, hi = b[f"{name}_ci95"]
+        assert lo <= b[name] <= hi
+    assert b["interval"]["text"] == "resampling 10 images"
+
+
+def test_binary_figures_without_clean_slices_are_none_not_errors():
+    from braintumor.metrics import binary_from_probs
+
+    b = binary_from_probs(np.ones(3, bool), _four_class([0.1, 0.9, 0.2]), CLASSES4, None, None, "images", 50, 0)
+    assert b["sensitivity"] == pytest.approx(2 / 3) and b["specificity"] is None and b["auc"] is None
+    assert b["specificity_ci95"] == [None, None]
+
+
+def test_folders_map_to_tumour_or_not(tmp_path):
+    from braintumor.binary import binary_listing, folder_label, parse_labels
+    from braintumor.errors import DataError
+
+    assert [folder_label(f, {}, CLASSES4) for f in ("yes", "no", "tumor", "no_tumor", "Tumour", "no tumour", "1",
+                                                     "0", "glioma", "notumor", "Pituitary Tumor", "normal")] == \
+        [1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0]
+    assert folder_label("Y", parse_labels(["Y=tumour"]), CLASSES4) == 1 and folder_label("zz", {}, CLASSES4) is None
+    for f in ("yes", "no"):
+        (tmp_path / "yn" / f).mkdir(parents=True)
+        (tmp_path / "yn" / f / "a.png").write_bytes(b"")
+    listing = binary_listing(tmp_path / "yn", CLASSES4)
+    assert listing.labels.tolist() == [0, 1] and listing.paths[1].endswith("yes/a.png")
+    (tmp_path / "yn" / "maybe").mkdir()
+    with pytest.raises(DataError, match="--binary-label"):
+        binary_listing(tmp_path / "yn", CLASSES4)
+    for f in CLASSES4:
+        (tmp_path / "four" / f).mkdir(parents=True)
+    assert binary_listing(tmp_path / "four", CLASSES4) is None  # scored on its classes (and tumour or not)
