@@ -16,6 +16,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from .. import guidance, models, plots, tracking  # noqa: F401  (models registers the custom layers)
+from ..binary import truth_of_classes
 from ..config import DEFAULT_FOLDS, Config, build, read_yaml
 from ..data import ImageSpec, LoadedImages, list_images, load_images, split_train_val
 from ..dedup import count_groups, multi_member_groups
@@ -24,6 +25,9 @@ from ..errors import ConfigError, DataError, RunError
 from ..groups import describe, sides_summary, split_groups, unit_name, unit_of
 from ..metrics import (
     ECE_BINS,
+    binary_from_probs,
+    binary_markdown,
+    binary_per_source,
     calibration_figures,
     compute_metrics,
     cross_fitted,
@@ -399,6 +403,7 @@ def summarize(cfg: Config, run_dir: Path, plan: FoldPlan) -> list[dict[str, Any]
                              unit_name(cfg.data))
     if len(plan.loaded.source_names) > 1:
         pooled["per_source"] = per_source_metrics(plan.loaded.labels, probs, plan.loaded.sources, names)
+    add_tumour_or_not(pooled, cfg, plan, probs)
     if cfg.eval.calibrate and plan.by == "source":
         # each collection's predictions come from a model that never saw it (and may lack a class): a temperature
         # fitted on them describes the transfer, not the ensemble, and does not carry from one collection to the next
@@ -418,6 +423,20 @@ def summarize(cfg: Config, run_dir: Path, plan: FoldPlan) -> list[dict[str, Any]
     atomic_save_figure(_accuracy_figure(fold_rows, f"{cfg.model.arch}: accuracy on each held-out fold"),
                        run_dir / "plots" / "fold_accuracy.png")
     return [*fold_rows, *_mean_std_rows(fold_rows, "val"), _row("pooled_oof", "val", pooled)]
+
+
+def add_tumour_or_not(pooled: dict[str, Any], cfg: Config, plan: FoldPlan, probs: np.ndarray) -> None:
+    """oof_metrics.json's tumour-or-not figures (tumour = any class but notumor), pooled and per collection, with
+    intervals resampling the fold plan's groups (a model without a notumor class: nothing)."""
+    loaded = plan.loaded
+    truth = truth_of_classes(loaded.labels, loaded.class_names)
+    if truth is None:
+        return
+    unit, args = unit_name(cfg.data), (cfg.eval.bootstrap, cfg.seed)
+    pooled["binary"] = binary_from_probs(truth, probs, loaded.class_names, None, plan.groups, unit, *args)
+    if len(loaded.source_names) > 1:
+        pooled["binary_per_source"] = binary_per_source(truth, probs, loaded.class_names, loaded.sources, None,
+                                                        plan.groups, unit, *args)
 
 
 def calibrate_ensemble(run_dir: Path, plan: FoldPlan, probs: np.ndarray) -> dict[str, Any]:
@@ -594,6 +613,12 @@ def summary_markdown(run_dir: Path, result: KFoldResult, cfg: Config) -> str:
                    "The pooled out-of-fold predictions split by the collection each image came from; AUC over the "
                    "classes the collection holds, '-' where it holds none of a class."), "",
                   *per_source_markdown(result.per_source, list(meta.get("class_names", [])))]
+    oof = run_dir / "oof_metrics.json"
+    binary = json.loads(oof.read_text()).get("binary") if oof.is_file() else None
+    if binary:
+        lines += ["", "## Tumour or not", "", "The pooled out-of-fold answers read as tumour (any class but notumor) "
+                  "or not; missed tumours counts every answer as accepted (the folds' gates are not pooled).",
+                  *binary_markdown(binary, json.loads(oof.read_text()).get("binary_per_source"))]
     calibration = run_dir / "calibration.json"
     if loco and cfg.eval.calibrate:
         lines += ["", "## Calibration", "", "No temperature is fitted for the ensemble of a leave-one-collection-out "
