@@ -1,21 +1,20 @@
-"""Pure metrics from labels and class probabilities, and the files that record them."""
+"""Pure metrics from labels and class probabilities: numbers, dicts and arrays (report.py writes the files)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize_scalar
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
+from sklearn.metrics import (
+    brier_score_loss,
+    confusion_matrix,
+    log_loss,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
 
-from . import plots
 from .decision import scale  # noqa: F401  (re-exported: calibration code and tests use it from here)
-from .plots import atomic_save_figure
-from .runs import atomic_write_json, atomic_write_text, markdown_table, write_csv
-from .volumes import volumes_markdown
-
-EPS = 1e-7  # same clipping as Keras' categorical cross-entropy
 
 
 def _codes(n: int, groups) -> np.ndarray:
@@ -121,7 +120,7 @@ def compute_metrics(y_true, probs, class_names, n_boot: int = 1000, seed: int = 
         "accuracy": float(correct.mean()) if len(correct) else float("nan"),
         "accuracy_ci95": list(bootstrap_ci(correct, n_boot, seed, groups=groups)),
         "interval": interval_info(len(y_true), groups, unit, n_boot),
-        "loss": float(-np.log(np.clip(probs[np.arange(len(y_true)), y_true], EPS, 1.0)).mean()),
+        "loss": nll(y_true, probs),
         "auc": auc,
         "macro_f1": float(f1[present].mean()) if present.any() else float("nan"),
         "per_class": {
@@ -153,129 +152,41 @@ def per_source_metrics(y_true, probs, sources, class_names) -> dict[str, dict[st
     return out
 
 
-def per_source_markdown(per_source: dict[str, dict[str, Any]], classes: list[str]) -> list[str]:
-    """The per-source table (accuracy, AUC, recall per class); '-' where a source has no image of a class."""
-    rows = [[name, v["n"], f"{v['accuracy']:.4f}", "-" if v["auc"] is None else f"{v['auc']:.4f}",
-             *("-" if v["recall"][c] is None else f"{v['recall'][c]:.4f}" for c in classes)]
-            for name, v in per_source.items()]
-    return markdown_table(["source", "n", "accuracy", "AUC (macro OvR)", *[f"recall {c}" for c in classes]], rows)
-
-
-def metrics_markdown(m: dict[str, Any], title: str = "Metrics") -> str:
-    """metrics.md: the headline numbers, per-class precision/recall/F1 and the confusion matrix."""
-    if "accuracy" not in m:  # a tumour-or-not collection: the binary figures alone
-        return "\n".join([f"# {title}", *binary_markdown(m["binary"], m.get("binary_per_source")),
-                          *(_gate_markdown(m["gate"]) if "gate" in m else [])]) + "\n"
-    lo, hi = m["accuracy_ci95"]
-    headline = [m["n"], f"{m['accuracy']:.4f}", f"{lo:.4f} - {hi:.4f}{ci_unit(m)}", f"{m['loss']:.4f}",
-                f"{m['auc']:.4f}",
-                f"{m['macro_f1']:.4f}"]
-    per_class = [[c, f"{v['precision']:.4f}", f"{v['recall']:.4f}", f"{v['f1']:.4f}", v["support"]]
-                 for c, v in m["per_class"].items()]
-    confusion = [[c, *row] for c, row in zip(m["classes"], m["confusion_matrix"])]
-    calibration = _calibration_markdown(m["calibration"]) if "calibration" in m else []
-    gate = _gate_markdown(m["gate"]) if "gate" in m else []
-    sources = ["", "Per source (collection; AUC over the classes each one holds)", "",
-               *per_source_markdown(m["per_source"], m["classes"])] if len(m.get("per_source", {})) > 1 else []
-    lines = [
-        f"# {title}", "",
-        *markdown_table(["n", "accuracy", "95% CI", "loss", "AUC (macro OvR)", "macro F1"], [headline]), "",
-        *markdown_table(["class", "precision", "recall", "F1", "support"], per_class), "",
-        "Confusion matrix (rows: true, columns: predicted)", "",
-        *markdown_table(["true \\ predicted", *m["classes"]], confusion),
-        *sources, *calibration, *gate,
-        *(volumes_markdown(m["volumes"]) if "volumes" in m else []),
-        *(binary_markdown(m["binary"], m.get("binary_per_source")) if "binary" in m else []),
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def ci_unit(m: dict[str, Any]) -> str:
-    """' (resampling 46 patients)' for a metrics dict that records its interval's unit, else ''."""
-    info = m.get("interval")
-    return f" ({info['text']})" if info else ""
-
-
-def _calibration_markdown(c: dict[str, Any]) -> list[str]:
-    rows = [[when, f"{c[when]['ece']:.4f}", f"{c[when]['brier']:.4f}", f"{c[when]['nll']:.4f}"]
-            for when in ("before", "after") if when in c]
-    return ["", f"Calibration: temperature {c['temperature']:.3f}, fitted on {c['fitted_on']}; ECE over "
-                f"{c['ece_bins']} equal-width confidence bins; 'after' is {c['after_is']}", "",
-            *markdown_table(["", "ECE", "Brier", "NLL"], rows)]
-
-
-def _gate_markdown(g: dict[str, Any]) -> list[str]:
-    counts = ", ".join(f"{k} {v}" for k, v in g["status_counts"].items())
-    acc = g.get("accuracy_accepted")
-    return ["", f"Out-of-distribution gate: {counts}; refused {g['refused']:.4f} of the images"
-                + (f"; accuracy on the accepted {acc:.4f}" if acc is not None else "")]
-
-
-def write_metrics(out_dir: Path, m: dict[str, Any], title: str = "Metrics") -> None:
-    """metrics.json, metrics.md and the two confusion-matrix PNGs under ``out_dir``."""
-    atomic_write_json(out_dir / "metrics.json", m)
-    atomic_write_text(out_dir / "metrics.md", metrics_markdown(m, title))
-    cm = np.asarray(m["confusion_matrix"] if "confusion_matrix" in m else m["binary"]["confusion_matrix"])
-    classes = m["classes"] if "confusion_matrix" in m else ["no tumour", "tumour"]
-    atomic_save_figure(plots.confusion_matrix_figure(cm, classes), out_dir / "plots" / "confusion_matrix.png")
-    atomic_save_figure(plots.confusion_matrix_figure(cm, classes, normalize=True),
-                       out_dir / "plots" / "confusion_matrix_normalized.png")
-
-
-def write_predictions(path: Path, paths: list[str], y_true, probs, class_names, verdicts=None,
-                      sources=None) -> None:
-    """One row per image: path, true class, predicted class, a probability column per class, given the gate's
-    verdicts its status and reason, and given several sources (collections) the image's source."""
-    extra = ["status", "reason"] if verdicts is not None else []
-    verdicts = verdicts if verdicts is not None else [None] * len(paths)
-    several = sources is not None and len(set(sources)) > 1
-    names = list(sources) if several else [None] * len(paths)
-    write_csv(path, ["path", *(["source"] if several else []), "true", "predicted",
-                     *[f"p_{c}" for c in class_names], *extra],
-              ([p, *([s] if several else []), class_names[int(t)], class_names[int(np.argmax(row))],
-                *[f"{v:.6f}" for v in row], *([verdict.status, verdict.reason] if verdict is not None else [])]
-               for p, s, t, row, verdict in zip(paths, names, y_true, probs, verdicts)))
-
-
 # --- calibration ------------------------------------------------------------------------------------------
 
 ECE_BINS = 15  # equal-width confidence bins, as Guo et al. (2017)
-_TINY = 1e-12  # probabilities are clipped here before a log: float32 softmax underflows to 0
 
 
 def ece(y_true, probs, bins: int = ECE_BINS) -> float:
-    """Expected calibration error: sum over equal-width bins of the top-class confidence of
+    """Expected calibration error: sum over the reliability bins (equal-width, of the top-class confidence) of
     (share of images in the bin) x |accuracy in the bin - mean confidence in the bin|."""
-    y_true = np.asarray(y_true, dtype=int)
-    probs = np.asarray(probs, dtype=np.float64)
-    if len(y_true) == 0:
+    rows = reliability(y_true, probs, bins)["bins"]
+    n = sum(r["n"] for r in rows)
+    if n == 0:
         return float("nan")
-    conf = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == y_true
-    # bin i holds confidences in (i/bins, (i+1)/bins]; a confidence of exactly 0 joins the first bin
-    which = np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)
-    total = 0.0
-    for b in range(bins):
-        inside = which == b
-        if inside.any():
-            total += inside.mean() * abs(correct[inside].mean() - conf[inside].mean())
-    return float(total)
+    return float(sum(r["n"] / n * abs(r["accuracy"] - r["confidence"]) for r in rows if r["n"]))
+
+
+def _rows(probs) -> np.ndarray:
+    """float64 probabilities whose rows sum to 1 exactly (float32 softmax is off by ~1e-7, which scikit-learn's
+    log_loss warns about)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    return probs / probs.sum(axis=1, keepdims=True)
 
 
 def brier(y_true, probs) -> float:
-    """Multi-class Brier score: mean over images of the squared distance between the probabilities and the
-    one-hot label (0 = perfect, 2 = confidently wrong)."""
-    y_true = np.asarray(y_true, dtype=int)
-    probs = np.asarray(probs, dtype=np.float64)
-    onehot = np.eye(probs.shape[1])[y_true]
-    return float(((probs - onehot) ** 2).sum(axis=1).mean())
+    """Multi-class Brier score (scikit-learn, not halved): mean over images of the squared distance between the
+    probabilities and the one-hot label (0 = perfect, 2 = confidently wrong)."""
+    probs = _rows(probs)
+    return float(brier_score_loss(np.asarray(y_true, dtype=int), probs, labels=list(range(probs.shape[1])),
+                                  scale_by_half=False))
 
 
 def nll(y_true, probs) -> float:
-    """Mean negative log-likelihood of the true class."""
-    y_true = np.asarray(y_true, dtype=int)
-    probs = np.asarray(probs, dtype=np.float64)
-    return float(-np.log(np.clip(probs[np.arange(len(y_true)), y_true], _TINY, 1.0)).mean())
+    """Mean negative log-likelihood of the true class (scikit-learn's log_loss; probabilities clipped at float64
+    epsilon, where float32 softmax underflows to 0)."""
+    probs = _rows(probs)
+    return float(log_loss(np.asarray(y_true, dtype=int), probs, labels=list(range(probs.shape[1]))))
 
 
 def fit_temperature(y_true, probs) -> float:
@@ -307,11 +218,12 @@ def cross_fitted(y_true, probs, folds: np.ndarray) -> tuple[np.ndarray, list[flo
 
 
 def reliability(y_true, probs, bins: int = ECE_BINS) -> dict[str, Any]:
-    """Per-bin counts, accuracy and mean confidence, for the reliability diagram."""
+    """Per-bin counts, accuracy and mean confidence, for the reliability diagram and ece(): bin i holds top-class
+    confidences in (i/bins, (i+1)/bins]; a confidence of exactly 0 joins the first bin."""
     y_true = np.asarray(y_true, dtype=int)
     probs = np.asarray(probs, dtype=np.float64)
-    conf = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == y_true
+    conf = probs.max(axis=1) if len(probs) else np.zeros(0)
+    correct = probs.argmax(axis=1) == y_true if len(probs) else np.zeros(0, bool)
     which = np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)
     rows = []
     for b in range(bins):
@@ -408,16 +320,3 @@ def binary_per_source(truth, probs, class_names, sources, verdict_ok=None, group
     return out
 
 
-def binary_markdown(b: dict[str, Any], per_source: dict[str, dict[str, Any]] | None = None) -> list[str]:
-    """metrics.md's tumour-or-not section: each figure with its interval and the unit it resampled."""
-    def cell(name: str, d: dict[str, Any]) -> str:
-        v, (lo, hi) = d[name], d[f"{name}_ci95"]
-        return "-" if v is None else f"{v:.4f}" + ("" if lo is None else f" ({lo:.4f} - {hi:.4f})")
-
-    names = ["sensitivity", "specificity", "missed_accepted", "auc"]
-    heads = ["sensitivity", "specificity", "missed tumours among accepted answers", "AUC (1 - p(notumor))"]
-    rows = [["all", b["n"], b["n_tumour"], *(cell(n, b) for n in names)]]
-    rows += [[s, d["n"], d["n_tumour"], *(cell(n, d) for n in names)] for s, d in (per_source or {}).items()]
-    return ["", f"Tumour or not (tumour: any class but notumor; 95% CI {b['interval']['text']}"
-                + (", per source its own" if per_source else "") + ")", "",
-            *markdown_table(["images", "n", "tumour", *heads], rows)]

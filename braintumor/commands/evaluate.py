@@ -23,11 +23,10 @@ from ..metrics import (
     calibration_figures,
     compute_metrics,
     per_source_metrics,
-    write_metrics,
-    write_predictions,
 )
 from ..models.loading import LoadedRun, load_folder, load_listing, load_run
 from ..plots import atomic_save_figure
+from ..report import write_metrics, write_predictions
 from ..runs import new_run_dir, run_status, start_run, write_csv, write_csv_dicts, write_meta, write_skipped
 from ..volumes import has_volumes, pool, volume_labels, volume_metrics, write_volumes
 from .tumour import add_binary, evaluate_binary

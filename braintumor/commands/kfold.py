@@ -26,22 +26,19 @@ from ..groups import describe, sides_summary, split_groups, unit_name, unit_of
 from ..metrics import (
     ECE_BINS,
     binary_from_probs,
-    binary_markdown,
     binary_per_source,
     calibration_figures,
     compute_metrics,
     cross_fitted,
     fit_temperature,
-    per_source_markdown,
     per_source_metrics,
     reliability,
     scale,
-    write_metrics,
-    write_predictions,
 )
 from ..models import get_spec
 from ..models.loading import predict, stored_temperature
 from ..plots import atomic_save_figure
+from ..report import binary_markdown, per_source_markdown, write_metrics, write_predictions
 from ..runs import (
     atomic_write_json,
     atomic_write_text,

@@ -36,14 +36,13 @@ from ..metrics import (
     per_source_metrics,
     reliability,
     scale,
-    write_metrics,
-    write_predictions,
 )
 from ..models import ModelSpec, build_model, get_spec
 from ..models.loading import predict
 from ..ood import fit_gate
 from ..pipeline import class_weights, make_dataset, oversample
 from ..plots import atomic_save_figure
+from ..report import write_metrics, write_predictions
 from ..runs import (
     atomic_save_model,
     atomic_write_json,

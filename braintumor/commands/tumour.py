@@ -12,8 +12,12 @@ from ..data import ImageList, load_images
 from ..errors import DataError
 from ..groups import evaluation_groups
 from ..inference import Verdict, gate_report
-from ..metrics import binary_from_probs, binary_per_source, write_metrics
+from ..metrics import (
+    binary_from_probs,
+    binary_per_source,
+)
 from ..models.loading import LoadedRun
+from ..report import write_metrics
 from ..runs import write_csv, write_meta, write_skipped
 
 
