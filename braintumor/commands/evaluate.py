@@ -15,7 +15,7 @@ from ..binary import binary_listing
 from ..config import DEFAULT_NEAR_THRESHOLD
 from ..data import find_images, map_images
 from ..dedup import copies_of
-from ..errors import DataError, RunError
+from ..errors import ConfigError, DataError, RunError
 from ..groups import evaluation_groups
 from ..inference import Verdict, gate_report
 from ..metrics import (
@@ -83,6 +83,9 @@ def run_evaluate(run_dir: str | Path, data: str | Path | Sequence[str | Path] | 
         else:
             binary = binary_listing(data, run.class_names, run.config.eval.binary_labels if binary_labels is None
                                     else binary_labels, run.spec.scan)
+            if binary is not None and (ood is not None or exclude_duplicates_of is not None):
+                raise ConfigError("--ood and --exclude-duplicates-of score collections of the model's classes; "
+                                  f"{shown} is labelled tumour / no tumour: evaluate it without them")
             if binary is not None:  # a tumour-or-not collection: the binary figures alone
                 return out, evaluate_binary(run, binary, out, tta, f"Evaluation of {run.path.name} on {shown}",
                                             groups)
