@@ -652,7 +652,8 @@ def _groups_line(meta: dict[str, Any]) -> list[str]:
     shared = sum(v["shared"] for v in per.values())
     return [f"- groups: {g['groups']} {who}; groups per fold "
             + ", ".join(f"{k}: {v['groups']} ({v['images']} images)" for k, v in per.items())
-            + f"; groups on both sides of a fold boundary: {shared}"]
+            + f"; groups also found in another fold, summed over folds: {shared}"
+            + (" (only --by source can leave any: a copy published in two collections)" if shared else "")]
 
 
 def _recipe(cfg: Config) -> str:
