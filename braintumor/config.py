@@ -67,6 +67,7 @@ class DataConfig:
     slice_axis: int = 2  # NIfTI axis after reorienting to RAS: 0 sagittal, 1 coronal, 2 axial
     max_slices: int = 1024  # a scanner file claiming more slices (NIfTI along slice_axis, DICOM frames) is skipped
     boxes: str | None = None  # CSV of tumour boxes of some training images (train.guidance)
+    groups: str | None = None  # patients: PATH.csv:COLUMN or re:PATTERN (groups.py); joined with duplicates, volumes
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -117,7 +118,8 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    bootstrap: int = 1000  # resamples for the accuracy confidence interval
+    bootstrap: int = 1000  # resamples for the confidence intervals (they resample groups: groups.py)
+    binary_labels: tuple[str, ...] = ()  # FOLDER=tumour|no_tumour for tumour-or-not collections (binary.py)
     tta: bool = False  # average predictions over horizontal flips
     calibrate: bool = True  # fit a temperature on predictions the model did not train on
     gate: bool = True  # fit the out-of-distribution gate at train time
@@ -395,6 +397,15 @@ def _validate(obj: Any, prefix: str) -> None:
         if obj.slices.startswith("range:"):
             first, last = (int(v) for v in obj.slices[6:].split("-"))
             _check(first <= last, prefix + "slices", obj.slices, "a range runs from its first slice to its last")
+        if obj.groups is not None:
+            _check(obj.groups.startswith("re:") or ":" in obj.groups, prefix + "groups", obj.groups,
+                   "use PATH.csv:COLUMN (the patient column of a CSV naming the images) or re:PATTERN (a regular "
+                   "expression searched in the file name; its first group is the patient)")
+            if obj.groups.startswith("re:"):
+                try:
+                    re.compile(obj.groups[3:])
+                except re.error as e:
+                    _check(False, prefix + "groups", obj.groups, f"a valid regular expression after re: ({e})")
         _check(obj.slice_axis in (0, 1, 2), prefix + "slice_axis", obj.slice_axis,
                "use 0 (sagittal), 1 (coronal) or 2 (axial), axes of the volume reoriented to RAS")
         _check(obj.max_slices >= 1, prefix + "max_slices", obj.max_slices,

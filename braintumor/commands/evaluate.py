@@ -11,24 +11,26 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from .. import plots
+from ..binary import binary_listing
 from ..config import DEFAULT_NEAR_THRESHOLD
 from ..data import find_images, map_images
 from ..dedup import copies_of
-from ..errors import DataError, RunError
+from ..errors import ConfigError, DataError, RunError
+from ..groups import evaluation_groups
 from ..inference import Verdict, gate_report
 from ..metrics import (
     ECE_BINS,
     calibration_figures,
     compute_metrics,
     per_source_metrics,
-    write_metrics,
-    write_predictions,
 )
 from ..models.loading import LoadedRun, load_folder, load_listing, load_run
 from ..ood import refusal_report
 from ..plots import atomic_save_figure
+from ..report import write_metrics, write_predictions
 from ..runs import new_run_dir, run_status, start_run, write_csv, write_csv_dicts, write_meta, write_skipped
 from ..volumes import has_volumes, pool, volume_labels, volume_metrics, write_volumes
+from .tumour import add_binary, evaluate_binary
 
 
 def read_split(run_dir: Path, which: str = "val") -> tuple[list[str], np.ndarray]:
@@ -45,7 +47,8 @@ def run_evaluate(run_dir: str | Path, data: str | Path | Sequence[str | Path] | 
                  runs_dir: str | Path = "runs",
                  name: str | None = None, tta: bool | None = None,
                  exclude_duplicates_of: str | Path | None = None,
-                 ood: str | Path | None = None) -> tuple[Path, dict[str, Any]]:
+                 ood: str | Path | None = None, groups: str | None = None,
+                 binary_labels: Sequence[str] | None = None) -> tuple[Path, dict[str, Any]]:
     """Evaluate a train run's best model on a folder (or its own validation split) into runs/evaluate/<run>/.
 
     Probabilities are the run's calibrated ones and every image gets the gate's status (predictions.csv's
@@ -55,6 +58,11 @@ def run_evaluate(run_dir: str | Path, data: str | Path | Sequence[str | Path] | 
     ``ood`` (a folder of images that must be refused): metrics["ood"] scores the gate on it against the
     labelled images (AUROC, refusal rates, accuracy on the accepted), with plots/ood_scores.png.
     When the images hold scanner volumes, metrics["volumes"] scores the pooled answer per volume (volumes.csv).
+    ``groups`` (a data.groups spec; default the run's): the patients the intervals resample, with duplicate and
+    volume groups (groups.evaluation_groups); metrics["interval"] names the unit.
+    A model with a notumor class also gets metrics["binary"] (tumour or not: sensitivity, specificity, missed
+    tumours among accepted answers, AUC of 1 - p(notumor)); a folder labelled only tumour / no tumour (yes/no,
+    ``binary_labels`` FOLDER=tumour|no_tumour, default the run's eval.binary_labels) gets those figures alone.
     """
     run = load_run(run_dir)
     if data is not None and not isinstance(data, (str, Path)):
@@ -74,17 +82,29 @@ def run_evaluate(run_dir: str | Path, data: str | Path | Sequence[str | Path] | 
                                "models, so pass --data TEST_DIR (a folder it never saw)")
             loaded = load_listing(run, *read_split(run.path, "val"))
         else:
+            binary = binary_listing(data, run.class_names, run.config.eval.binary_labels if binary_labels is None
+                                    else binary_labels, run.spec.scan)
+            if binary is not None and (ood is not None or exclude_duplicates_of is not None):
+                raise ConfigError("--ood and --exclude-duplicates-of score collections of the model's classes; "
+                                  f"{shown} is labelled tumour / no tumour: evaluate it without them")
+            if binary is not None:  # a tumour-or-not collection: the binary figures alone
+                return out, evaluate_binary(run, binary, out, tta, f"Evaluation of {run.path.name} on {shown}",
+                                            groups)
             loaded = load_folder(run, data)
         excluded = None
         if exclude_duplicates_of is not None:
             loaded, excluded = exclude_copies(loaded, exclude_duplicates_of, run, out)
         verdicts = run.classifier.classify(loaded.images, loaded.stats, tta)
         probs = np.stack([v.probs for v in verdicts])
-        m = compute_metrics(loaded.labels, probs, run.class_names, run.config.eval.bootstrap, run.config.seed)
+        units, unit = evaluation_groups(run.config.data, loaded, run.path / "split.csv" if data is None else None,
+                                        groups)
+        m = compute_metrics(loaded.labels, probs, run.class_names, run.config.eval.bootstrap, run.config.seed,
+                            units, unit)
         several = len(loaded.source_names) > 1
         if several:
             m["per_source"] = per_source_metrics(loaded.labels, probs, loaded.sources, run.class_names)
         m["gate"] = gate_report(verdicts, loaded.labels, "these images")
+        add_binary(m, run, loaded.labels, verdicts, probs, loaded.sources if several else None, units, unit)
         if run.classifier.temperature != 1.0:
             m["calibration"] = {"temperature": run.classifier.temperature, "fitted_on": "the source run",
                                 "ece_bins": ECE_BINS, "after": calibration_figures(loaded.labels, probs),
