@@ -127,21 +127,7 @@ def _random_affine(x, rotation: float, zoom: float, shift: float = 0.0):
     scale = tf.random.uniform([b], 1.0 - zoom, 1.0 + zoom)
     tx = tf.random.uniform([b], -shift, shift) * w
     ty = tf.random.uniform([b], -shift, shift) * h
-    return affine(x, theta, scale, tx, ty)
-
-
-def affine(x, theta, scale, tx, ty):
-    """Rotate each image by ``theta`` radians and magnify it by ``scale`` about its centre, then shift it by
-    (tx, ty) pixels; zero outside; bilinear. Arguments are (b,) tensors."""
-    shape = tf.shape(x)
-    h, w = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
-    cos, sin = tf.cos(theta) / scale, tf.sin(theta) / scale
-    cx, cy = (w - 1.0) / 2.0, (h - 1.0) / 2.0
-    # maps each output pixel to the input pixel it samples: rotate and shrink about the centre, then shift
-    transforms = tf.stack([cos, -sin, cx - cos * cx + sin * cy + tx, sin, cos, cy - sin * cx - cos * cy + ty,
-                           tf.zeros_like(cos), tf.zeros_like(cos)], axis=1)
-    return keras.ops.image.affine_transform(x, transforms, interpolation="bilinear", fill_mode="constant",
-                                            fill_value=0.0)
+    return shifts.affine(x, theta, scale, tx, ty)
 
 
 def balanced_indices(labels: np.ndarray, sources: Sequence[str] | None, balance: str, seed: int):
