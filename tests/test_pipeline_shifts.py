@@ -152,3 +152,20 @@ def test_one_epoch_with_every_lever_and_balance_on_trains(tmp_path: Path):
     assert cfg["data"]["balance"] == "source" and cfg["data"]["augment"]["invert"] == 0.5
     history = (run / "history.csv").read_text().splitlines()
     assert len(history) == 2 and np.isfinite(float(history[1].split(",")[1]))
+
+
+def test_guidance_masks_ride_along_unchanged_by_the_shift_levers_under_balance():
+    """The guided recipe's path: box masks with the images, levers on, collections balanced."""
+    x = heads(12).astype(np.uint8)
+    masks = np.zeros((12, SIZE, SIZE), np.uint8)
+    for i in range(12):
+        masks[i, i:i + 10, 5:15] = 1  # each image's own box, so a mismatch would show
+    aug = AugmentConfig(**QUIET, remap=1.0, invert=1.0, skull_strip=1.0, bias_field=0.3, noise=0.05)
+    ds = make_dataset(x, np.arange(12) % 2, 2, 6, training=True, augment=aug, seed=0, masks=masks,
+                      sources=["a"] * 9 + ["b"] * 3, balance="source_class")
+    for xb, yb, mb in ds:
+        assert xb.shape == (6, SIZE, SIZE, 1) and mb.shape == (6, SIZE, SIZE, 1)
+        rows = mb.numpy()[..., 0].sum(axis=2).argmax(axis=1)  # the first row of each box is its image's index
+        assert np.array_equal(mb.numpy()[..., 0], masks[rows].astype(np.float32))
+        assert np.allclose(yb.numpy().argmax(axis=1), rows % 2)  # labels still belong to their images
+        assert float(np.abs(xb.numpy() - x[:6]).mean()) > 5  # the photometric levers did act
