@@ -85,3 +85,11 @@ def test_stress_command_writes_its_numbers(tmp_path: Path):
     assert (out / "plots" / "stress.png").stat().st_size > 10_000
     bad = CliRunner().invoke(app, ["stress", str(run), "--data", str(data), "--runs-dir", str(runs), "--shift", "fog"])
     assert bad.exit_code == 2 and "is not a shift" in bad.output
+
+
+def test_help_names_every_shift():
+    """The CLI names the shifts without importing TensorFlow; this holds the list to shifts.SHIFTS."""
+    res = CliRunner().invoke(app, ["stress", "--help"], terminal_width=200)
+    assert res.exit_code == 0
+    text = " ".join(res.output.split())
+    assert all(name in text for name in SHIFTS), [n for n in SHIFTS if n not in text]
