@@ -5,6 +5,7 @@ plots/stress.png)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,7 @@ def run_stress(run_dir: str | Path, data: str | Path | Sequence[str | Path], *, 
             shift, rows = SHIFTS[key], [{"severity": 0, "level": SHIFTS[key].levels[0], **plain}]
             for severity in range(1, len(shift.levels)):
                 images = shift.apply(loaded.images, severity, seed)
-                verdicts = run.classifier.classify(images, input_stats(images), tta)
+                verdicts = run.classifier.classify(images, input_stats(images, loaded.stats), tta)
                 rows.append({"severity": severity, "level": shift.levels[severity], **score(labels, verdicts, names)})
                 if on_batch:
                     on_batch(1)
@@ -101,9 +102,13 @@ def _sample(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(picked))
 
 
-def input_stats(images: np.ndarray) -> list[InputStats]:
-    """The gate's input-check figures of (n, h, w, c) uint8 model inputs."""
-    return [InputStats.of(Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)) for img in images]
+def input_stats(images: np.ndarray, original: Sequence[InputStats]) -> list[InputStats]:
+    """The gate's input-check figures of shifted (n, h, w, c) uint8 model inputs: the pixel figures measured on
+    them, whatever else the original files said (a DICOM header's facts) kept."""
+    fresh = [InputStats.of(Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)) for img in images]
+    if not original:
+        return fresh
+    return [dataclasses.replace(o, colourfulness=f.colourfulness, spread=f.spread) for o, f in zip(original, fresh)]
 
 
 def tumour_figures(labels: np.ndarray, probs: np.ndarray, class_names: list[str]) -> dict[str, float | None]:
