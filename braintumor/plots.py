@@ -152,6 +152,30 @@ def sample_grid_figure(rows: list[list[np.ndarray]], row_labels: list[str], titl
     return fig
 
 
+def property_grid_figure(cells: dict[tuple[str, str], list[np.ndarray]], classes: list[str], values: list[str],
+                         counts: dict[str, dict[str, int]], title: str = ""):
+    """Rows: classes; columns: a property's values; each cell a strip of sample (h, w, 3) images captioned with
+    the number of such images. An empty cell says 'none'."""
+    fig, axes = plt.subplots(len(classes), len(values), squeeze=False,
+                             figsize=(2.0 + 1.1 * len(values) * max([1, *map(len, cells.values())]),
+                                   0.6 + 1.35 * len(classes)))
+    for i, c in enumerate(classes):
+        for j, v in enumerate(values):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            images = cells.get((c, v), [])
+            if images:
+                ax.imshow(_strip(images, gap=3))
+            else:
+                ax.text(0.5, 0.5, "none", ha="center", va="center", transform=ax.transAxes, color="gray")
+            ax.set_title(f"{v}: {counts[c].get(v, 0)}", fontsize=8)
+        axes[i, 0].set_ylabel(c, rotation=0, ha="right", va="center")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def pair_montage_figure(rows: list[tuple[str, list[tuple[np.ndarray, np.ndarray, str]]]], pairs_per_row: int,
                         title: str = ""):
     """Rows of same-size image pairs (a, b, caption) side by side, each row labelled (e.g. a distance)."""

@@ -14,9 +14,9 @@ import numpy as np
 from PIL import Image
 
 from .. import plots
-from ..data import InputStats
 from ..errors import ConfigError
 from ..inference import Verdict, gate_report
+from ..input_checks import InputStats
 from ..metrics import ece
 from ..models.loading import load_folder, load_run
 from ..plots import atomic_save_figure
