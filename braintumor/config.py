@@ -46,6 +46,15 @@ class AugmentConfig:
     erasing: float = 0.0  # probability of blanking one random rectangle per image
     translate: float = 0.0  # max shift as a fraction of the side, each axis
     mixup: float = 0.0  # MixUp Beta(alpha, alpha) concentration; 0 = off
+    # shift levers (issue 20; shifts.py), all off by default: the sequence and collection must stop predicting
+    remap: float = 0.0  # share of images whose gray levels inside the head follow a random piecewise-linear curve
+    remap_points: int = 6  # knots of that curve, equally spaced over 0-255
+    remap_monotone: float = 0.5  # share of the curves that rise (keep the tissue order); the rest are free
+    invert: float = 0.0  # share of images inverted inside the head (background stays black)
+    bias_field: float = 0.0  # max strength a of a smooth multiplicative field exp(a * g), g in [-1, 1]
+    noise: float = 0.0  # max Rician noise sigma, as a fraction of 255
+    skull_strip: float = 0.0  # share of images with everything outside an estimated brain mask zeroed
+    skull_strip_margin: float = 0.06  # that mask: the head mask eroded by this fraction of the side
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,7 @@ class DataConfig:
     near_threshold: int = DEFAULT_NEAR_THRESHOLD
     class_weight: Literal["none", "balanced"] = "none"
     oversample: bool = False
+    balance: Literal["none", "source", "source_class"] = "none"  # draw collections (and their classes) evenly
     crop: Literal["none", "brain"] = "none"  # brain: crop to the square around the head before resizing
     normalize: Literal["none", "percentile"] = "none"  # percentile: stretch each image's 0.5-99.5 percentiles
     # scanner files (DICOM, NIfTI): see scanners/
@@ -414,9 +424,15 @@ def _validate(obj: Any, prefix: str) -> None:
             _check(len(obj.classes) >= 2, prefix + "classes", list(obj.classes), "list at least two classes")
             _check(len(set(obj.classes)) == len(obj.classes), prefix + "classes", list(obj.classes), "names repeat")
     elif isinstance(obj, AugmentConfig):
-        for name in ("rotation", "zoom", "brightness", "contrast", "erasing", "translate"):
+        for name in ("rotation", "zoom", "brightness", "contrast", "erasing", "translate", "remap", "remap_monotone",
+                     "invert", "noise", "skull_strip"):
             v = getattr(obj, name)
             _check(0.0 <= v <= 1.0, prefix + name, v, "use a fraction from 0 to 1")
+        _check(2 <= obj.remap_points <= 64, prefix + "remap_points", obj.remap_points, "use 2 to 64 knots")
+        _check(0.0 <= obj.bias_field <= 2.0, prefix + "bias_field", obj.bias_field,
+               "use 0 (off) to 2 (a gain of exp(-2) to exp(2)); 0.3 is a strong scanner shading")
+        _check(0.0 <= obj.skull_strip_margin <= 0.25, prefix + "skull_strip_margin", obj.skull_strip_margin,
+               "use a fraction of the side from 0 to 0.25")
     elif isinstance(obj, ModelConfig):
         _check(0.0 <= obj.dropout < 1.0, prefix + "dropout", obj.dropout, "use 0 to below 1")
         _check(len(obj.filters) >= 1 and min(obj.filters) >= 1, prefix + "filters", obj.filters, "positive counts")

@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .runs import atomic_write_bytes  # noqa: E402
 
@@ -296,6 +297,30 @@ def score_histogram_figure(scores: dict[str, np.ndarray], threshold: float, xlab
     ax.set(xlabel=xlabel, ylabel="images", title=title)
     ax.legend(fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+def stress_figure(curves: dict[str, dict[str, list]], title: str = ""):
+    """One panel per metric, one line per shift: the metric against the shift's severity (0 = unchanged).
+    ``curves`` is {metric: {shift: values by severity}}; None values (a metric that does not apply) are skipped."""
+    metrics = [m for m, by in curves.items() if any(v is not None for vs in by.values() for v in vs)]
+    cols = min(3, max(len(metrics), 1))
+    rows = -(-len(metrics) // cols) if metrics else 1
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows + 0.8), squeeze=False)
+    styles = [(c, m) for m in ("o", "s", "^", "v") for c in plt.get_cmap("tab10").colors]
+    for ax, metric in zip(axes.flat, metrics):
+        for (shift, values), (colour, marker) in zip(curves[metric].items(), styles):
+            x = [i for i, v in enumerate(values) if v is not None]
+            ax.plot(x, [values[i] for i in x], marker=marker, color=colour, markersize=4, linewidth=1.2, label=shift)
+        ax.set(title=metric.replace("_", " "), xlabel="severity (0 = unchanged)", ylim=(-0.02, 1.02))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6) or 1, fontsize=8, frameon=False)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.1 if rows == 1 else 0.07, 1, 1))
     return fig
 
 

@@ -192,8 +192,10 @@ def _pipelines(cfg: Config, loaded: LoadedImages, parts: FitParts, replicas: int
         fit_paths = [loaded.paths[i] for i in fit_idx]
         masks, boxed = box_masks(cfg.data.boxes, fit_paths, loaded.images.shape[1], tcfg.guidance_grow)
         write_meta(run_dir, guided_images=boxed)
+    fit_sources = [loaded.sources[i] for i in fit_idx] if loaded.sources else None  # data.balance draws by these
     train_ds = make_dataset(loaded.images[fit_idx], labels[fit_idx], k, tcfg.batch_size, training=True,
-                            augment=cfg.data.augment, seed=cfg.seed, masks=masks)
+                            augment=cfg.data.augment, seed=cfg.seed, masks=masks, sources=fit_sources,
+                            balance=cfg.data.balance)
     val_ds = make_dataset(loaded.images[fit_val_idx], labels[fit_val_idx], k, tcfg.batch_size)
     weights = class_weights(labels[parts.train], k) if cfg.data.class_weight == "balanced" else None
     return fit_idx, train_ds, val_ds, weights
