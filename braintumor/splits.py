@@ -17,11 +17,10 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from .config import DEFAULT_FOLDS, Config
 from .data import ImageSpec, LoadedImages, list_images, load_images
-from .dedup import duplicate_groups, join_groups
 from .errors import ConfigError, DataError, RunError
+from .groups import split_groups
 from .runs import write_csv
 from .scanners import ScanOptions
-from .volumes import volume_of
 
 
 def prepare_data(cfg: Config) -> tuple[LoadedImages, np.ndarray]:
@@ -31,9 +30,9 @@ def prepare_data(cfg: Config) -> tuple[LoadedImages, np.ndarray]:
         raise ConfigError("no data folder: pass --data DIR (a folder with one sub-folder per class)")
     listing = list_images(cfg.data_paths, cfg.data.classes, scan=ScanOptions.from_config(cfg.data))
     loaded = load_images(listing, ImageSpec.of(cfg.data))
-    groups = duplicate_groups(loaded.digests, loaded.images, cfg.data.group_duplicates, cfg.data.near_threshold)
-    # the slices of one scanner volume (NIfTI, multi-frame DICOM, DICOM series) stay together too
-    return loaded, join_groups(groups, [volume_of(p) for p in loaded.paths])
+    # the slices of one scanner volume (NIfTI, multi-frame DICOM, DICOM series) and of one patient (data.groups)
+    # stay together too
+    return loaded, split_groups(cfg.data, loaded)[0]
 
 
 def split_train_val(labels: np.ndarray, groups: np.ndarray, val_split: float, seed: int,
@@ -181,15 +180,18 @@ def read_folds(run_dir: Path, loaded: LoadedImages) -> tuple[np.ndarray, np.ndar
 
 
 def write_split(run_dir: Path, loaded: LoadedImages, train_idx: np.ndarray, val_idx: np.ndarray,
-                tune_idx: np.ndarray | None = None) -> None:
+                tune_idx: np.ndarray | None = None, groups: np.ndarray | None = None) -> None:
     """split.csv: which image went to training, which was scored (val; evaluate reuses it) and, in kfold, which
-    inner split steered training (tune)."""
+    inner split steered training (tune); with ``groups`` the group (duplicates, volume, patient) of each image."""
     side = np.full(len(loaded.paths), "", dtype=object)
     side[train_idx], side[val_idx] = "train", "val"
     if tune_idx is not None:
         side[tune_idx] = "tune"
     several = len(loaded.source_names) > 1
     sources = loaded.sources if several else [None] * len(loaded.paths)
-    write_csv(run_dir / "split.csv", ["path", "label", "class", "split", *(["source"] if several else [])],
-              ([p, int(y), loaded.class_names[int(y)], s, *([src] if several else [])]
-               for p, y, s, src in zip(loaded.paths, loaded.labels, side, sources) if s))
+    group = [None] * len(loaded.paths) if groups is None else groups
+    write_csv(run_dir / "split.csv", ["path", "label", "class", "split", *(["source"] if several else []),
+                                      *(["group"] if groups is not None else [])],
+              ([p, int(y), loaded.class_names[int(y)], s, *([src] if several else []),
+                *([int(g)] if groups is not None else [])]
+               for p, y, s, src, g in zip(loaded.paths, loaded.labels, side, sources, group) if s))

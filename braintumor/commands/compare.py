@@ -99,7 +99,8 @@ def _num(v: Any, fmt: str = ".4f") -> str:
 
 def display_cells(r: Row) -> dict[str, str]:
     """The human-readable cells shared by the Markdown and terminal tables."""
-    ci = (f" ({_num(r.accuracy_ci_low, '.3f')}-{_num(r.accuracy_ci_high, '.3f')})"
+    unit = r.ci_method.removeprefix("bootstrap ").split(" (")[0]  # 'resampling 46 patients', 't over 5 folds'
+    ci = (f" ({_num(r.accuracy_ci_low, '.3f')}-{_num(r.accuracy_ci_high, '.3f')}, {unit})"
           if math.isfinite(r.accuracy_ci_low) else "")
     return {
         "run": r.run, "kind": r.kind, "arch": r.arch or "-",
@@ -140,8 +141,9 @@ def markdown(cmp: Comparison, title: str = "Run comparison") -> str:
     if cmp.warnings:
         lines += [""] + [f"> **Warning:** {w}" for w in cmp.warnings]
     sources = sorted({r.inference_source for r in cmp.rows})
-    lines += ["", "Accuracy intervals: 95% bootstrap over the evaluated images (train, evaluate runs); for "
-              "kfold runs the fold mean with a 95% t-interval over the folds. "
+    lines += ["", "Accuracy intervals: 95% percentile bootstrap for train and evaluate runs, resampling the unit "
+              "named beside each (patients where data.groups knows them, else duplicate and volume groups, else "
+              "images); for kfold runs the fold mean with a 95% t-interval over the folds. "
               f"Inference: {inference_note(sources)}"]
     if cmp.skipped:
         lines += ["", "Skipped:", ""] + [f"- `{p}`: {why}" for p, why in cmp.skipped]

@@ -13,10 +13,11 @@ from ..config import Config, build, read_yaml
 from ..dedup import count_groups, multi_member_groups
 from ..distribute import runs_dir_for_this_worker
 from ..engine import trainer
-from ..engine.crossval import KFoldResult, evaluate_test, summarize, write_summary
+from ..engine.crossval import KFoldResult, evaluate_test, groups_per_fold, summarize, write_summary
 from ..engine.run import Run
 from ..engine.trainer import validation_steers
 from ..errors import ConfigError, RunError
+from ..groups import describe
 from ..models import get_spec
 from ..runs import fold_complete, now, read_meta, run_status, write_meta, write_skipped
 from ..splits import (
@@ -111,7 +112,8 @@ def _plan_meta(cfg: Config, plan: FoldPlan) -> dict[str, Any]:
                 n_images=len(plan.loaded.paths), skipped=len(plan.loaded.skipped),
                 group_duplicates=cfg.data.group_duplicates,
                 duplicate_groups=groups, images_in_duplicate_groups=images,
-                fold_sizes={str(i): int((plan.folds == i).sum()) for i in range(1, plan.n_folds + 1)})
+                fold_sizes={str(i): int((plan.folds == i).sum()) for i in range(1, plan.n_folds + 1)},
+                grouping=describe(cfg.data, loaded.paths, plan.groups), groups_per_fold=groups_per_fold(plan))
 
 
 def _run(cfg: Config, run_dir: Path, plan: FoldPlan, test_dir, fold_callbacks, log: Log, status: run_status,
@@ -147,6 +149,7 @@ def _run(cfg: Config, run_dir: Path, plan: FoldPlan, test_dir, fold_callbacks, l
     write_meta(run_dir, folds_missing=[])
     result.rows, pooled = summarize(cfg, run_dir, plan)
     result.per_source, result.calibration = pooled.get("per_source", {}), pooled.get("calibration")
+    result.binary = {k: pooled[k] for k in ("binary", "binary_per_source") if k in pooled}
     if test_dir:
         log(f"scoring the {k} fold models and their ensemble on {test_dir}")
         result.test_dir = str(test_dir)
@@ -178,11 +181,11 @@ def fit_fold(cfg: Config, run_dir: Path, fold_dir: Path, plan: FoldPlan, fold: i
     fold_run.start("train", cfg, kfold_run=str(run_dir), fold=fold, n_folds=plan.n_folds,
                    held_out=plan.fold_name(fold), copies_of_held_out_left_out=copies)
     with tracking.tracked(cfg, fold_dir, "train") as tracked_callbacks, fold_run.marking():
-        write_split(fold_dir, plan.loaded, train_idx, held_out, tune_idx)
+        write_split(fold_dir, plan.loaded, train_idx, held_out, tune_idx, groups=plan.groups)
         write_meta(fold_dir, n_images=len(plan.loaded.paths), duplicate_groups=multi_member_groups(plan.groups),
                    n_tune=None if tune_idx is None else int(len(tune_idx)))
         parts = trainer.FitParts(train_idx, held_out if tune_idx is None else tune_idx, score=held_out,
-                                 scored_on="held-out fold")
+                                 scored_on="held-out fold", groups=plan.groups)
         trainer.fit_and_report(cfg, fold_dir, plan.loaded, parts, callbacks + tracked_callbacks)
 
 

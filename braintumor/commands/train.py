@@ -11,6 +11,7 @@ from ..dedup import multi_member_groups
 from ..distribute import runs_dir_for_this_worker
 from ..engine.run import Run
 from ..engine.trainer import FitParts, fit_and_report
+from ..groups import describe, sides_summary
 from ..models import get_spec
 from ..runs import write_meta, write_skipped
 from ..splits import prepare_data, split_train_val, write_split
@@ -29,8 +30,10 @@ def run_train(cfg: Config, callbacks: tuple = ()) -> tuple[Path, dict[str, Any]]
         write_skipped(run_dir, loaded.skipped)
         train_idx, val_idx = split_train_val(loaded.labels, groups, cfg.data.val_split, cfg.seed,
                                              loaded.class_names)
-        write_split(run_dir, loaded, train_idx, val_idx)
+        write_split(run_dir, loaded, train_idx, val_idx, groups=groups)
         write_meta(run_dir, n_images=len(loaded.paths), skipped=len(loaded.skipped),
-                   duplicate_groups=multi_member_groups(groups))
-        metrics = fit_and_report(cfg, run_dir, loaded, FitParts(train_idx, val_idx), callbacks + tracked_callbacks)
+                   duplicate_groups=multi_member_groups(groups), grouping=describe(cfg.data, loaded.paths, groups),
+                   groups_per_side=sides_summary(groups, {"train": train_idx, "val": val_idx}))
+        metrics = fit_and_report(cfg, run_dir, loaded, FitParts(train_idx, val_idx, groups=groups),
+                                 callbacks + tracked_callbacks)
     return run_dir, metrics

@@ -13,25 +13,27 @@ import numpy as np
 import pandas as pd
 
 from .. import plots
+from ..binary import truth_of_classes
 from ..config import Config
 from ..data import ImageSpec, LoadedImages, list_images, load_images
 from ..dedup import count_groups
 from ..errors import DataError, RunError
+from ..groups import describe, sides_summary, split_groups, unit_name, unit_of
 from ..metrics import (
     ECE_BINS,
+    binary_from_probs,
+    binary_per_source,
     calibration_figures,
     compute_metrics,
     cross_fitted,
     fit_temperature,
-    per_source_markdown,
     per_source_metrics,
     reliability,
     scale,
-    write_metrics,
-    write_predictions,
 )
 from ..models.loading import load_kfold_ensemble, stored_temperature
 from ..plots import atomic_save_figure
+from ..report import binary_markdown, per_source_markdown, write_metrics, write_predictions
 from ..runs import atomic_write_json, atomic_write_text, markdown_table, write_csv, write_meta, write_skipped
 from ..scanners import ScanOptions
 from ..splits import FoldPlan
@@ -56,13 +58,15 @@ class KFoldResult:
     by: str = "stratified"
     per_source: dict[str, Any] = field(default_factory=dict)  # pooled out-of-fold metrics per collection
     calibration: dict[str, Any] | None = None  # the ensemble's temperature report (calibration.json), if fitted
+    binary: dict[str, Any] = field(default_factory=dict)  # oof_metrics.json's binary and binary_per_source
     test_dir: str | None = None
 
 
 def _row(model: str, data: str, m: dict[str, Any]) -> dict[str, Any]:
     lo, hi = m.get("accuracy_ci95") or (None, None)
     return {"model": model, "data": data, "n": m.get("n"), **{k: _number(m[k]) for k in METRICS},
-            "accuracy_ci_low": _number(lo), "accuracy_ci_high": _number(hi)}
+            "accuracy_ci_low": _number(lo), "accuracy_ci_high": _number(hi),
+            "accuracy_ci_resampling": (m.get("interval") or {}).get("text", "resampling images")}
 
 
 def _number(v: Any) -> float:
@@ -75,10 +79,10 @@ def _mean_std_rows(rows: list[dict[str, Any]], data: str) -> list[dict[str, Any]
     values = {k: np.array([r[k] for r in rows], dtype=float) for k in METRICS}
     nan = float("nan")
     mean = {"model": "mean", "data": data, "n": None, **{k: float(v.mean()) for k, v in values.items()},
-            "accuracy_ci_low": nan, "accuracy_ci_high": nan}
+            "accuracy_ci_low": nan, "accuracy_ci_high": nan, "accuracy_ci_resampling": None}
     std = {"model": "std", "data": data, "n": None,
            **{k: float(v.std(ddof=1)) if len(v) > 1 else nan for k, v in values.items()},
-           "accuracy_ci_low": nan, "accuracy_ci_high": nan}
+           "accuracy_ci_low": nan, "accuracy_ci_high": nan, "accuracy_ci_resampling": None}
     return [mean, std]
 
 
@@ -94,9 +98,11 @@ def summarize(cfg: Config, run_dir: Path, plan: FoldPlan) -> tuple[list[dict[str
         m = Run(run_dir / f"fold_{i}").read_json("metrics.json")
         fold_rows.append(_row(plan.fold_name(i), "val", m))
     probs = read_oof(run_dir, plan)
-    pooled = compute_metrics(plan.loaded.labels, probs, names, cfg.eval.bootstrap, cfg.seed)
+    pooled = compute_metrics(plan.loaded.labels, probs, names, cfg.eval.bootstrap, cfg.seed, plan.groups,
+                             unit_name(cfg.data))
     if len(plan.loaded.source_names) > 1:
         pooled["per_source"] = per_source_metrics(plan.loaded.labels, probs, plan.loaded.sources, names)
+    add_tumour_or_not(pooled, cfg, plan, probs)
     if cfg.eval.calibrate and plan.by == "source":
         # each collection's predictions come from a model that never saw it (and may lack a class): a temperature
         # fitted on them describes the transfer, not the ensemble, and does not carry from one collection to the next
@@ -116,6 +122,25 @@ def summarize(cfg: Config, run_dir: Path, plan: FoldPlan) -> tuple[list[dict[str
     atomic_save_figure(_accuracy_figure(fold_rows, f"{cfg.model.arch}: accuracy on each held-out fold"),
                        run_dir / "plots" / "fold_accuracy.png")
     return [*fold_rows, *_mean_std_rows(fold_rows, "val"), _row("pooled_oof", "val", pooled)], pooled
+
+
+def add_tumour_or_not(pooled: dict[str, Any], cfg: Config, plan: FoldPlan, probs: np.ndarray) -> None:
+    """oof_metrics.json's tumour-or-not figures (tumour = any class but notumor), pooled and per collection, with
+    intervals resampling the fold plan's groups (a model without a notumor class: nothing)."""
+    loaded = plan.loaded
+    truth = truth_of_classes(loaded.labels, loaded.class_names)
+    if truth is None:
+        return
+    unit, args = unit_name(cfg.data), (cfg.eval.bootstrap, cfg.seed)
+    pooled["binary"] = binary_from_probs(truth, probs, loaded.class_names, None, plan.groups, unit, *args)
+    if len(loaded.source_names) > 1:
+        pooled["binary_per_source"] = binary_per_source(truth, probs, loaded.class_names, loaded.sources, None,
+                                                        plan.groups, unit, *args)
+
+
+def groups_per_fold(plan: FoldPlan) -> dict[str, Any]:
+    """meta.json's groups_per_fold: the groups (and images) each fold holds, and how many it shares."""
+    return sides_summary(plan.groups, {str(i): np.flatnonzero(plan.folds == i) for i in range(1, plan.n_folds + 1)})
 
 
 def calibrate_ensemble(run_dir: Path, plan: FoldPlan, probs: np.ndarray) -> dict[str, Any]:
@@ -181,6 +206,7 @@ def evaluate_test(cfg: Config, run_dir: Path, plan: FoldPlan, test_dir: str | Pa
     if tuple(listing.class_names) != tuple(names):
         raise DataError(f"{test_dir} classes {listing.class_names} differ from the training classes {names}")
     test = load_images(listing, ImageSpec.of(cfg.data))
+    test_groups, found = split_groups(cfg.data, test, strict=False)  # the unit the test intervals resample
     seen = set(plan.loaded.digests)
     in_train = sum(d in seen for d in test.digests)
     ensemble = load_kfold_ensemble(run_dir)
@@ -189,13 +215,13 @@ def evaluate_test(cfg: Config, run_dir: Path, plan: FoldPlan, test_dir: str | Pa
         raw = scorer.probabilities(member, test.images, cfg.train.batch_size, cfg.eval.tta)
         all_probs.append(raw)
         probs = scale(raw, stored_temperature(run_dir / fold))
-        m = compute_metrics(test.labels, probs, names, cfg.eval.bootstrap, cfg.seed)
+        m = compute_metrics(test.labels, probs, names, cfg.eval.bootstrap, cfg.seed, test_groups, unit_of(found))
         _write_test(run_dir / fold / "test", m, test, probs, f"fold {fold[5:]} model on {test_dir}")
         rows.append(_row(plan.fold_name(int(fold[5:])), "test", m))
     del ensemble
     keras.backend.clear_session()
     mean = scale(np.mean(all_probs, axis=0), temperature)  # the ensemble as evaluate and serve see it
-    m = compute_metrics(test.labels, mean, names, cfg.eval.bootstrap, cfg.seed)
+    m = compute_metrics(test.labels, mean, names, cfg.eval.bootstrap, cfg.seed, test_groups, unit_of(found))
     _write_test(run_dir / "ensemble_test", m, test, mean,
                 f"ensemble of {plan.n_folds} fold models (mean probabilities) on {test_dir}")
     write_skipped(run_dir / "ensemble_test", test.skipped)
@@ -218,7 +244,7 @@ def _accuracy_figure(rows: list[dict[str, Any]], title: str):
                             ylabel="accuracy (95% bootstrap CI)", title=title)
 
 
-SUMMARY_COLUMNS = ["model", "data", "n", *METRICS, "accuracy_ci_low", "accuracy_ci_high"]
+SUMMARY_COLUMNS = ["model", "data", "n", *METRICS, "accuracy_ci_low", "accuracy_ci_high", "accuracy_ci_resampling"]
 
 
 def write_summary(run_dir: Path, result: KFoldResult, cfg: Config, plan: FoldPlan) -> None:
@@ -266,7 +292,7 @@ def summary_markdown(result: KFoldResult, cfg: Config, plan: FoldPlan) -> str:
         f"- data: {', '.join(f'`{p}`' for p in cfg.data_paths)}, {result.n_images} images, "
         f"classes {', '.join(class_names)}"
         + (f"; collections {', '.join(f'{n} ({c})' for n, c in sources.items())}" if len(sources) > 1 else ""),
-        folds_line,
+        folds_line, *_groups_line(describe(cfg.data, loaded.paths, plan.groups), groups_per_fold(plan)),
         f"- every fold: a fresh model trained as `train` trains ({_recipe(cfg)}), scored on the held-out fold",
         "- the held-out fold never steers training: " + (
             f"an inner split ({cfg.data.val_split:g} of each fold's training part, duplicate groups kept "
@@ -288,6 +314,10 @@ def summary_markdown(result: KFoldResult, cfg: Config, plan: FoldPlan) -> str:
                    "The pooled out-of-fold predictions split by the collection each image came from; AUC over the "
                    "classes the collection holds, '-' where it holds none of a class."), "",
                   *per_source_markdown(result.per_source, class_names)]
+    if result.binary.get("binary"):
+        lines += ["", "## Tumour or not", "", "The pooled out-of-fold answers read as tumour (any class but notumor) "
+                  "or not; missed tumours counts every answer as accepted (the folds' gates are not pooled).",
+                  *binary_markdown(result.binary["binary"], result.binary.get("binary_per_source"))]
     if loco and cfg.eval.calibrate:
         lines += ["", "## Calibration", "", "No temperature is fitted for the ensemble of a leave-one-collection-out "
                   "run: each collection's predictions come from a model that never saw it, so a temperature fitted on "
@@ -312,6 +342,20 @@ def summary_markdown(result: KFoldResult, cfg: Config, plan: FoldPlan) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _groups_line(g: dict[str, Any], per: dict[str, Any]) -> list[str]:
+    """The grouping (data.groups patients joined with duplicates and volumes) and the groups in each fold."""
+    if not g:
+        return []
+    who = (f"{g['patients']} patients from `data.groups: {g['spec']}` ({g['unmatched']} images named by no row "
+           "or match stay alone), joined with duplicate and volume groups" if "patients" in g
+           else "duplicate and volume groups")
+    shared = sum(v["shared"] for v in per.values())
+    return [f"- groups: {g['groups']} {who}; groups per fold "
+            + ", ".join(f"{k}: {v['groups']} ({v['images']} images)" for k, v in per.items())
+            + f"; groups also found in another fold, summed over folds: {shared}"
+            + (" (only --by source can leave any: a copy published in two collections)" if shared else "")]
+
+
 def _recipe(cfg: Config) -> str:
     t = cfg.train
     if t.early_stopping_patience > 0:
@@ -331,5 +375,6 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
         lo, hi = r["accuracy_ci_low"], r["accuracy_ci_high"]
         cells.append([{"mean": "**mean**", "std": "**std**"}.get(r["model"], r["model"]),
                       "" if r["n"] is None else r["n"], f"{r['loss']:.4f}", f"{r['accuracy']:.4f}",
-                      "" if np.isnan(lo) else f"{lo:.4f} - {hi:.4f}", f"{r['auc']:.4f}", f"{r['macro_f1']:.4f}"])
+                      "" if np.isnan(lo) else f"{lo:.4f} - {hi:.4f} ({r.get('accuracy_ci_resampling')})",
+                      f"{r['auc']:.4f}", f"{r['macro_f1']:.4f}"])
     return markdown_table(["model", "n", "loss", "accuracy", "95% CI", "AUC", "macro F1"], cells)

@@ -121,6 +121,8 @@ def _fill_metrics(row: Row, m: dict[str, Any]) -> None:
         setattr(row, k, _f(m.get(k)))
     ci = m.get("accuracy_ci95") or [math.nan, math.nan]
     row.accuracy_ci_low, row.accuracy_ci_high = _f(ci[0]), _f(ci[1])
+    # the unit the bootstrap resampled (runs written before groups were resampled: images)
+    row.ci_method = f"bootstrap {(m.get('interval') or {}).get('text', 'resampling images')}"
     row.classes = tuple(m.get("classes") or ())
 
 

@@ -19,8 +19,9 @@ from .. import plots
 from ..config import Config
 from ..data import LoadedImages
 from ..distribute import configure_precision, even_for_replicas, make_strategy, scaled_lr, synchronize_batch_norm
+from ..groups import unit_name
 from ..guidance import GuidedTrainer, box_masks, guided_layers
-from ..inference import Classifier, feature_layer, gate_report, scoring_model
+from ..inference import Classifier, gate_layers, gate_report, layer_widths, scoring_model
 from ..metrics import (
     ECE_BINS,
     calibration_figures,
@@ -29,13 +30,12 @@ from ..metrics import (
     per_source_metrics,
     reliability,
     scale,
-    write_metrics,
-    write_predictions,
 )
 from ..models import ModelSpec, build_model, get_spec
 from ..ood import fit_gate
 from ..pipeline import class_weights, make_dataset, oversample
 from ..plots import atomic_save_figure
+from ..report import write_metrics, write_predictions
 from ..runs import atomic_save_model, atomic_write_json, write_meta
 from . import scorer
 
@@ -58,6 +58,7 @@ class FitParts:
     val: np.ndarray  # validation data: steers training when the recipe lets it (validation_steers)
     score: np.ndarray | None = None  # None: the validation part (kfold: the held-out fold)
     scored_on: str = "validation split"
+    groups: np.ndarray | None = None  # (n,) group per image of ``loaded``: the unit the intervals resample
 
 
 def fit_and_report(cfg: Config, run_dir: Path, loaded: LoadedImages, parts: FitParts,
@@ -119,8 +120,10 @@ def _pipelines(cfg: Config, loaded: LoadedImages, parts: FitParts, replicas: int
         fit_paths = [loaded.paths[i] for i in fit_idx]
         masks, boxed = box_masks(cfg.data.boxes, fit_paths, loaded.images.shape[1], tcfg.guidance_grow)
         write_meta(run_dir, guided_images=boxed)
+    fit_sources = [loaded.sources[i] for i in fit_idx] if loaded.sources else None  # data.balance draws by these
     train_ds = make_dataset(loaded.images[fit_idx], labels[fit_idx], k, tcfg.batch_size, training=True,
-                            augment=cfg.data.augment, seed=cfg.seed, masks=masks)
+                            augment=cfg.data.augment, seed=cfg.seed, masks=masks, sources=fit_sources,
+                            balance=cfg.data.balance)
     val_ds = make_dataset(loaded.images[fit_val_idx], labels[fit_val_idx], k, tcfg.batch_size)
     weights = class_weights(labels[parts.train], k) if cfg.data.class_weight == "balanced" else None
     return fit_idx, train_ds, val_ds, weights
@@ -180,7 +183,9 @@ def _score(cfg: Config, run_dir: Path, loaded: LoadedImages, parts: FitParts) ->
     best = keras.models.load_model(run_dir / "model.keras", safe_mode=True)
     probs = scorer.probabilities(best, loaded.images[score_idx], cfg.train.batch_size, cfg.eval.tta)
     labels = loaded.labels[score_idx]
-    metrics = compute_metrics(labels, probs, loaded.class_names, cfg.eval.bootstrap, cfg.seed)
+    groups = None if parts.groups is None else parts.groups[score_idx]  # intervals resample these, not slices
+    metrics = compute_metrics(labels, probs, loaded.class_names, cfg.eval.bootstrap, cfg.seed, groups,
+                              unit_name(cfg.data))
     sources = [loaded.sources[i] for i in score_idx] if len(loaded.source_names) > 1 else None
     if sources is not None:
         metrics["per_source"] = per_source_metrics(labels, probs, sources, loaded.class_names)
@@ -193,7 +198,8 @@ def _score(cfg: Config, run_dir: Path, loaded: LoadedImages, parts: FitParts) ->
     return metrics
 
 
-def pooled_features(model, images: np.ndarray, batch_size: int = 64, layer: str | None = None) -> np.ndarray:
+def pooled_features(model, images: np.ndarray, batch_size: int = 64, layer: str | list[str] | None = None
+                    ) -> np.ndarray:
     """(n, d) the gate's features (see ``inference.feature_layer``) of (n, h, w, c) uint8 images."""
     return scorer.score(scoring_model(model, layer), images, batch_size)[1][0]
 
@@ -221,13 +227,15 @@ def calibrate_and_gate(cfg: Config, run_dir: Path, model, loaded: LoadedImages, 
                               "why": "the validation split steered training; calibrate on other images"}
     if cfg.eval.gate:
         n = len(train_idx)
+        layers = gate_layers(cfg, model)
         features = pooled_features(model, loaded.images[np.concatenate([train_idx, held_idx])],
-                                   cfg.train.batch_size)
+                                   cfg.train.batch_size, layers)
         calibrated = scale(held_probs, temperature)
         gate = fit_gate(features, np.concatenate([loaded.labels[train_idx], labels]), len(loaded.class_names),
                         np.arange(n), np.arange(n, len(features)), calibrated.max(axis=1),
-                        [loaded.stats[i] for i in train_idx], feature_layer(model), cfg.eval.gate_acceptance,
-                        cfg.eval.gate_min_confidence)
+                        [loaded.stats[i] for i in train_idx], layers, cfg.eval.gate_acceptance,
+                        cfg.eval.gate_min_confidence, widths=layer_widths(model, layers),
+                        held_sources=[loaded.sources[i] for i in held_idx] if loaded.sources else None)
         gate.save(run_dir)
         classifier = Classifier(model, temperature, [gate], modalities=cfg.eval.gate_modalities)
         verdicts = classifier.verdicts(calibrated, [features[n:]], [loaded.stats[i] for i in held_idx])
