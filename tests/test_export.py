@@ -216,7 +216,7 @@ def test_a_gate_on_several_layers_gives_the_same_verdicts_in_keras_and_onnx(tmp_
     images = np.stack([np.asarray(Image.fromarray(a).resize((32, 32)))[..., None] for a in
                        [ct_like(64, rng) for _ in range(4)] + [blob_image(k % 4, 32, rng) for k in range(8)]])
     exported = load_exported(next((tmp_path / "runs" / "export").glob("*-onnx")) / "model.onnx")
-    probs, feats = OnnxScorer(exported.model_file)(images)
+    probs, feats = scorer.score(OnnxScorer(exported.model_file), images)
     onnx_verdicts = exported.decider().from_raw(probs, feats)
     keras_verdicts = scorer.classify(run.classifier, images)
     assert [v.status for v in onnx_verdicts] == [v.status for v in keras_verdicts]
