@@ -11,21 +11,19 @@ import sys
 import time
 from pathlib import Path
 
+# the [onnx], [export] and [serve] extras: make install installs them, so a missing one fails, never skips
 import numpy as np
+import onnxruntime  # noqa: F401
 import pytest
+import tf2onnx  # noqa: F401
+from fastapi.testclient import TestClient
 from PIL import Image
 
+from braintumor.commands.export import run_export
+from braintumor.serve.app import create_app
+from braintumor.serve.predictor import Predictor
+from braintumor.serve.settings import ServeSettings
 from tests.conftest import CLASSES, blob_image, train_tiny_run
-
-pytest.importorskip("onnxruntime", reason="the [onnx] extra (onnxruntime) is missing")
-pytest.importorskip("tf2onnx", reason="the [export] extra (tf2onnx, onnx) is missing")
-pytest.importorskip("fastapi", reason="the [serve] extra is missing")
-from fastapi.testclient import TestClient  # noqa: E402
-
-from braintumor.commands.export import run_export  # noqa: E402
-from braintumor.serve.app import create_app  # noqa: E402
-from braintumor.serve.predictor import Predictor  # noqa: E402
-from braintumor.serve.settings import ServeSettings  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,14 @@ import gzip
 import json
 from pathlib import Path
 
+import nibabel as nib  # the [scanners] extra: make install installs it, so a missing one fails, never skips
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, MRImageStorage, generate_uid
 from typer.testing import CliRunner
 
 from braintumor.cli import app
@@ -22,11 +27,6 @@ from tests.conftest import FAST
 
 runner = CliRunner()
 
-pydicom = pytest.importorskip("pydicom")
-nib = pytest.importorskip("nibabel")
-from pydicom.dataset import FileDataset, FileMetaDataset  # noqa: E402
-from pydicom.encaps import encapsulate  # noqa: E402
-from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, MRImageStorage, generate_uid  # noqa: E402
 
 DEMO = Path(__file__).resolve().parents[1] / "demo_data" / "brain-tumor-mri-sample" / "train"
 PATIENT = "Doe^Jane"
@@ -329,7 +329,6 @@ def test_evaluate_cam_and_eda_read_scanner_files(scanner_run):
 
 
 def test_serve_reads_a_dicom_upload(scanner_run, tmp_path: Path):
-    pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
     from braintumor.serve.app import create_app

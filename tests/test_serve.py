@@ -16,19 +16,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient  # the [serve] extra: make install installs it, so never a skip
 from PIL import Image
 
+from braintumor.config import load_config
 from braintumor.errors import ConfigError
 from braintumor.metrics import scale
+from braintumor.serve.app import create_app
+from braintumor.serve.predictor import Predictor
+from braintumor.serve.settings import ServeSettings, default_concurrency, load_settings
 from tests.conftest import CLASSES, blob_image, train_tiny_run
-
-pytest.importorskip("fastapi", reason="the [serve] extra (fastapi, uvicorn, python-multipart) is missing")
-from fastapi.testclient import TestClient  # noqa: E402
-
-from braintumor.config import load_config  # noqa: E402
-from braintumor.serve.app import create_app  # noqa: E402
-from braintumor.serve.predictor import Predictor  # noqa: E402
-from braintumor.serve.settings import ServeSettings, default_concurrency, load_settings  # noqa: E402
 
 # --- fixtures: one tiny trained run and one loaded model per module ---------------------------------------
 
