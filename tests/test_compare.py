@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from braintumor.cli import app
 from braintumor.commands.compare import read_summary
-from tests.conftest import FAST, make_dataset
+from tests.conftest import FAST, assert_png_figure, make_dataset
 
 runner = CliRunner()
 
