@@ -61,10 +61,11 @@ class DataConfig:
     oversample: bool = False
     crop: Literal["none", "brain"] = "none"  # brain: crop to the square around the head before resizing
     normalize: Literal["none", "percentile"] = "none"  # percentile: stretch each image's 0.5-99.5 percentiles
-    # scanner files (DICOM, NIfTI): see scanners.py
+    # scanner files (DICOM, NIfTI): see scanners/
     window: tuple[float, ...] | None = None  # [center, width]; None: the file's own window, else 1-99 percentiles
     slices: str = "all"  # all | middle:K | range:A-B | mask[:F]
     slice_axis: int = 2  # NIfTI axis after reorienting to RAS: 0 sagittal, 1 coronal, 2 axial
+    max_slices: int = 1024  # a scanner file claiming more slices (NIfTI along slice_axis, DICOM frames) is skipped
     boxes: str | None = None  # CSV of tumour boxes of some training images (train.guidance)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -122,6 +123,9 @@ class EvalConfig:
     gate: bool = True  # fit the out-of-distribution gate at train time
     gate_acceptance: float = 0.98  # share of held-out real scans the gate's threshold accepts
     gate_min_confidence: float = 0.5  # calibrated top probability below which an answer is 'uncertain'
+    # DICOM Modality values accepted (input_checks.py): another modality, or a BodyPartExamined that names no part
+    # of the head, is refused as out_of_distribution before the model's answer counts; None turns the rule off
+    gate_modalities: tuple[str, ...] | None = ("MR", "OT")
     # how `cam`, `cam --boxes` and the server's /cam explain this run's model when not told; None and () = the
     # architecture's choice (models registry: CustomNet LayerCAM at the end of block 2)
     cam_method: Literal["gradcam", "gradcam++", "layercam"] | None = None
@@ -392,6 +396,8 @@ def _validate(obj: Any, prefix: str) -> None:
             _check(first <= last, prefix + "slices", obj.slices, "a range runs from its first slice to its last")
         _check(obj.slice_axis in (0, 1, 2), prefix + "slice_axis", obj.slice_axis,
                "use 0 (sagittal), 1 (coronal) or 2 (axial), axes of the volume reoriented to RAS")
+        _check(obj.max_slices >= 1, prefix + "max_slices", obj.max_slices,
+               "use a whole number of slices of 1 or more (1024 covers any brain MRI along one axis)")
         if obj.classes is not None:
             _check(len(obj.classes) >= 2, prefix + "classes", list(obj.classes), "list at least two classes")
             _check(len(set(obj.classes)) == len(obj.classes), prefix + "classes", list(obj.classes), "names repeat")
@@ -421,5 +427,8 @@ def _validate(obj: Any, prefix: str) -> None:
                "use a share from 0.5 to 1 (0.98 accepts 98% of held-out scans)")
         _check(0.0 <= obj.gate_min_confidence < 1.0, prefix + "gate_min_confidence", obj.gate_min_confidence,
                "use 0 (off) to below 1")
+        if obj.gate_modalities is not None:
+            _check(all(re.fullmatch(r"[A-Z0-9_]{1,16}", m) for m in obj.gate_modalities), prefix + "gate_modalities",
+                   list(obj.gate_modalities), "list DICOM Modality codes in capitals, e.g. [MR, OT], or null (off)")
     elif isinstance(obj, Config):
         _check(obj.seed >= 0, "seed", obj.seed, "use a non-negative whole number")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .data import InputStats
+from .input_checks import DEFAULT_MODALITIES, InputStats, header_refusal
 from .ood import Gate, decide
 
 _TINY = 1e-12  # probabilities are clipped here before a log: float32 softmax underflows to 0
@@ -43,11 +43,15 @@ def scale(probs, temperature: float) -> np.ndarray:
 
 
 class Decider:
-    """A run's temperature and gate(s) (either may be missing: older runs), applied to model outputs."""
+    """A run's temperature and gate(s) (either may be missing: older runs), applied to model outputs, and the
+    header rule (``eval.gate_modalities``; None: off), which refuses a file whose DICOM header says it is not a
+    brain MRI whatever the model answers, with or without a gate."""
 
-    def __init__(self, temperature: float = 1.0, gates: list[Gate] | None = None):
+    def __init__(self, temperature: float = 1.0, gates: list[Gate] | None = None,
+                 modalities: tuple[str, ...] | None = DEFAULT_MODALITIES):
         self.temperature = float(temperature)
         self.gates = gates or []
+        self.modalities = None if modalities is None else tuple(modalities)
 
     @property
     def has_gate(self) -> bool:
@@ -72,6 +76,10 @@ class Decider:
         stats = stats or [None] * len(probs)
         out = []
         for i, p in enumerate(probs):
+            refusal = header_refusal(stats[i], self.modalities)  # the header rule first: no model output moves it
+            if refusal is not None:
+                out.append(Verdict("out_of_distribution", refusal, p, None if ratios is None else float(ratios[i])))
+                continue
             if ratios is None:
                 out.append(Verdict("ok", NO_GATE, p, None))
                 continue
@@ -86,6 +94,8 @@ class Decider:
                       flat_limit=float(np.median([x.flat_limit for x in g])), min_confidence=g[0].min_confidence)
 
     def describe(self) -> dict:
-        """What /model and export.json say about the decision: the temperature and the gate, if any."""
+        """What /model and export.json say about the decision: the temperature, the gate (if any) and the DICOM
+        modalities the header rule accepts (None: the rule is off)."""
         return {"temperature": self.temperature, "has_gate": self.has_gate,
-                "gate": [g.summary() for g in self.gates] if self.gates else None}
+                "gate": [g.summary() for g in self.gates] if self.gates else None,
+                "gate_modalities": None if self.modalities is None else list(self.modalities)}

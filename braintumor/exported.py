@@ -18,6 +18,7 @@ import numpy as np
 from .data import ImageSpec
 from .decision import Decider
 from .errors import RunError
+from .input_checks import DEFAULT_MODALITIES
 from .ood import Gate
 from .runs import read_json
 from .scanners import ScanOptions
@@ -64,7 +65,9 @@ class ExportedRun:
         return [] if any(g is None for g in gates) else gates
 
     def decider(self) -> Decider:
-        return Decider(self.temperature, self.gates())
+        # exports written before the header rule existed have no gate_modalities: the default (on) applies
+        modalities = self.export.get("gate_modalities", DEFAULT_MODALITIES)
+        return Decider(self.temperature, self.gates(), None if modalities is None else tuple(modalities))
 
 
 def load_exported(model_file: str | Path) -> ExportedRun:

@@ -14,9 +14,9 @@ from typing import Any
 import keras
 import numpy as np
 
-from .data import InputStats
 from .decision import Decider, Verdict
 from .explain.graph import last_conv_layer
+from .input_checks import DEFAULT_MODALITIES, InputStats
 from .ood import STATUSES, Gate
 
 __all__ = ["Classifier", "Verdict", "feature_layer", "gate_report", "pooled_features", "scoring_model"]
@@ -61,8 +61,8 @@ class Classifier(Decider):
     ``Decider``'s (NumPy only, shared with the exported-model server)."""
 
     def __init__(self, model, temperature: float = 1.0, gates: list[Gate] | None = None,
-                 members: list | None = None):
-        super().__init__(temperature, gates)
+                 members: list | None = None, modalities: tuple[str, ...] | None = DEFAULT_MODALITIES):
+        super().__init__(temperature, gates, modalities)
         if self.gates and members is None:
             members = [model]
         if self.gates:

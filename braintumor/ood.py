@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 from sklearn.covariance import LedoitWolf
 
-from .data import InputStats
 from .errors import RunError
+from .input_checks import InputStats
 from .runs import atomic_write_bytes, atomic_write_json, read_json
 
 STATUSES = ("ok", "uncertain", "out_of_distribution")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from braintumor.data import InputStats
+from braintumor.input_checks import InputStats
 from braintumor.ood import Gate, choose_thresholds, decide, fit_gate, mahalanobis
 
 LIMITS = dict(far_ratio=2.0, colour_limit=8.0, flat_limit=10.0, min_confidence=0.5)

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from braintumor.cli import app
 from braintumor.config import load_config
-from braintumor.data import ImageSpec, decode, list_images, load_images
+from braintumor.data import ImageSpec, decode, find_images, list_images, load_images
 from braintumor.errors import ConfigError, DataError
 from braintumor.scanners import ScanOptions, select_slices, split_id
 from tests.conftest import FAST
@@ -43,10 +43,11 @@ def demo_slices(cls: str = "glioma", n: int = 4, size: int = 48, start: int = 0)
 
 
 def write_dicom(path: Path, frames: list[np.ndarray], *, window: bool = True, mono1: bool = False,
-                pixels: bool = True, syntax=ExplicitVRLittleEndian, **tags) -> Path:
+                pixels: bool = True, syntax=ExplicitVRLittleEndian, bits: int = 16, **tags) -> Path:
     """A 16-bit MR DICOM (Explicit VR Little Endian) holding ``frames`` (one or several), with rescale slope and
     intercept, an identifying PatientName and PatientID, and (optionally) a Window Center/Width. ``tags`` are
-    more attributes (SeriesInstanceUID, InstanceNumber, ImagePositionPatient...)."""
+    more attributes (SeriesInstanceUID, InstanceNumber, ImagePositionPatient...). ``bits=8``: the frames' own
+    8-bit values stored as they are, with no rescale and no window."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = MRImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -58,16 +59,19 @@ def write_dicom(path: Path, frames: list[np.ndarray], *, window: bool = True, mo
     ds.Rows, ds.Columns = frames[0].shape
     ds.SamplesPerPixel, ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 1, 16, 16, 15, 0
     ds.PhotometricInterpretation = "MONOCHROME1" if mono1 else "MONOCHROME2"
-    ds.RescaleSlope, ds.RescaleIntercept = SLOPE, INTERCEPT
+    if bits == 8:
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    else:
+        ds.RescaleSlope, ds.RescaleIntercept = SLOPE, INTERCEPT
     if len(frames) > 1:
         ds.NumberOfFrames = len(frames)
-    if window:
+    if window and bits != 8:
         ds.WindowCenter, ds.WindowWidth = WINDOW
     for name, value in tags.items():
         setattr(ds, name, value)
     if pixels:
         src = [255 - f if mono1 else f for f in frames]  # MONOCHROME1 stores white as low values
-        stored = np.stack([f.astype(np.uint16) * 4 + 1000 for f in src])
+        stored = np.stack([f.astype(np.uint8) if bits == 8 else f.astype(np.uint16) * 4 + 1000 for f in src])
         if syntax == ExplicitVRLittleEndian:
             ds.PixelData = stored.tobytes()
         else:
@@ -361,7 +365,7 @@ def test_kfold_on_scanner_files(scanner_run):
 
 def test_lookup_table_matches_pydicom_on_signed_pixels(tmp_path: Path):
     """The per-series lookup table gives what apply_modality_lut + apply_voi_lut give on the pixels themselves."""
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut, pixel_array
 
     f = write_dicom(tmp_path / "s.dcm", [np.zeros((40, 40), np.uint8)])
     ds = pydicom.dcmread(f)
@@ -369,8 +373,141 @@ def test_lookup_table_matches_pydicom_on_signed_pixels(tmp_path: Path):
     ds.PixelRepresentation, ds.PixelData = 1, stored.tobytes()
     ds.RescaleSlope, ds.RescaleIntercept, ds.WindowCenter, ds.WindowWidth = 0.5, 10.0, [150.0, 40.0], [900.0, 80.0]
     ds.save_as(f)
+    from braintumor.scanners import dicom
+
+    ds = pydicom.dcmread(f)
+    native = dicom._native_frame(ds, 0, ds.file_meta.TransferSyntaxUID)  # the bytes read by hand, as pydicom does
+    assert native is not None and np.array_equal(native, pixel_array(ds)) and np.array_equal(native, stored)
     windowed = apply_voi_lut(apply_modality_lut(stored, ds), ds)  # the first of the two windows
     lo, hi = -32768 * 0.5 + 10, 32767 * 0.5 + 10  # apply_voi_lut's output range for signed 16-bit, rescaled
     expected = np.round((windowed - lo) / (hi - lo) * 255)
     assert np.abs(gray(f) - expected).max() <= 1
     assert 0 < (gray(f) == 0).mean() < 1 and 0 < (gray(f) == 255).mean() < 1  # the window clips both ends
+
+
+def test_same_pixels_as_png_and_as_dicom_give_the_same_answer(scanner_run, tmp_path: Path):
+    """8-bit stored values with nothing to apply are display levels (issue 22): no percentile re-windowing, so a
+    PNG and a DICOM of the same pixels decode alike and get the same probabilities."""
+    from braintumor.models.loading import load_run
+
+    src = demo_slices("meningioma", n=1, size=48, start=5)[0]
+    src = np.clip(src.astype(np.int16) * 3 // 4 + 20, 0, 255).astype(np.uint8)  # 1st-99th pct != 0-255
+    Image.fromarray(src).save(tmp_path / "a.png")
+    forms = {"8bit": write_dicom(tmp_path / "a8.dcm", [src], bits=8),
+             "16bit window": write_dicom(tmp_path / "a16.dcm", [src]),
+             "monochrome1": write_dicom(tmp_path / "m1.dcm", [src], bits=8, mono1=True),
+             "no extension": write_dicom(tmp_path / "IM0001", [src], bits=8)}
+    png = gray(tmp_path / "a.png")
+    assert np.array_equal(png, src)
+    for name, f in forms.items():
+        assert np.array_equal(gray(f), png), name
+        assert np.array_equal(gray(f.read_bytes()), png), name  # an upload's bytes too
+    run = load_run(scanner_run[0])
+    read = [run.spec.read(f) for f in [tmp_path / "a.png", *forms.values()]]
+    verdicts = run.classifier.classify(np.stack([r[0] for r in read]), [r[1] for r in read])
+    probs = np.stack([v.probs for v in verdicts])
+    assert np.abs(probs - probs[0]).max() < 1e-6
+    assert len({int(p.argmax()) for p in probs}) == 1
+
+
+def hostile_nifti(path: Path, shape=(30000, 30000, 30000)) -> Path:
+    """A few-KB NIfTI whose header claims ``shape`` int16 voxels (54 TB for 30,000^3)."""
+    hdr = nib.Nifti1Header()
+    hdr.set_data_dtype(np.int16)
+    hdr.set_data_shape(shape)
+    hdr.set_data_offset(352)
+    blob = hdr.binaryblock + b"\0" * 4 + b"\0" * 4096
+    path.write_bytes(gzip.compress(blob) if path.name.endswith(".gz") else blob)
+    return path
+
+
+def test_hostile_headers_are_one_skipped_line_decided_from_the_header(tmp_path: Path):
+    import time
+    import tracemalloc
+
+    d = tmp_path / "in"
+    d.mkdir()
+    hostile_nifti(d / "big.nii")
+    hostile_nifti(d / "wide.nii.gz", (4000, 4000, 800))  # under max_slices, but 25 GB from a few KB of gzip
+    write_dicom(d / "frames.dcm", [demo_slices(n=1, size=16)[0]], NumberOfFrames=900)  # 900 frames, bytes for 1
+    write_nifti(d / "ok.nii.gz", demo_slices(n=4, size=32))
+    tracemalloc.start()
+    start = time.perf_counter()
+    ids = find_images([d])
+    reasons = {}
+    for i in ids:
+        try:
+            decode(i)
+        except DataError as e:
+            reasons[Path(i).name] = str(e)
+    seconds, peak = time.perf_counter() - start, tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert sorted(Path(i).name for i in ids if "ok.nii" not in i) == ["big.nii", "frames.dcm", "wide.nii.gz"]
+    assert sum("ok.nii.gz#" in i for i in ids) == 4 and set(reasons) == {"big.nii", "frames.dcm", "wide.nii.gz"}
+    assert "30,000 slices" in reasons["big.nii"] and "data.max_slices=1,024" in reasons["big.nii"]
+    assert "4,000 x 4,000 x 800" in reasons["wide.nii.gz"] and "compressed" in reasons["wide.nii.gz"]
+    assert "900 frame(s)" in reasons["frames.dcm"] and no_patient(reasons["frames.dcm"])
+    assert seconds < 1.0 and peak < 100e6, (seconds, peak)
+    # data.max_slices: a real 4-slice volume is refused as a whole under a cap of 3, and the cap is validated
+    assert find_images([d / "ok.nii.gz"], ScanOptions(max_slices=3)) == [str(d / "ok.nii.gz")]
+    with pytest.raises(DataError, match="4 slices along axis 2, over data.max_slices=3"):
+        decode(d / "ok.nii.gz", scan=ScanOptions(max_slices=3))
+    with pytest.raises(ConfigError, match="data.max_slices"):
+        load_config("customnet", sets=["data.max_slices=0"])
+
+
+def test_predict_lists_a_hostile_volume_once_and_summarises_skipped_files(scanner_run, tmp_path: Path):
+    run, _, tmp = scanner_run
+    d = tmp_path / "in"
+    d.mkdir()
+    hostile_nifti(d / "big.nii")
+    for i in range(7):
+        (d / f"broken{i}.png").write_bytes(b"not a png")
+    Image.fromarray(demo_slices(n=1)[0]).save(d / "good.png")
+    r = runner.invoke(app, ["predict", str(d), "--run", str(run), "--runs-dir", str(tmp / "predict-runs")])
+    assert r.exit_code == 0, r.output
+    (out,) = (tmp / "predict-runs" / "predict").iterdir()
+    lines = (out / "skipped.txt").read_text().splitlines()
+    assert len(lines) == 8 and sum("big.nii" in line for line in lines) == 1
+    shown = [line for line in r.output.splitlines() if line.startswith("skipped ")]
+    assert len(shown) == 6 and "3 more unreadable file(s)" in shown[-1]
+
+
+def test_a_dicom_that_says_ct_or_knee_is_refused_everywhere_naming_no_tag_value(scanner_run, tmp_path: Path):
+    """Issue 21: the header rule acts the same in predict, evaluate and serve (the exported path shares Decider:
+    test_input_checks), and its reason names no tag value."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from braintumor.serve.app import create_app
+    from braintumor.serve.predictor import Predictor
+    from braintumor.serve.settings import ServeSettings
+
+    run, _, tmp = scanner_run
+    src = demo_slices("glioma", n=1, size=40)[0]
+    d = tmp_path / "in" / "glioma"
+    d.mkdir(parents=True)
+    write_dicom(d / "ct.dcm", [src], Modality="CT")
+    write_dicom(d / "knee.dcm", [src], BodyPartExamined="KNEE")
+    write_dicom(d / "head.dcm", [src], BodyPartExamined="BRAIN")
+    header_rule = "DICOM header names"
+
+    def rows(csv_path: Path) -> dict[str, dict]:
+        return {Path(r["path"]).name: r for r in csv.DictReader(csv_path.open())}
+
+    r = runner.invoke(app, ["predict", str(d), "--run", str(run), "--runs-dir", str(tmp / "rule-runs")])
+    assert r.exit_code == 0, r.output
+    (out,) = (tmp / "rule-runs" / "predict").iterdir()
+    evaluated = runner.invoke(app, ["evaluate", str(run), "--data", str(d.parent), "--runs-dir",
+                                    str(tmp / "rule-runs")])
+    assert evaluated.exit_code == 0, evaluated.output
+    (ev,) = (tmp / "rule-runs" / "evaluate").iterdir()
+    for table in (rows(out / "predictions.csv"), rows(ev / "predictions.csv")):
+        for name in ("ct.dcm", "knee.dcm"):
+            assert table[name]["status"] == "out_of_distribution" and header_rule in table[name]["reason"]
+        assert header_rule not in table["head.dcm"]["reason"]
+        assert not any(v in table["ct.dcm"]["reason"] + table["knee.dcm"]["reason"] for v in ("CT", "KNEE", "Knee"))
+    with TestClient(create_app(ServeSettings(concurrency=1), Predictor.load(run))) as client:
+        answer = client.post("/predict", files={"file": ("x.dcm", (d / "ct.dcm").read_bytes())}).json()
+        assert answer["status"] == "out_of_distribution" and answer["class"] is None and "CT" not in answer["reason"]
+        assert client.get("/model").json()["decision"]["gate_modalities"] == ["MR", "OT"]

@@ -239,7 +239,7 @@ def test_a_run_without_a_gate_still_predicts_and_says_so(run_dir, tmp_path):
         assert body["status"] == "ok" and "no out-of-distribution gate" in body["reason"]
         assert body["class"] in CLASSES and body["distance_ratio"] is None
         decision = c.get("/model").json()["decision"]
-        assert decision == {"temperature": 1.0, "has_gate": False, "gate": None}
+        assert decision == {"temperature": 1.0, "has_gate": False, "gate": None, "gate_modalities": ["MR", "OT"]}
 
 
 # --- access and monitoring (issue 15) ----------------------------------------------------------------------

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ..runs import resolve_run
 from .app import command
-from .common import Name, RunsDir, console, err_console, print_run_dir
+from .common import Name, RunsDir, console, err_console, print_run_dir, print_skipped
 from .progress import make_progress
 
 
@@ -71,8 +71,7 @@ def cam(
         print_run_dir(report.out_dir)
         return
     console.print(_table(report, run_dir.name))
-    for path, why in report.skipped:
-        err_console.print(f"[yellow]skipped[/] {path}: {why}", highlight=False, soft_wrap=True)
+    print_skipped(report.skipped, report.out_dir)
     for figure in report.figures:
         console.print(f"gallery: {report.out_dir / figure}", highlight=False)
     print_run_dir(report.out_dir)

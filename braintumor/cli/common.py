@@ -130,6 +130,19 @@ def per_source_table(per_source: dict, title: str) -> Table:
     return t
 
 
+SKIPPED_SHOWN = 5  # unreadable files named on the terminal; the rest are counted (all are in skipped.txt)
+
+
+def print_skipped(skipped: list[tuple[str, str]], out_dir: Path) -> None:
+    """The first few unreadable files with their reasons on stderr, then one line counting the rest: a folder of
+    broken files must not flood the terminal (skipped.txt in the run directory lists every one)."""
+    for path, why in skipped[:SKIPPED_SHOWN]:
+        err_console.print(f"[yellow]skipped[/] {path}: {why}", highlight=False, soft_wrap=True)
+    if len(skipped) > SKIPPED_SHOWN:
+        err_console.print(f"[yellow]skipped[/] {len(skipped) - SKIPPED_SHOWN:,} more unreadable file(s): see "
+                          f"{out_dir / 'skipped.txt'}", highlight=False, soft_wrap=True)
+
+
 def print_run_dir(path: Path) -> None:
     console.print(f"run directory: [bold]{path}[/]", highlight=False, soft_wrap=True)
 

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ..runs import resolve_run
 from .app import command
-from .common import Name, RunsDir, console, err_console, print_run_dir
+from .common import Name, RunsDir, console, print_run_dir, print_skipped
 from .progress import make_progress
 
 STATUS_STYLE = {"ok": "green", "uncertain": "yellow", "out_of_distribution": "red"}
@@ -52,8 +52,7 @@ def predict(
     if not report.has_gate:
         console.print("[yellow]this run has no out-of-distribution gate[/] (trained before it existed): every "
                       "image is answered; retrain to get one", highlight=False)
-    for path, why in report.skipped:
-        err_console.print(f"[yellow]skipped[/] {path}: {why}", highlight=False, soft_wrap=True)
+    print_skipped(report.skipped, report.out_dir)
     print_run_dir(report.out_dir)
 
 

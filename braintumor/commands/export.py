@@ -240,10 +240,11 @@ def describe(run: LoadedRun, fmt: str, quantize: str | None, model_path: Path, s
         "source_run": run.path.name, "arch": run.meta.get("arch"), "class_names": run.class_names,
         "spec": {"size": spec.size, "channels": spec.channels, "crop": spec.crop, "normalize": spec.normalize,
                  "scan": {"window": spec.scan.window, "slices": spec.scan.slices,
-                          "slice_axis": spec.scan.slice_axis}},
+                          "slice_axis": spec.scan.slice_axis, "max_slices": spec.scan.max_slices}},
         "input": "float32 (n, size, size, channels), pixels 0-255 (preprocessing is inside the model)",
         "outputs": ["probabilities (uncalibrated)", *[f"gate {i} features" for i in range(len(run.classifier.gates))]],
         "temperature": run.classifier.temperature, "gates": len(run.classifier.gates),
+        "gate_modalities": run.classifier.describe()["gate_modalities"],
         "verification": v, "targets": TARGETS, "meets_targets": bool(meets), "versions": versions(),
         "exported": now(),
     }

@@ -287,8 +287,8 @@ def calibrate_and_gate(cfg: Config, run_dir: Path, model, loaded: LoadedImages, 
                         [loaded.stats[i] for i in train_idx], feature_layer(model), cfg.eval.gate_acceptance,
                         cfg.eval.gate_min_confidence)
         gate.save(run_dir)
-        verdicts = Classifier(model, temperature, [gate]).verdicts(calibrated, [features[n:]],
-                                                                  [loaded.stats[i] for i in held_idx])
+        classifier = Classifier(model, temperature, [gate], modalities=cfg.eval.gate_modalities)
+        verdicts = classifier.verdicts(calibrated, [features[n:]], [loaded.stats[i] for i in held_idx])
         out["gate"] = gate_report(verdicts, labels, "the held-out images its threshold was chosen on")
     return out
 

@@ -82,7 +82,8 @@ class LoadedRun:
     @cached_property
     def classifier(self) -> Classifier:
         """The model with its temperature and gate(s): what every consumer classifies with."""
-        return Classifier(self.model, self.temperature, self.gates(), self.members or [self.model])
+        return Classifier(self.model, self.temperature, self.gates(), self.members or [self.model],
+                          modalities=self.config.eval.gate_modalities)
 
 
 def load_run(run_dir: str | Path, with_model: bool = True) -> LoadedRun:

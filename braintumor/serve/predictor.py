@@ -18,10 +18,11 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .. import __version__
-from ..data import InputStats, find_class
+from ..data import find_class
 from ..decision import Decider, Verdict
 from ..errors import DataError, ModelError, did_you_mean
 from ..exported import OnnxScorer, load_exported
+from ..input_checks import InputStats
 
 
 class UploadTooLarge(DataError):

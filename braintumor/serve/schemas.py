@@ -71,7 +71,8 @@ class ModelInfo(BaseModel):
         "input": {"height": 128, "width": 128, "channels": 3, "dtype": "uint8 0-255 (resized, squashed)"},
         "preprocessing": "unit: scaled to [0, 1] (input 0-255)",
         "decision": {"temperature": 1.31, "has_gate": True, "gate": [{"feature_layer": "conv2d_3",
-                                                                       "threshold": 11.2, "far": 19.5}]},
+                                                                       "threshold": 11.2, "far": 19.5}],
+                     "gate_modalities": ["MR", "OT"]},
         "runtime": "keras", "explanation": {"method": "layercam", "layers": ["block2_2_act"]},
         "metrics": {"accuracy": 0.94, "loss": 0.18, "auc": 0.99, "macro_f1": 0.93, "n": 1311},
         "run": "20260101-120000-customnet", "trained": "2026-01-01T12:40:00+00:00",
@@ -83,7 +84,8 @@ class ModelInfo(BaseModel):
     input: dict[str, Any] = Field(description="Size and channels every upload is resized to.")
     preprocessing: str = Field(description="What the model does to 0-255 pixels inside itself.")
     decision: dict[str, Any] = Field(description="The calibration temperature, whether the run has an "
-                                                 "out-of-distribution gate (older runs do not), and its summary.")
+                                                 "out-of-distribution gate (older runs do not), its summary, and "
+                                                 "the DICOM modalities accepted (null: the header rule is off).")
     runtime: str = Field(description="What runs the model: keras, or onnx (an exported model; no /cam).")
     explanation: dict[str, Any] | None = Field(None, description="What /cam draws: the method and the layers "
                                                "(the run's eval.cam_* choice, else the architecture's); null "

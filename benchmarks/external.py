@@ -1,0 +1,136 @@
+"""Leave-one-collection-out: how a recipe does on a collection it never trained on (issue 20).
+
+Each row is one recipe trained WITHOUT the held-out collection, then `braintumor evaluate` on it. This script only
+reads what those commands wrote (the train run's metrics.json, the evaluate run's predictions.csv) and turns it
+into the tumour-or-not figures the issue asks for, per held-out source:
+
+- found: tumour slices (any class but notumor) whose predicted class is not notumor, whatever the gate said;
+- cleared: slices without a tumour predicted notumor;
+- notumor_ok: tumour slices answered notumor with status ok (the dangerous answer), as a share of tumour slices;
+- refused: share of all slices with status uncertain or out_of_distribution;
+- intervals resample patients (the LGG file names carry them: TCGA_<inst>_<id>_<date>_<slice>), 2,000 resamples.
+
+    python benchmarks/external.py row EVAL_RUN --train TRAIN_RUN --label control --held-out lgg
+    python benchmarks/external.py table            # every row of benchmarks/external.jsonl as markdown
+
+The commands that made each row are in benchmarks/external.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+ROWS = HERE / "external.jsonl"
+_PATIENT = re.compile(r"(TCGA_[A-Z0-9]{2}_[A-Z0-9]+_\d+)")
+
+
+def patient_of(path: str) -> str:
+    """The LGG patient in a slice's file name, else the file's own name (one slice = one unit)."""
+    m = _PATIENT.search(Path(path).name)
+    return m.group(1) if m else Path(path).name
+
+
+def cluster_ci(values: np.ndarray, groups: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile interval of a mean of 0/1 values, resampling whole groups (patients) with replacement."""
+    if len(values) == 0:
+        return float("nan"), float("nan")
+    keys, inverse = np.unique(groups, return_inverse=True)
+    sums = np.bincount(inverse, weights=values, minlength=len(keys))
+    counts = np.bincount(inverse, minlength=len(keys))
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(keys), size=(n_boot, len(keys)))
+    means = sums[picks].sum(1) / np.maximum(counts[picks].sum(1), 1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def share(mask: np.ndarray, groups: np.ndarray) -> dict[str, float | int]:
+    return {"value": float(mask.mean()) if len(mask) else float("nan"), "n": int(len(mask)),
+            "ci": cluster_ci(mask.astype(float), groups), "units": int(len(np.unique(groups)))}
+
+
+def figures(pred: pd.DataFrame) -> dict[str, dict]:
+    """The tumour-or-not figures of one source's predictions."""
+    tumour = pred["true"].to_numpy() != "notumor"
+    said_clean = pred["predicted"].to_numpy() == "notumor"
+    ok = pred["status"].to_numpy() == "ok" if "status" in pred else np.ones(len(pred), bool)
+    groups = pred["path"].map(patient_of).to_numpy()
+    out = {"found": share(~said_clean[tumour], groups[tumour]),
+           "cleared": share(said_clean[~tumour], groups[~tumour]),
+           "notumor_ok": share((said_clean & ok)[tumour], groups[tumour]),
+           "refused": share(~ok, groups)}
+    four = pred["true"].to_numpy() == pred["predicted"].to_numpy()
+    out["accuracy_4class"] = share(four, groups)
+    return out
+
+
+def row(eval_run: Path, train_run: Path | None, label: str, held_out: str) -> dict:
+    pred = pd.read_csv(eval_run / "predictions.csv")
+    sources = pred["source"] if "source" in pred else pd.Series(["all"] * len(pred))
+    per_source = {str(s): figures(pred[sources == s]) for s in sorted(sources.unique())}
+    r = {"label": label, "held_out": held_out, "eval_run": eval_run.name, "per_source": per_source}
+    if train_run is not None:
+        m = json.loads((train_run / "metrics.json").read_text())
+        cfg_text = (train_run / "config.yaml").read_text()
+        r["train_run"] = train_run.name
+        r["validation"] = {"accuracy": m.get("accuracy"), "per_source": {
+            k: v.get("accuracy") for k, v in (m.get("per_source") or {}).items()}}
+        r["config_sha"] = __import__("hashlib").sha1(cfg_text.encode()).hexdigest()[:10]
+        meta = json.loads((train_run / "meta.json").read_text())
+        r["train_seconds"] = meta.get("train_seconds") or meta.get("fit_seconds")
+    return r
+
+
+def _cell(f: dict) -> str:
+    if not f["n"] or f["value"] != f["value"]:
+        return "-"
+    return f"{f['value']:.3f} ({f['ci'][0]:.2f}-{f['ci'][1]:.2f})"
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| recipe | held out | source | n | tumour found | clean cleared | notumor+ok on tumour | refused | "
+             "train val acc (sources it trained on) |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        val = r.get("validation", {})
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in (val.get("per_source") or {}).items() if v is not None)
+        for src, f in r["per_source"].items():
+            n = f["refused"]["n"]
+            lines.append(f"| {r['label']} | {r['held_out']} | {src} | {n} | {_cell(f['found'])} | "
+                         f"{_cell(f['cleared'])} | {_cell(f['notumor_ok'])} | {_cell(f['refused'])} | {shown} |")
+    lines.append("")
+    lines.append("Intervals: 95% percentile bootstrap resampling patients (2,000 resamples); units per cell in "
+                 "benchmarks/external.jsonl.")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("row", help="append one row from an evaluate run")
+    a.add_argument("eval_run", type=Path)
+    a.add_argument("--train", type=Path, default=None)
+    a.add_argument("--label", required=True)
+    a.add_argument("--held-out", required=True)
+    a.add_argument("--dry", action="store_true", help="print the row, do not append it")
+    sub.add_parser("table", help="print every recorded row as markdown")
+    args = ap.parse_args()
+    if args.cmd == "row":
+        r = row(args.eval_run, args.train, args.label, args.held_out)
+        print(table([r]))
+        if not args.dry:
+            with ROWS.open("a") as f:
+                f.write(json.dumps(r) + "\n")
+    else:
+        rows = [json.loads(x) for x in ROWS.read_text().splitlines() if x.strip()] if ROWS.exists() else []
+        print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
