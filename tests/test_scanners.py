@@ -476,8 +476,7 @@ def test_predict_lists_a_hostile_volume_once_and_summarises_skipped_files(scanne
 def test_a_dicom_that_says_ct_or_knee_is_refused_everywhere_naming_no_tag_value(scanner_run, tmp_path: Path):
     """Issue 21: the header rule acts the same in predict, evaluate and serve (the exported path shares Decider:
     test_input_checks), and its reason names no tag value."""
-    pytest.importorskip("fastapi")
-    from fastapi.testclient import TestClient
+    from fastapi.testclient import TestClient  # the [serve] extra: make install installs it, so never a skip
 
     from braintumor.serve.app import create_app
     from braintumor.serve.predictor import Predictor
