@@ -129,7 +129,8 @@ def pipeline_section(r: dict | None, error: str | None, secs: float | None) -> l
         return lines + _failed("pipeline", error)[1:]
     lines += [
         "Real `train` input pipeline (`make_dataset`: shuffle, uint8 -> float32, augmentation, prefetch) "
-        f"over `{common.shown_path(r['data'])}` ({r['images']} images decoded once at {r['image_size']} px in "
+        f"over `{common.shown_path(r['data'])}` ({r['images']} images decoded once at {r['image_size']} px, "
+        f"{'grayscale' if r.get('channels') == 1 else 'RGB'}, in "
         f"{r['decode_seconds']} s; {r['train_images']} in the training part) against the same compiled "
         "model fitting float32 tensors already in memory, in the same process, after a warm-up epoch. "
         f"Target: ratio >= {TARGET_RATIO:.2f}. ImageNet architectures are built with `weights: none` "
