@@ -2,7 +2,7 @@
 
 One process, one train run (``--run DIR``): the raw compiled call (``tf.function(model(x, training=False))`` on
 the preprocessed image, as ``benchmarks/inference.py`` times it), ``Predictor.predict(bytes)`` (what /predict
-does, the gate and the input checks included) and each of its steps alone, timed in interleaved blocks so
+does, the gate and the input checks included) and each of its steps alone, taking turns call by call so
 machine load hits them alike; then a cProfile of ``predict(bytes)`` whose top functions are printed as shares of
 its time. Absolute milliseconds on a loaded machine are noise: read the ratios and the shares.
 
@@ -35,15 +35,6 @@ def first_file(run_dir: Path) -> bytes:
             if Path(row["path"]).is_file():
                 return Path(row["path"]).read_bytes()
     raise SystemExit(f"no readable image in {run_dir / 'split.csv'}: pass --file")
-
-
-def median_ms(fn, calls: int) -> float:
-    times = []
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1000
 
 
 def main(argv=None) -> dict:
@@ -86,9 +77,16 @@ def main(argv=None) -> dict:
         for _ in range(5):
             fn()
     blocks: dict[str, list[float]] = {k: [] for k in steps}
-    for _ in range(args.repeats):
-        for k, fn in steps.items():
-            blocks[k].append(median_ms(fn, args.calls))
+    order = list(steps.items())
+    for _ in range(args.repeats):  # the steps take turns call by call, in a rotating order: the same conditions
+        times: dict[str, list[float]] = {k: [] for k in steps}
+        for i in range(args.calls):
+            for k, fn in order[i % len(order):] + order[:i % len(order)]:
+                t0 = time.perf_counter()
+                fn()
+                times[k].append((time.perf_counter() - t0) * 1000)
+        for k, v in times.items():
+            blocks[k].append(statistics.median(v))
     ms = {k: statistics.median(v) for k, v in blocks.items()}
     raw_ms = ms["raw compiled call"]
     print(f"{predictor.run.config.model.arch} {spec.size} px x{spec.channels}, gate {predictor.decider.has_gate}, "
