@@ -61,7 +61,7 @@ def main(argv=None) -> dict:
     times = timed({"gate": lambda: gated.predict(data), "no gate": lambda: plain.predict(data)}, args.n)
     p50 = {k: statistics.median(v) for k, v in times.items()}
     result = {"p50_ms": p50, "overhead": p50["gate"] / p50["no gate"] - 1, "n": args.n,
-              "feature_width": int(gated.decider.gates[0].means.shape[1])}
+              "feature_width": int(sum(gated.decider.gates[0].widths))}
     result["target_le_15pct"] = result["overhead"] <= 0.15
     print(f"single image, bytes -> verdict: gate {p50['gate']:.2f} ms, no gate {p50['no gate']:.2f} ms p50 "
           f"({100 * result['overhead']:+.1f}%; {result['feature_width']}-wide features); target <= +15%: "

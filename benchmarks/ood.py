@@ -27,11 +27,12 @@ from common import quiet_tensorflow, shown_path  # noqa: E402
 
 quiet_tensorflow()
 
+import pandas as pd  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from braintumor.commands.evaluate import read_split  # noqa: E402
 from braintumor.data import find_images, map_images  # noqa: E402
-from braintumor.inference import Classifier, feature_layer, pooled_features  # noqa: E402
+from braintumor.inference import Classifier, gate_layers, layer_widths, pooled_features  # noqa: E402
 from braintumor.metrics import calibration_figures, fit_temperature, scale  # noqa: E402
 from braintumor.models.loading import load_listing, load_run, predict  # noqa: E402
 from braintumor.nonbrain import build  # noqa: E402
@@ -44,8 +45,12 @@ def measure(run_dir: str, seed: int = 0, acceptance: float | None = None) -> dic
     train = load_listing(run, *read_split(run.path, "train"))
     val = load_listing(run, *read_split(run.path, "val"))
     raw_val = predict(run.model, val.images, batch, tta)
-    f_train = pooled_features(run.model, train.images, batch)
-    f_val = pooled_features(run.model, val.images, batch)
+    layers = gate_layers(run.config, run.model)
+    f_train = pooled_features(run.model, train.images, batch, layers)
+    f_val = pooled_features(run.model, val.images, batch, layers)
+    split = pd.read_csv(Path(run_dir) / "split.csv")
+    val_sources = (split[split["split"] == "val"]["source"].to_numpy() if "source" in split
+                   else np.full(len(val.labels), "held-out"))
     with tempfile.TemporaryDirectory() as tmp:
         rows = build(tmp)
         paths = find_images([tmp])
@@ -54,7 +59,7 @@ def measure(run_dir: str, seed: int = 0, acceptance: float | None = None) -> dic
     others = np.stack([r[0] for r in prepared])
     other_stats = [r[1] for r in prepared]
     raw_other = predict(run.model, others, batch, tta)
-    f_other = pooled_features(run.model, others, batch)
+    f_other = pooled_features(run.model, others, batch, layers)
 
     halves = np.random.default_rng(seed).permutation(len(val.labels)) % 2
     out = {"run": shown_path(run_dir), "acceptance": acceptance or run.config.eval.gate_acceptance,
@@ -68,8 +73,9 @@ def measure(run_dir: str, seed: int = 0, acceptance: float | None = None) -> dic
         labels = np.concatenate([train.labels, val.labels[a]])
         gate = fit_gate(features, labels, len(run.class_names), np.arange(len(f_train)),
                         np.arange(len(f_train), len(features)), cal_val[a].max(axis=1), train.stats,
-                        feature_layer(run.model), acceptance or run.config.eval.gate_acceptance,
-                        run.config.eval.gate_min_confidence)
+                        layers, acceptance or run.config.eval.gate_acceptance,
+                        run.config.eval.gate_min_confidence, widths=layer_widths(run.model, layers),
+                        held_sources=list(val_sources[a]))
         clf = Classifier(run.model, t, [gate])
         scans = clf.verdicts(cal_val[b], [f_val[b]], [val.stats[i] for i in b])
         nonbrain = clf.verdicts(scale(raw_other, t), [f_other], other_stats)

@@ -46,6 +46,15 @@ class AugmentConfig:
     erasing: float = 0.0  # probability of blanking one random rectangle per image
     translate: float = 0.0  # max shift as a fraction of the side, each axis
     mixup: float = 0.0  # MixUp Beta(alpha, alpha) concentration; 0 = off
+    # shift levers (issue 20; shifts.py), all off by default: the sequence and collection must stop predicting
+    remap: float = 0.0  # share of images whose gray levels inside the head follow a random piecewise-linear curve
+    remap_points: int = 6  # knots of that curve, equally spaced over 0-255
+    remap_monotone: float = 0.5  # share of the curves that rise (keep the tissue order); the rest are free
+    invert: float = 0.0  # share of images inverted inside the head (background stays black)
+    bias_field: float = 0.0  # max strength a of a smooth multiplicative field exp(a * g), g in [-1, 1]
+    noise: float = 0.0  # max Rician noise sigma, as a fraction of 255
+    skull_strip: float = 0.0  # share of images with everything outside an estimated brain mask zeroed
+    skull_strip_margin: float = 0.06  # that mask: the head mask eroded by this fraction of the side
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,7 @@ class DataConfig:
     near_threshold: int = DEFAULT_NEAR_THRESHOLD
     class_weight: Literal["none", "balanced"] = "none"
     oversample: bool = False
+    balance: Literal["none", "source", "source_class"] = "none"  # draw collections (and their classes) evenly
     crop: Literal["none", "brain"] = "none"  # brain: crop to the square around the head before resizing
     normalize: Literal["none", "percentile"] = "none"  # percentile: stretch each image's 0.5-99.5 percentiles
     # scanner files (DICOM, NIfTI): see scanners/
@@ -67,6 +77,7 @@ class DataConfig:
     slice_axis: int = 2  # NIfTI axis after reorienting to RAS: 0 sagittal, 1 coronal, 2 axial
     max_slices: int = 1024  # a scanner file claiming more slices (NIfTI along slice_axis, DICOM frames) is skipped
     boxes: str | None = None  # CSV of tumour boxes of some training images (train.guidance)
+    groups: str | None = None  # patients: PATH.csv:COLUMN or re:PATTERN (groups.py); joined with duplicates, volumes
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -117,12 +128,14 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    bootstrap: int = 1000  # resamples for the accuracy confidence interval
+    bootstrap: int = 1000  # resamples for the confidence intervals (they resample groups: groups.py)
+    binary_labels: tuple[str, ...] = ()  # FOLDER=tumour|no_tumour for tumour-or-not collections (binary.py)
     tta: bool = False  # average predictions over horizontal flips
     calibrate: bool = True  # fit a temperature on predictions the model did not train on
     gate: bool = True  # fit the out-of-distribution gate at train time
     gate_acceptance: float = 0.98  # share of held-out real scans the gate's threshold accepts
     gate_min_confidence: float = 0.5  # calibrated top probability below which an answer is 'uncertain'
+    gate_layers: tuple[str, ...] = ()  # layers the gate reads, pooled and concatenated; () = the last feature map
     # DICOM Modality values accepted (input_checks.py): another modality, or a BodyPartExamined that names no part
     # of the head, is refused as out_of_distribution before the model's answer counts; None turns the rule off
     gate_modalities: tuple[str, ...] | None = ("MR", "OT")
@@ -394,6 +407,15 @@ def _validate(obj: Any, prefix: str) -> None:
         if obj.slices.startswith("range:"):
             first, last = (int(v) for v in obj.slices[6:].split("-"))
             _check(first <= last, prefix + "slices", obj.slices, "a range runs from its first slice to its last")
+        if obj.groups is not None:
+            _check(obj.groups.startswith("re:") or ":" in obj.groups, prefix + "groups", obj.groups,
+                   "use PATH.csv:COLUMN (the patient column of a CSV naming the images) or re:PATTERN (a regular "
+                   "expression searched in the file name; its first group is the patient)")
+            if obj.groups.startswith("re:"):
+                try:
+                    re.compile(obj.groups[3:])
+                except re.error as e:
+                    _check(False, prefix + "groups", obj.groups, f"a valid regular expression after re: ({e})")
         _check(obj.slice_axis in (0, 1, 2), prefix + "slice_axis", obj.slice_axis,
                "use 0 (sagittal), 1 (coronal) or 2 (axial), axes of the volume reoriented to RAS")
         _check(obj.max_slices >= 1, prefix + "max_slices", obj.max_slices,
@@ -402,9 +424,15 @@ def _validate(obj: Any, prefix: str) -> None:
             _check(len(obj.classes) >= 2, prefix + "classes", list(obj.classes), "list at least two classes")
             _check(len(set(obj.classes)) == len(obj.classes), prefix + "classes", list(obj.classes), "names repeat")
     elif isinstance(obj, AugmentConfig):
-        for name in ("rotation", "zoom", "brightness", "contrast", "erasing", "translate"):
+        for name in ("rotation", "zoom", "brightness", "contrast", "erasing", "translate", "remap", "remap_monotone",
+                     "invert", "noise", "skull_strip"):
             v = getattr(obj, name)
             _check(0.0 <= v <= 1.0, prefix + name, v, "use a fraction from 0 to 1")
+        _check(2 <= obj.remap_points <= 64, prefix + "remap_points", obj.remap_points, "use 2 to 64 knots")
+        _check(0.0 <= obj.bias_field <= 2.0, prefix + "bias_field", obj.bias_field,
+               "use 0 (off) to 2 (a gain of exp(-2) to exp(2)); 0.3 is a strong scanner shading")
+        _check(0.0 <= obj.skull_strip_margin <= 0.25, prefix + "skull_strip_margin", obj.skull_strip_margin,
+               "use a fraction of the side from 0 to 0.25")
     elif isinstance(obj, ModelConfig):
         _check(0.0 <= obj.dropout < 1.0, prefix + "dropout", obj.dropout, "use 0 to below 1")
         _check(len(obj.filters) >= 1 and min(obj.filters) >= 1, prefix + "filters", obj.filters, "positive counts")

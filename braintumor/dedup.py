@@ -182,6 +182,7 @@ class Split:
     file_bytes: np.ndarray  # (n,) int
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     sources: list[str] = field(default_factory=list)  # per image: the collection (--data folder) it came from
+    measures: list[dict] = field(default_factory=list)  # per image: what scan_split's ``measure`` returned, if any
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -204,7 +205,10 @@ class Matches:
         return (self.exact >= 0) | (self.distance <= threshold)
 
 
-def _inspect(path: str, scan: ScanOptions = ScanOptions()) -> dict[str, Any]:
+Measure = Callable[[Image.Image], dict]  # more per-image numbers from the decoded image (e.g. confounds.measure)
+
+
+def _inspect(path: str, scan: ScanOptions = ScanOptions(), measure: Measure | None = None) -> dict[str, Any]:
     """Everything the report needs from one file; raises DataError with the reason if it cannot be read."""
     img = decode(path, scan=scan)  # DataError with the reason if unreadable
     file = split_id(path)[0]  # a scanner slice id names its file
@@ -219,15 +223,16 @@ def _inspect(path: str, scan: ScanOptions = ScanOptions()) -> dict[str, Any]:
     return {
         "digest": pixel_digest(img), "hash": phash64(img), "mean": float(arr.mean()), "size": img.size,
         "colour": "grayscale" if gray else "colour", "stored_mode": stored_mode, "format": fmt,
-        "bytes": os.path.getsize(file),
+        "bytes": os.path.getsize(file), "measure": measure(img) if measure else None,
     }
 
 
 def scan_listing(listing: ImageList, name: str, workers: int | None = None,
-                 progress: Progress | None = None) -> Split:
-    """Read every listed image once (data.map_images); unreadable files apart."""
+                 progress: Progress | None = None, measure: Measure | None = None) -> Split:
+    """Read every listed image once (data.map_images); unreadable files apart; ``measure`` adds per-image
+    numbers from the same decoded image (Split.measures)."""
     report = None if progress is None else (lambda done, total: progress(name, done, total))
-    results = map_images(listing.paths, lambda p: _inspect(p, listing.scan), workers, report)
+    results = map_images(listing.paths, lambda p: _inspect(p, listing.scan, measure), workers, report)
     ok = [i for i, r in enumerate(results) if isinstance(r, dict)]
     recs = [results[i] for i in ok]
     return Split(
@@ -240,15 +245,17 @@ def scan_listing(listing: ImageList, name: str, workers: int | None = None,
         file_bytes=np.asarray([r["bytes"] for r in recs], dtype=np.int64),
         unreadable=[(listing.paths[i], r) for i, r in enumerate(results) if not isinstance(r, dict)],
         sources=[listing.source_of(i) for i in ok],
+        measures=[r["measure"] for r in recs] if measure else [],
     )
 
 
 def scan_split(root: str | Path | Sequence[str | Path], name: str, classes: tuple[str, ...] | None = None,
                workers: int | None = None, progress: Progress | None = None,
-               scan: ScanOptions = ScanOptions()) -> Split:
+               scan: ScanOptions = ScanOptions(), measure: Measure | None = None) -> Split:
     """List and read a folder of class sub-folders, or several (each image keeps its source); a missing class is
     reported, not refused."""
-    return scan_listing(list_images(root, classes, require_all=False, scan=scan), name, workers, progress)
+    return scan_listing(list_images(root, classes, require_all=False, scan=scan), name, workers, progress,
+                        measure)
 
 
 def match(query: Split, reference: Split) -> Matches:

@@ -15,11 +15,12 @@ import keras
 import numpy as np
 
 from .decision import Decider, Verdict
-from .explain.graph import last_conv_layer
+from .explain.graph import check_layer, last_conv_layer
 from .input_checks import DEFAULT_MODALITIES, InputStats
 from .ood import STATUSES, Gate
 
-__all__ = ["Classifier", "Verdict", "feature_layer", "gate_report", "pooled_features", "scoring_model"]
+__all__ = ["Classifier", "Verdict", "feature_layer", "gate_layers", "gate_report", "layer_widths", "pooled_features",
+           "scoring_model"]
 
 
 def feature_layer(model) -> str:
@@ -28,14 +29,34 @@ def feature_layer(model) -> str:
     return last_conv_layer(model)
 
 
-def scoring_model(model, layer: str | None = None):
-    """A Keras model returning [probabilities, pooled features of ``layer``] from one forward pass."""
-    layer = layer or feature_layer(model)
-    features = keras.layers.GlobalAveragePooling2D(name="gate_features")(model.get_layer(layer).output)
+def gate_layers(cfg, model) -> list[str]:
+    """The layers the gate reads: ``eval.gate_layers`` (each checked to be a feature map of ``model``: the error
+    lists the valid names), or the last feature map (``feature_layer``)."""
+    for name in cfg.eval.gate_layers:
+        check_layer(model, name)
+    return list(cfg.eval.gate_layers) or [feature_layer(model)]
+
+
+def layer_widths(model, layers: list[str]) -> list[int]:
+    """The channel count of each layer's output: its pooled feature width."""
+    return [int(model.get_layer(n).output.shape[-1]) for n in layers]
+
+
+def scoring_model(model, layer: str | list[str] | None = None):
+    """A Keras model returning [probabilities, pooled features of ``layer``] from one forward pass; a list of
+    layers gives their pooled outputs concatenated, in order (still one features output)."""
+    layers = [layer or feature_layer(model)] if layer is None or isinstance(layer, str) else list(layer)
+    if len(layers) == 1:
+        features = keras.layers.GlobalAveragePooling2D(name="gate_features")(model.get_layer(layers[0]).output)
+    else:
+        features = keras.layers.Concatenate(name="gate_features")(
+            [keras.layers.GlobalAveragePooling2D(name=f"gate_pool_{i}")(model.get_layer(n).output)
+             for i, n in enumerate(layers)])
     return keras.Model(model.inputs, [model.outputs[0], features], name=f"{model.name}_scoring")
 
 
-def pooled_features(model, images: np.ndarray, batch_size: int = 64, layer: str | None = None) -> np.ndarray:
+def pooled_features(model, images: np.ndarray, batch_size: int = 64, layer: str | list[str] | None = None
+                    ) -> np.ndarray:
     """(n, d) the gate's features (see ``feature_layer``) of (n, h, w, c) uint8 images."""
     scorer = scoring_model(model, layer)
     out = [np.asarray(scorer.predict_on_batch(np.asarray(images[i:i + batch_size], np.float32))[1], np.float64)

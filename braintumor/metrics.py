@@ -1,32 +1,94 @@
-"""Pure metrics from labels and class probabilities, and the files that record them."""
+"""Pure metrics from labels and class probabilities: numbers, dicts and arrays (report.py writes the files)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize_scalar
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
+from sklearn.metrics import (
+    brier_score_loss,
+    confusion_matrix,
+    log_loss,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
 
-from . import plots
 from .decision import scale  # noqa: F401  (re-exported: calibration code and tests use it from here)
-from .plots import atomic_save_figure
-from .runs import atomic_write_json, atomic_write_text, markdown_table, write_csv
-from .volumes import volumes_markdown
-
-EPS = 1e-7  # same clipping as Keras' categorical cross-entropy
 
 
-def bootstrap_ci(correct: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95):
-    """Percentile bootstrap interval for the mean of a 0/1 vector (accuracy); (nan, nan) when empty."""
-    correct = np.asarray(correct, dtype=float)
-    if len(correct) == 0 or n_boot == 0:
+def _codes(n: int, groups) -> np.ndarray:
+    """Group index 0..G-1 per image; every image its own group when ``groups`` is None."""
+    if groups is None:
+        return np.arange(n)
+    groups = np.asarray(groups)
+    return np.unique(groups.astype(str) if groups.dtype == object else groups, return_inverse=True)[1].ravel()
+
+
+def n_units(n: int, groups=None) -> int:
+    """How many independent units (groups) ``n`` images form."""
+    return int(len(np.unique(_codes(n, groups)))) if n else 0
+
+
+def resampled_groups(n: int, groups=None, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
+    """(n_boot, G) indices of the groups drawn with replacement in each bootstrap resample (a cluster bootstrap:
+    the group is the unit, every image of a drawn group comes along). Without groups, G = n images."""
+    g = n_units(n, groups)
+    return np.random.default_rng(seed).integers(0, g, size=(n_boot, g))
+
+
+def ratio_ci(num, den=None, groups=None, n_boot: int = 1000, seed: int = 0, level: float = 0.95):
+    """Percentile bootstrap interval for sum(num) / sum(den) (den: ones, so a mean) resampling ``groups`` (an id per
+    image: duplicate groups, volumes, patients), or images when None; (nan, nan) when empty.
+
+    Slices of one patient are not independent, and resampling them one by one understates the spread; drawing
+    whole groups (Field & Welsh 2007, the cluster bootstrap) keeps their correlation. A resample whose
+    denominator is 0 (no image of the kind counted) is left out."""
+    num = np.asarray(num, dtype=float)
+    den = np.ones_like(num) if den is None else np.asarray(den, dtype=float)
+    if den.sum() == 0 or n_boot == 0:
         return (float("nan"), float("nan"))
-    rng = np.random.default_rng(seed)
-    means = correct[rng.integers(0, len(correct), size=(n_boot, len(correct)))].mean(axis=1)
+    codes = _codes(len(num), groups)
+    g = int(codes.max()) + 1
+    sums, counts = np.bincount(codes, num, g), np.bincount(codes, den, g)
+    idx = resampled_groups(len(num), groups, n_boot, seed)
+    top, bottom = sums[idx].sum(axis=1), counts[idx].sum(axis=1)
+    keep = bottom > 0
+    values = top[keep] / bottom[keep]
     alpha = (1 - level) / 2
-    return (float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha)))
+    return (float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha)))
+
+
+def bootstrap_ci(correct: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95, groups=None):
+    """Percentile bootstrap interval for the mean of a 0/1 vector (accuracy), resampling ``groups`` when given
+    (ratio_ci); (nan, nan) when empty."""
+    return ratio_ci(correct, None, groups, n_boot, seed, level)
+
+
+def weighted_ci(stat, n: int, groups=None, n_boot: int = 1000, seed: int = 0, level: float = 0.95):
+    """Percentile bootstrap interval of any ``stat(weights)`` that takes one weight per image (how often the
+    image's group was drawn; e.g. roc_auc_score's sample_weight), resampling groups; resamples where the
+    statistic is undefined (nan) are left out."""
+    if n == 0 or n_boot == 0:
+        return (float("nan"), float("nan"))
+    codes = _codes(n, groups)
+    idx = resampled_groups(n, groups, n_boot, seed)
+    g = int(codes.max()) + 1
+    values = np.array([stat(np.bincount(row, minlength=g)[codes].astype(float)) for row in idx])
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return (float("nan"), float("nan"))
+    alpha = (1 - level) / 2
+    return (float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha)))
+
+
+def interval_info(n: int, groups=None, unit: str = "images", n_boot: int = 1000, level: float = 0.95) -> dict:
+    """What an interval resampled, for metrics.json and the sentence beside it: 'resampling 46 patients'.
+    Groups that are all single images are called images, whatever ``unit`` says."""
+    k = n_units(n, groups)
+    unit = unit if groups is not None and k < n else "images"
+    return {"method": "percentile bootstrap", "level": level, "resamples": int(n_boot), "unit": unit,
+            "n_units": k, "text": f"resampling {k} {unit}"}
 
 
 def macro_auc(y_true: np.ndarray, probs: np.ndarray) -> tuple[float, dict[int, float]]:
@@ -39,8 +101,10 @@ def macro_auc(y_true: np.ndarray, probs: np.ndarray) -> tuple[float, dict[int, f
     return (float(np.mean(list(per.values()))) if per else float("nan")), per
 
 
-def compute_metrics(y_true, probs, class_names, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Loss, accuracy (+95% bootstrap CI), macro AUC and F1, per-class precision/recall/F1/support, confusion."""
+def compute_metrics(y_true, probs, class_names, n_boot: int = 1000, seed: int = 0, groups=None,
+                    unit: str = "images") -> dict[str, Any]:
+    """Loss, accuracy (+95% bootstrap CI resampling ``groups``, called ``unit``, or images), macro AUC and F1,
+    per-class precision/recall/F1/support, confusion."""
     y_true = np.asarray(y_true, dtype=int)
     probs = np.asarray(probs, dtype=np.float64)
     k = len(class_names)
@@ -54,8 +118,9 @@ def compute_metrics(y_true, probs, class_names, n_boot: int = 1000, seed: int = 
         "classes": list(class_names),
         "n": int(len(y_true)),
         "accuracy": float(correct.mean()) if len(correct) else float("nan"),
-        "accuracy_ci95": list(bootstrap_ci(correct, n_boot, seed)),
-        "loss": float(-np.log(np.clip(probs[np.arange(len(y_true)), y_true], EPS, 1.0)).mean()),
+        "accuracy_ci95": list(bootstrap_ci(correct, n_boot, seed, groups=groups)),
+        "interval": interval_info(len(y_true), groups, unit, n_boot),
+        "loss": nll(y_true, probs),
         "auc": auc,
         "macro_f1": float(f1[present].mean()) if present.any() else float("nan"),
         "per_class": {
@@ -87,117 +152,41 @@ def per_source_metrics(y_true, probs, sources, class_names) -> dict[str, dict[st
     return out
 
 
-def per_source_markdown(per_source: dict[str, dict[str, Any]], classes: list[str]) -> list[str]:
-    """The per-source table (accuracy, AUC, recall per class); '-' where a source has no image of a class."""
-    rows = [[name, v["n"], f"{v['accuracy']:.4f}", "-" if v["auc"] is None else f"{v['auc']:.4f}",
-             *("-" if v["recall"][c] is None else f"{v['recall'][c]:.4f}" for c in classes)]
-            for name, v in per_source.items()]
-    return markdown_table(["source", "n", "accuracy", "AUC (macro OvR)", *[f"recall {c}" for c in classes]], rows)
-
-
-def metrics_markdown(m: dict[str, Any], title: str = "Metrics") -> str:
-    """metrics.md: the headline numbers, per-class precision/recall/F1 and the confusion matrix."""
-    lo, hi = m["accuracy_ci95"]
-    headline = [m["n"], f"{m['accuracy']:.4f}", f"{lo:.4f} - {hi:.4f}", f"{m['loss']:.4f}", f"{m['auc']:.4f}",
-                f"{m['macro_f1']:.4f}"]
-    per_class = [[c, f"{v['precision']:.4f}", f"{v['recall']:.4f}", f"{v['f1']:.4f}", v["support"]]
-                 for c, v in m["per_class"].items()]
-    confusion = [[c, *row] for c, row in zip(m["classes"], m["confusion_matrix"])]
-    calibration = _calibration_markdown(m["calibration"]) if "calibration" in m else []
-    gate = _gate_markdown(m["gate"]) if "gate" in m else []
-    sources = ["", "Per source (collection; AUC over the classes each one holds)", "",
-               *per_source_markdown(m["per_source"], m["classes"])] if len(m.get("per_source", {})) > 1 else []
-    lines = [
-        f"# {title}", "",
-        *markdown_table(["n", "accuracy", "95% CI", "loss", "AUC (macro OvR)", "macro F1"], [headline]), "",
-        *markdown_table(["class", "precision", "recall", "F1", "support"], per_class), "",
-        "Confusion matrix (rows: true, columns: predicted)", "",
-        *markdown_table(["true \\ predicted", *m["classes"]], confusion),
-        *sources, *calibration, *gate,
-        *(volumes_markdown(m["volumes"]) if "volumes" in m else []),
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _calibration_markdown(c: dict[str, Any]) -> list[str]:
-    rows = [[when, f"{c[when]['ece']:.4f}", f"{c[when]['brier']:.4f}", f"{c[when]['nll']:.4f}"]
-            for when in ("before", "after") if when in c]
-    return ["", f"Calibration: temperature {c['temperature']:.3f}, fitted on {c['fitted_on']}; ECE over "
-                f"{c['ece_bins']} equal-width confidence bins; 'after' is {c['after_is']}", "",
-            *markdown_table(["", "ECE", "Brier", "NLL"], rows)]
-
-
-def _gate_markdown(g: dict[str, Any]) -> list[str]:
-    counts = ", ".join(f"{k} {v}" for k, v in g["status_counts"].items())
-    acc = g.get("accuracy_accepted")
-    return ["", f"Out-of-distribution gate: {counts}; refused {g['refused']:.4f} of the images"
-                + (f"; accuracy on the accepted {acc:.4f}" if acc is not None else "")]
-
-
-def write_metrics(out_dir: Path, m: dict[str, Any], title: str = "Metrics") -> None:
-    """metrics.json, metrics.md and the two confusion-matrix PNGs under ``out_dir``."""
-    atomic_write_json(out_dir / "metrics.json", m)
-    atomic_write_text(out_dir / "metrics.md", metrics_markdown(m, title))
-    cm = np.asarray(m["confusion_matrix"])
-    atomic_save_figure(plots.confusion_matrix_figure(cm, m["classes"]), out_dir / "plots" / "confusion_matrix.png")
-    atomic_save_figure(plots.confusion_matrix_figure(cm, m["classes"], normalize=True),
-                       out_dir / "plots" / "confusion_matrix_normalized.png")
-
-
-def write_predictions(path: Path, paths: list[str], y_true, probs, class_names, verdicts=None,
-                      sources=None) -> None:
-    """One row per image: path, true class, predicted class, a probability column per class, given the gate's
-    verdicts its status and reason, and given several sources (collections) the image's source."""
-    extra = ["status", "reason"] if verdicts is not None else []
-    verdicts = verdicts if verdicts is not None else [None] * len(paths)
-    several = sources is not None and len(set(sources)) > 1
-    names = list(sources) if several else [None] * len(paths)
-    write_csv(path, ["path", *(["source"] if several else []), "true", "predicted",
-                     *[f"p_{c}" for c in class_names], *extra],
-              ([p, *([s] if several else []), class_names[int(t)], class_names[int(np.argmax(row))],
-                *[f"{v:.6f}" for v in row], *([verdict.status, verdict.reason] if verdict is not None else [])]
-               for p, s, t, row, verdict in zip(paths, names, y_true, probs, verdicts)))
-
-
 # --- calibration ------------------------------------------------------------------------------------------
 
 ECE_BINS = 15  # equal-width confidence bins, as Guo et al. (2017)
-_TINY = 1e-12  # probabilities are clipped here before a log: float32 softmax underflows to 0
 
 
 def ece(y_true, probs, bins: int = ECE_BINS) -> float:
-    """Expected calibration error: sum over equal-width bins of the top-class confidence of
+    """Expected calibration error: sum over the reliability bins (equal-width, of the top-class confidence) of
     (share of images in the bin) x |accuracy in the bin - mean confidence in the bin|."""
-    y_true = np.asarray(y_true, dtype=int)
-    probs = np.asarray(probs, dtype=np.float64)
-    if len(y_true) == 0:
+    rows = reliability(y_true, probs, bins)["bins"]
+    n = sum(r["n"] for r in rows)
+    if n == 0:
         return float("nan")
-    conf = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == y_true
-    # bin i holds confidences in (i/bins, (i+1)/bins]; a confidence of exactly 0 joins the first bin
-    which = np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)
-    total = 0.0
-    for b in range(bins):
-        inside = which == b
-        if inside.any():
-            total += inside.mean() * abs(correct[inside].mean() - conf[inside].mean())
-    return float(total)
+    return float(sum(r["n"] / n * abs(r["accuracy"] - r["confidence"]) for r in rows if r["n"]))
+
+
+def _rows(probs) -> np.ndarray:
+    """float64 probabilities whose rows sum to 1 exactly (float32 softmax is off by ~1e-7, which scikit-learn's
+    log_loss warns about)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    return probs / probs.sum(axis=1, keepdims=True)
 
 
 def brier(y_true, probs) -> float:
-    """Multi-class Brier score: mean over images of the squared distance between the probabilities and the
-    one-hot label (0 = perfect, 2 = confidently wrong)."""
-    y_true = np.asarray(y_true, dtype=int)
-    probs = np.asarray(probs, dtype=np.float64)
-    onehot = np.eye(probs.shape[1])[y_true]
-    return float(((probs - onehot) ** 2).sum(axis=1).mean())
+    """Multi-class Brier score (scikit-learn, not halved): mean over images of the squared distance between the
+    probabilities and the one-hot label (0 = perfect, 2 = confidently wrong)."""
+    probs = _rows(probs)
+    return float(brier_score_loss(np.asarray(y_true, dtype=int), probs, labels=list(range(probs.shape[1])),
+                                  scale_by_half=False))
 
 
 def nll(y_true, probs) -> float:
-    """Mean negative log-likelihood of the true class."""
-    y_true = np.asarray(y_true, dtype=int)
-    probs = np.asarray(probs, dtype=np.float64)
-    return float(-np.log(np.clip(probs[np.arange(len(y_true)), y_true], _TINY, 1.0)).mean())
+    """Mean negative log-likelihood of the true class (scikit-learn's log_loss; probabilities clipped at float64
+    epsilon, where float32 softmax underflows to 0)."""
+    probs = _rows(probs)
+    return float(log_loss(np.asarray(y_true, dtype=int), probs, labels=list(range(probs.shape[1]))))
 
 
 def fit_temperature(y_true, probs) -> float:
@@ -229,11 +218,12 @@ def cross_fitted(y_true, probs, folds: np.ndarray) -> tuple[np.ndarray, list[flo
 
 
 def reliability(y_true, probs, bins: int = ECE_BINS) -> dict[str, Any]:
-    """Per-bin counts, accuracy and mean confidence, for the reliability diagram."""
+    """Per-bin counts, accuracy and mean confidence, for the reliability diagram and ece(): bin i holds top-class
+    confidences in (i/bins, (i+1)/bins]; a confidence of exactly 0 joins the first bin."""
     y_true = np.asarray(y_true, dtype=int)
     probs = np.asarray(probs, dtype=np.float64)
-    conf = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == y_true
+    conf = probs.max(axis=1) if len(probs) else np.zeros(0)
+    correct = probs.argmax(axis=1) == y_true if len(probs) else np.zeros(0, bool)
     which = np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)
     rows = []
     for b in range(bins):
@@ -260,3 +250,73 @@ def calibration_report(y_true, probs, fitted_on: str, seed: int = 0) -> tuple[fl
         "after_is": "two-fold cross-fitted (each half scaled by the temperature fitted on the other half)",
         "cross_fit_temperatures": temps,
     }
+
+
+# --- tumour or not ----------------------------------------------------------------------------------------
+
+def binary_metrics(truth, tumour_prob, said_tumour, accepted=None, groups=None, unit: str = "images",
+                   n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Tumour-or-not figures, each with a 95% bootstrap interval resampling ``groups`` (ratio_ci, weighted_ci):
+
+    - sensitivity: tumour images answered with a tumour class / tumour images;
+    - specificity: no-tumour images answered 'no tumour' / no-tumour images;
+    - missed_accepted: tumour images answered 'no tumour' with the gate's status ok / tumour images accepted
+      (``accepted``: per image, the gate said ok; None: every answer counts as accepted);
+    - auc: ROC AUC of ``tumour_prob`` (1 - p(notumor)) against ``truth``.
+    A figure whose denominator is empty (no tumour image, say) is None, as are its interval's ends."""
+    truth = np.asarray(truth, dtype=bool)
+    said = np.asarray(said_tumour, dtype=bool)
+    prob = np.asarray(tumour_prob, dtype=np.float64)
+    ok = np.ones_like(truth) if accepted is None else np.asarray(accepted, dtype=bool)
+    parts = {"sensitivity": (said & truth, truth), "specificity": (~said & ~truth, ~truth),
+             "missed_accepted": (~said & truth & ok, truth & ok)}
+    out: dict[str, Any] = {"n": int(len(truth)), "n_tumour": int(truth.sum()), "n_no_tumour": int((~truth).sum()),
+                           "n_tumour_accepted": int((truth & ok).sum())}
+    for name, (num, den) in parts.items():
+        defined = den.sum() > 0
+        out[name] = float(num.sum() / den.sum()) if defined else None
+        ci = ratio_ci(num, den, groups, n_boot, seed) if defined else (None, None)
+        out[f"{name}_ci95"] = [None if v is None or np.isnan(v) else v for v in ci]
+    both = 0 < truth.sum() < len(truth)
+    out["auc"] = float(roc_auc_score(truth, prob)) if both else None
+    ci = weighted_ci(lambda w: _weighted_auc(truth, prob, w), len(truth), groups, n_boot, seed) if both \
+        else (None, None)
+    out["auc_ci95"] = [None if v is None or np.isnan(v) else v for v in ci]
+    out["interval"] = interval_info(len(truth), groups, unit, n_boot)
+    out["confusion_matrix"] = [[int((~truth & ~said).sum()), int((~truth & said).sum())],
+                               [int((truth & ~said).sum()), int((truth & said).sum())]]  # rows: no tumour, tumour
+    return out
+
+
+def _weighted_auc(truth: np.ndarray, prob: np.ndarray, weights: np.ndarray) -> float:
+    """AUC of one resample (image weights = how often its group was drawn); nan when a side is not drawn."""
+    drawn = weights > 0
+    if not (truth[drawn].any() and (~truth[drawn]).any()):
+        return float("nan")
+    return float(roc_auc_score(truth[drawn], prob[drawn], sample_weight=weights[drawn]))
+
+
+def binary_from_probs(truth, probs, class_names, verdict_ok=None, groups=None, unit: str = "images",
+                      n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """binary_metrics of 4-class probabilities: the tumour probability is 1 - p(notumor), and an answer says
+    'tumour' when its top class is not notumor."""
+    probs = np.asarray(probs, dtype=np.float64)
+    clean = list(class_names).index("notumor")
+    return binary_metrics(truth, 1 - probs[:, clean], probs.argmax(axis=1) != clean, verdict_ok, groups, unit,
+                          n_boot, seed)
+
+
+def binary_per_source(truth, probs, class_names, sources, verdict_ok=None, groups=None, unit: str = "images",
+                      n_boot: int = 1000, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """binary_from_probs for each source (collection), in order of first appearance."""
+    sources = np.asarray(sources)
+    out = {}
+    for name in dict.fromkeys(sources.tolist()):
+        i = np.flatnonzero(sources == name)
+        ok = None if verdict_ok is None else np.asarray(verdict_ok)[i]
+        g = None if groups is None else np.asarray(groups)[i]
+        out[name] = binary_from_probs(np.asarray(truth)[i], np.asarray(probs)[i], class_names, ok, g, unit, n_boot,
+                                      seed)
+    return out
+
+

@@ -5,11 +5,15 @@ For choosing and testing the out-of-distribution gate: ``python -m braintumor.no
 
 - ``photo_colour``: photographs as they are, and seeded crops of them;
 - ``photo_gray``: the same photographs in gray, and gray pictures (so the colour check alone cannot pass the set);
-- ``medical``: medical images that are not brain MRI: CT of a spine and a head, an MR of another body part and a
-  whole-body bone scan (pydicom's test files), the Shepp-Logan head phantom, retina and microscopy images
-  (scikit-image);
+- ``medical``: medical images far from brain MRI: a whole-body bone scan (pydicom's test files), the Shepp-Logan
+  head phantom, retina and microscopy images (scikit-image);
+- ``ct``: the near misses a PACS sends: two head CT slices and a thoracic-spine CT (pydicom's test files), each in
+  the brain, subdural, soft-tissue and bone windows a viewer would export, as they are and mirrored;
+- ``mri_body``: MR that is not of the brain: an abdominal MR and a small MR of another body part (pydicom's test
+  files), as they are, mirrored, turned and cropped;
 - ``synthetic``: noise (uniform, Gaussian, salt-and-pepper; gray and colour), blanks, gradients, checkerboards,
-  rendered text pages and random shapes.
+  rendered text pages, random shapes and CT-like heads (``ct_like``: a bright skull ring round a uniform gray
+  brain).
 
 Sources: scikit-learn's two sample photographs (``china.jpg``, ``flower.jpg``; CC BY 2.0, see
 ``sklearn/datasets/images/README.txt``), scikit-image's ``skimage.data`` pictures (their licences are listed in
@@ -29,12 +33,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-CATEGORIES = ("photo_colour", "photo_gray", "medical", "synthetic")
+CATEGORIES = ("photo_colour", "photo_gray", "medical", "ct", "mri_body", "synthetic")
+NEAR = ("ct", "mri_body")  # the near misses: medical images a brain-MRI service is sent by mistake
 _SKIMAGE_COLOUR = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "colorwheel", "logo")
 _SKIMAGE_GRAY = ("camera", "moon", "coins", "horse", "clock", "brick", "grass", "gravel", "page", "text",
                  "binary_blobs", "checkerboard")
 _SKIMAGE_MEDICAL = ("shepp_logan_phantom", "retina", "microaneurysms", "cell", "immunohistochemistry")
-_PYDICOM_MEDICAL = ("CT_small.dcm", "MR_small.dcm", "693_J2KI.dcm", "JPEG2000.dcm")
+_PYDICOM_MEDICAL = ("JPEG2000.dcm",)
+_PYDICOM_CT = ("J2K_pixelrep_mismatch.dcm", "693_J2KI.dcm", "CT_small.dcm")  # head, head, thoracic spine
+_PYDICOM_MR = ("examples_overlay.dcm", "MR_small.dcm")  # abdomen, another body part
+CT_WINDOWS = {"brain": (40, 80), "subdural": (75, 215), "soft": (40, 400), "bone": (600, 2800)}  # (centre, width) HU
 
 Item = tuple[str, str, str, Image.Image]  # (name, category, source, image)
 
@@ -93,24 +101,61 @@ def _medical(rng: np.random.Generator) -> Iterator[Item]:
     for n, img in _skimage(_SKIMAGE_MEDICAL):
         for i, crop in enumerate([img, *_crops(img, rng, 2)]):
             yield f"{n}_{i}", "medical", f"skimage:{n}", crop
-    try:
-        import pydicom
-        from pydicom.data import get_testdata_file
-    except ImportError:
-        return
-    for n in _PYDICOM_MEDICAL:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                ds = pydicom.dcmread(get_testdata_file(n))
-                arr = ds.pixel_array
-        except Exception:  # noqa: BLE001  (a file this pydicom cannot decode without a plug-in)
-            continue
+    for n, arr in _dicoms(_PYDICOM_MEDICAL):
         img = _to_image(arr).convert("L")
         stem = n.split(".")[0]
         for i, view in enumerate([img, img.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
                                   img.rotate(90, expand=True)]):
             yield f"{stem}_{i}", "medical", f"pydicom:{n}", view
+
+
+def _dicoms(names: tuple[str, ...], hounsfield: bool = False) -> Iterator[tuple[str, np.ndarray]]:
+    """pydicom's bundled test files as 2-D arrays (Hounsfield units with ``hounsfield``); files this install
+    cannot decode, or without pydicom, are left out."""
+    try:
+        import pydicom  # lazy: the scanners extra
+        from pydicom.data import get_testdata_file
+        from pydicom.pixels import apply_modality_lut
+    except ImportError:
+        return
+    for n in names:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds = pydicom.dcmread(get_testdata_file(n))
+                arr = ds.pixel_array
+                arr = apply_modality_lut(arr, ds) if hounsfield else arr
+        except Exception:  # noqa: BLE001  (a file this pydicom cannot decode without a plug-in)
+            continue
+        yield n, np.asarray(arr, dtype=np.float64)
+
+
+def _near(rng: np.random.Generator) -> Iterator[Item]:
+    """CT in the windows a viewer exports, and MR of other body parts (the module docstring)."""
+    for n, hu in _dicoms(_PYDICOM_CT, hounsfield=True):
+        stem = n.split(".")[0]
+        for window, (centre, width) in CT_WINDOWS.items():
+            img = Image.fromarray((np.clip((hu - centre + width / 2) / width, 0, 1) * 255).astype(np.uint8))
+            yield f"{stem}_{window}", "ct", f"pydicom:{n}", img
+            yield f"{stem}_{window}_m", "ct", f"pydicom:{n}", img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    for n, arr in _dicoms(_PYDICOM_MR):
+        img = _to_image(arr).convert("L")
+        views = [img, img.transpose(Image.Transpose.FLIP_LEFT_RIGHT), img.rotate(90, expand=True),
+                 *_crops(img, rng, 2)]
+        for i, view in enumerate(views):
+            yield f"{n.split('.')[0]}_{i}", "mri_body", f"pydicom:{n}", view
+
+
+def ct_like(size: int, rng: np.random.Generator) -> np.ndarray:
+    """(size, size) uint8: a synthetic head CT in a brain window, the planted near miss of the gate's tests: a
+    bright skull ring round a uniform gray brain on black, at a seeded size, shape and gray level."""
+    yy, xx = (np.mgrid[0:size, 0:size] - (size - 1) / 2) / (size / 2)
+    a, b = rng.uniform(0.7, 0.9), rng.uniform(0.8, 0.95)  # the head's half-axes (of half the image)
+    r = np.hypot(xx / a, yy / b)
+    img = np.where(r < 1.0, 255.0, 0.0)  # skull
+    img = np.where(r < 1.0 - rng.uniform(0.06, 0.12), rng.uniform(90, 130), img)  # brain
+    img = img + (r < 1.0) * rng.normal(0, 3, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
 
 
 def _synthetic(rng: np.random.Generator, size: int) -> Iterator[Item]:
@@ -132,6 +177,8 @@ def _synthetic(rng: np.random.Generator, size: int) -> Iterator[Item]:
     for cells in (2, 4, 8, 16):
         board = ((np.floor(xx * cells * 0.999) + np.floor(yy * cells * 0.999)) % 2).astype(np.uint8) * 255
         yield f"checkerboard_{cells}", "synthetic", "numpy", _to_image(board)
+    for i in range(4):
+        yield f"ct_like_{i}", "synthetic", "numpy", _to_image(ct_like(s, rng))
     for i in range(4):
         yield f"text_page_{i}", "synthetic", "PIL", _text_page(rng, s)
         yield f"shapes_{i}", "synthetic", "PIL", _shapes(rng, s, colour=i % 2 == 1)
@@ -164,7 +211,7 @@ def build(out_dir: str | Path, size: int = 256, seed: int = 0,
     out_dir = Path(out_dir)
     rng = np.random.default_rng(seed)
     makers: list[Callable[[], Iterator[Item]]] = [lambda: _photos(rng), lambda: _medical(rng),
-                                                  lambda: _synthetic(rng, size)]
+                                                  lambda: _near(rng), lambda: _synthetic(rng, size)]
     rows = []
     for make in makers:
         for name, category, source, img in make():

@@ -1,14 +1,18 @@
-"""tf.data pipelines over the in-memory uint8 cache: class weights, oversampling, augmentation, batching."""
+"""tf.data pipelines over the in-memory uint8 cache: class weights, oversampling, collection-balanced sampling,
+augmentation, batching."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from . import shifts
 from .config import AugmentConfig
+from .errors import ConfigError
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
@@ -33,8 +37,10 @@ def augmenter(cfg: AugmentConfig, seed: int):
     """A function (batch float32 0-255[, masks]) -> augmented batch[, masks moved with it].
 
     Rotation and zoom are one combined affine resampling (two Keras layers would resample twice, and resampling
-    is most of the pipeline's cost); flips, brightness and contrast are Keras preprocessing layers. Masks (box
-    masks for train.guidance) ride as extra channels through the geometric steps and skip the photometric ones.
+    is most of the pipeline's cost); flips, brightness, contrast and erasing are Keras preprocessing layers. Masks
+    (box masks for train.guidance) ride as extra channels through the geometric steps and skip the photometric
+    ones. The shift levers (issue 20: remap, invert, skull_strip, bias_field, noise; shifts.py) come after the
+    geometry, so the head mask they share is found on the image as the model will see it.
     """
     layers = []
     mode = "horizontal_and_vertical" if cfg.flip_horizontal and cfg.flip_vertical else (
@@ -44,7 +50,11 @@ def augmenter(cfg: AugmentConfig, seed: int):
         layers.append(keras.layers.RandomBrightness(cfg.brightness, value_range=(0, 255), seed=seed + 3))
     if cfg.contrast > 0:
         layers.append(keras.layers.RandomContrast(cfg.contrast, value_range=(0, 255), seed=seed + 4))
-    rotation, zoom, erase_p, shift = cfg.rotation, cfg.zoom, cfg.erasing, cfg.translate
+    # one rectangle of a quarter to a half of each side, blanked to black, in a share `erasing` of the images
+    # (factor (p, p): a single p would draw each image's probability from [0, p])
+    erase = keras.layers.RandomErasing(factor=(cfg.erasing, cfg.erasing), scale=(0.25 ** 2, 0.5 ** 2), fill_value=0,
+                                       value_range=(0, 255), seed=seed + 6) if cfg.erasing > 0 else None
+    rotation, zoom, shift = cfg.rotation, cfg.zoom, cfg.translate
 
     def apply(x, masks=None):
         channels = tf.shape(x)[-1]
@@ -56,51 +66,97 @@ def augmenter(cfg: AugmentConfig, seed: int):
             x = flip(x, training=True)
         if masks is not None:
             x, masks = x[..., :channels], x[..., channels:]
+        x = _sequence_and_skull(x, cfg)
         for layer in layers:
             x = layer(x, training=True)
-        if erase_p > 0:
-            x = _random_erase(x, erase_p)
+        x = _scanner_shading(x, cfg)
+        if erase is not None:
+            x = erase(x, training=True)
         x = tf.clip_by_value(x, 0.0, 255.0)
         return x if masks is None else (x, masks)
 
     return apply
 
 
+def _sequence_and_skull(x, cfg: AugmentConfig):
+    """Contrast/sequence randomisation inside the head (random gray-level curves, inversion: SynthSeg-style domain
+    randomisation, Billot et al. 2023) and skull stripping, each on a random share of the images; the background
+    stays black, so no lever adds a frame cue of its own."""
+    if not (cfg.remap > 0 or cfg.invert > 0 or cfg.skull_strip > 0):
+        return x
+    b = tf.shape(x)[0]
+    head = shifts.head_mask(x)
+    if cfg.remap > 0:
+        knots = shifts.random_knots(b, cfg.remap_points, cfg.remap_monotone)
+        x = tf.where(shifts.chosen(b, cfg.remap), shifts.remap(x, head, knots), x)
+    if cfg.invert > 0:
+        x = tf.where(shifts.chosen(b, cfg.invert), shifts.invert(x, head), x)
+    if cfg.skull_strip > 0:
+        x = tf.where(shifts.chosen(b, cfg.skull_strip), x * shifts.brain_mask(head, cfg.skull_strip_margin), x)
+    return x
+
+
+def _scanner_shading(x, cfg: AugmentConfig):
+    """A smooth multiplicative bias field of random strength up to ``bias_field`` and Rician noise of random sigma
+    up to ``noise`` x 255, on every image."""
+    b = tf.shape(x)[0]
+    if cfg.bias_field > 0:
+        grid = tf.random.uniform([b, shifts.BIAS_GRID, shifts.BIAS_GRID, 1], -1.0, 1.0)
+        field = shifts.smooth_field(grid, tf.shape(x)[1:3])
+        x = shifts.bias_field(x, field, tf.random.uniform([b], 0.0, cfg.bias_field))
+    if cfg.noise > 0:
+        sigma = tf.random.uniform([b], 0.0, cfg.noise * 255.0)
+        x = shifts.rician_noise(x, sigma, _normal(tf.shape(x)), _normal(tf.shape(x)))
+    return x
+
+
+def _normal(shape):
+    """Standard normal noise from a fresh random seed: the stateless kernel measured ~10x faster on CPU than
+    tf.random.normal for a (32, 64, 64, 1) batch."""
+    seed = tf.random.uniform([2], 0, 2 ** 31 - 1, dtype=tf.int32)
+    return tf.random.stateless_normal(shape, seed=seed)
+
+
 def _random_affine(x, rotation: float, zoom: float, shift: float = 0.0):
     """Rotate by up to +-rotation of a full turn, magnify by 1 +- zoom about the centre and shift by up to
-    +-shift of the side, in one resampling."""
+    +-shift of the side, in one resampling (keras.ops.image.affine_transform)."""
     shape = tf.shape(x)
     b = shape[0]
     h, w = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
     theta = tf.random.uniform([b], -rotation, rotation) * 2.0 * math.pi
     scale = tf.random.uniform([b], 1.0 - zoom, 1.0 + zoom)
-    cos, sin = tf.cos(theta) / scale, tf.sin(theta) / scale
-    cx, cy = (w - 1.0) / 2.0, (h - 1.0) / 2.0
     tx = tf.random.uniform([b], -shift, shift) * w
     ty = tf.random.uniform([b], -shift, shift) * h
-    # maps each output pixel to the input pixel it samples: rotate and shrink about the centre, then shift
-    transforms = tf.stack([cos, -sin, cx - cos * cx + sin * cy + tx, sin, cos, cy - sin * cx - cos * cy + ty,
-                           tf.zeros([b]), tf.zeros([b])], axis=1)
-    return tf.raw_ops.ImageProjectiveTransformV3(
-        images=x, transforms=transforms, output_shape=shape[1:3], fill_value=0.0, interpolation="BILINEAR",
-        fill_mode="CONSTANT")
+    return shifts.affine(x, theta, scale, tx, ty)
 
 
-def _random_erase(x, p: float):
-    """Blank one random rectangle (a quarter to a sixteenth of the image) in a fraction p of the images."""
-    shape = tf.shape(x)
-    b, h, w = shape[0], shape[1], shape[2]
-    eh = tf.cast(tf.cast(h, tf.float32) * tf.random.uniform([b], 0.25, 0.5), tf.int32)
-    ew = tf.cast(tf.cast(w, tf.float32) * tf.random.uniform([b], 0.25, 0.5), tf.int32)
-    y0 = tf.cast(tf.random.uniform([b]) * tf.cast(h - eh, tf.float32), tf.int32)
-    x0 = tf.cast(tf.random.uniform([b]) * tf.cast(w - ew, tf.float32), tf.int32)
-    rows = tf.range(h)[None, :, None]
-    cols = tf.range(w)[None, None, :]
-    inside = ((rows >= y0[:, None, None]) & (rows < (y0 + eh)[:, None, None])
-              & (cols >= x0[:, None, None]) & (cols < (x0 + ew)[:, None, None]))
-    apply = tf.random.uniform([b, 1, 1]) < p
-    mask = tf.cast(inside & apply, x.dtype)[..., None]
-    return x * (1.0 - mask)
+def balanced_indices(labels: np.ndarray, sources: Sequence[str] | None, balance: str, seed: int):
+    """An epoch of ``len(labels)`` image indices drawn so that collections come equally often (``source``), or
+    collections equally and each collection's classes equally within it (``source_class``), whatever their sizes.
+
+    Each cell (a collection, or a collection's class) is an endlessly reshuffled stream of its indices, and
+    ``tf.data.Dataset.sample_from_datasets`` picks a stream per draw with the cell's weight, afresh every epoch:
+    small collections repeat within an epoch, large ones are sub-sampled, and the epoch keeps its length (so the
+    step count and the schedule are those of an unbalanced run).
+    """
+    if sources is None or len(sources) != len(labels):
+        raise ConfigError(f"data.balance: {balance} needs each training image's collection; pass the collections "
+                          "with --data NAME=DIR (repeatable), or set data.balance: none")
+    src = np.asarray(sources)
+    cells, weights = [], []
+    names = list(dict.fromkeys(src.tolist()))
+    for name in names:
+        in_source = np.flatnonzero(src == name)
+        groups = [in_source] if balance == "source" else \
+            [in_source[labels[in_source] == c] for c in np.unique(labels[in_source])]
+        for g in groups:
+            cells.append(g)
+            weights.append(1.0 / (len(names) * len(groups)))
+    streams = [tf.data.Dataset.from_tensor_slices(g.astype(np.int64))
+               .shuffle(len(g), seed=seed + i, reshuffle_each_iteration=True).repeat()
+               for i, g in enumerate(cells)]
+    return tf.data.Dataset.sample_from_datasets(streams, weights=weights, seed=seed,
+                                                rerandomize_each_iteration=True).take(len(labels))
 
 
 def make_dataset(
@@ -113,17 +169,24 @@ def make_dataset(
     augment: AugmentConfig | None = None,
     seed: int = 0,
     masks: np.ndarray | None = None,
+    sources: Sequence[str] | None = None,
+    balance: str = "none",
 ):
     """Batches of (float32 0-255 images, one-hot labels); shuffled and augmented when training. ``masks``
     ((n, h, w) 0/1, train.guidance's boxes): batches are (images, labels, (b, h, w, 1) masks moved as the images
-    were)."""
+    were). ``balance`` (data.balance; training only, needs ``sources``, each image's collection): ``source`` draws
+    every collection equally often, ``source_class`` every collection equally and, within it, each of its classes
+    equally (see balanced_indices)."""
     # The uint8 array is the cache. Shuffle and batch indices, then gather each batch: a shuffle buffer of
     # images would hold a second copy of the whole dataset.
     images_t = tf.convert_to_tensor(images)
     labels_t = tf.convert_to_tensor(np.asarray(labels, dtype=np.int64))
-    ds = tf.data.Dataset.range(len(labels))
-    if training:
-        ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+    if training and balance != "none":
+        ds = balanced_indices(np.asarray(labels), sources, balance, seed)
+    else:
+        ds = tf.data.Dataset.range(len(labels))
+        if training:
+            ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
     if masks is not None:
         return _with_masks(ds, images_t, labels_t, num_classes, masks, augment if training else None,

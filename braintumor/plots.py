@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .runs import atomic_write_bytes  # noqa: E402
 
@@ -151,6 +152,30 @@ def sample_grid_figure(rows: list[list[np.ndarray]], row_labels: list[str], titl
     return fig
 
 
+def property_grid_figure(cells: dict[tuple[str, str], list[np.ndarray]], classes: list[str], values: list[str],
+                         counts: dict[str, dict[str, int]], title: str = ""):
+    """Rows: classes; columns: a property's values; each cell a strip of sample (h, w, 3) images captioned with
+    the number of such images. An empty cell says 'none'."""
+    fig, axes = plt.subplots(len(classes), len(values), squeeze=False,
+                             figsize=(2.0 + 1.1 * len(values) * max([1, *map(len, cells.values())]),
+                                   0.6 + 1.35 * len(classes)))
+    for i, c in enumerate(classes):
+        for j, v in enumerate(values):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            images = cells.get((c, v), [])
+            if images:
+                ax.imshow(_strip(images, gap=3))
+            else:
+                ax.text(0.5, 0.5, "none", ha="center", va="center", transform=ax.transAxes, color="gray")
+            ax.set_title(f"{v}: {counts[c].get(v, 0)}", fontsize=8)
+        axes[i, 0].set_ylabel(c, rotation=0, ha="right", va="center")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def pair_montage_figure(rows: list[tuple[str, list[tuple[np.ndarray, np.ndarray, str]]]], pairs_per_row: int,
                         title: str = ""):
     """Rows of same-size image pairs (a, b, caption) side by side, each row labelled (e.g. a distance)."""
@@ -272,6 +297,30 @@ def score_histogram_figure(scores: dict[str, np.ndarray], threshold: float, xlab
     ax.set(xlabel=xlabel, ylabel="images", title=title)
     ax.legend(fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+def stress_figure(curves: dict[str, dict[str, list]], title: str = ""):
+    """One panel per metric, one line per shift: the metric against the shift's severity (0 = unchanged).
+    ``curves`` is {metric: {shift: values by severity}}; None values (a metric that does not apply) are skipped."""
+    metrics = [m for m, by in curves.items() if any(v is not None for vs in by.values() for v in vs)]
+    cols = min(3, max(len(metrics), 1))
+    rows = -(-len(metrics) // cols) if metrics else 1
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows + 0.8), squeeze=False)
+    styles = [(c, m) for m in ("o", "s", "^", "v") for c in plt.get_cmap("tab10").colors]
+    for ax, metric in zip(axes.flat, metrics):
+        for (shift, values), (colour, marker) in zip(curves[metric].items(), styles):
+            x = [i for i, v in enumerate(values) if v is not None]
+            ax.plot(x, [values[i] for i in x], marker=marker, color=colour, markersize=4, linewidth=1.2, label=shift)
+        ax.set(title=metric.replace("_", " "), xlabel="severity (0 = unchanged)", ylim=(-0.02, 1.02))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6) or 1, fontsize=8, frameon=False)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.1 if rows == 1 else 0.07, 1, 1))
     return fig
 
 

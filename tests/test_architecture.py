@@ -19,7 +19,8 @@ LAYERS = {
     "data": 1, "pipeline": 1, "dedup": 1, "metrics": 1, "plots": 1, "models": 1, "explain": 1,  # building blocks
     "distribute": 1, "ood": 1, "inference": 1, "nonbrain": 1, "scanners": 1, "decision": 1, "exported": 1,
     "input_checks": 1, "images": 1,
-    "guidance": 1, "volumes": 1, "tracking": 1,
+    "guidance": 1, "volumes": 1, "tracking": 1, "confounds": 1, "eda": 1, "groups": 1, "report": 1, "binary": 1,
+    "shifts": 1,
     "commands": 2,  # one module per command: orchestration
     "cli": 3, "serve": 3,  # skins
 }

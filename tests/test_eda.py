@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from braintumor import dedup
+from braintumor import confounds, dedup
 from braintumor.cli import app
 from braintumor.config import DEFAULT_NEAR_THRESHOLD
 from tests.conftest import CLASSES, FAST, blob_image
@@ -215,3 +215,129 @@ def test_nearest_and_pairs_within():
     assert pairs.tolist() == [[0, 1], [0, 2], [1, 2]] and d.tolist() == [2, 4, 2]
     assert dedup.groups_from_pairs(4, pairs[d <= 2]).tolist() == [0, 0, 0, 1]
     assert dedup.exact_matches(["a", "b", "z"], ["b", "a", "a"]).tolist() == [1, 0, -1]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Confounds: properties that should not predict the class
+
+
+def phantom(contrast: str, size: int = 64, skull: bool = True, frame: bool = False, seed: int = 0) -> np.ndarray:
+    """An axial head: fat-bright scalp, dark bone, brain tissue and two ventricles of CSF (dark on T1, bright on
+    T2), left-right symmetric; ``skull=False`` keeps only the brain, ``frame`` draws a white border."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:size, :size]
+    c = size / 2
+    r = np.sqrt(((y - c) / (0.42 * size)) ** 2 + ((x - c) / (0.34 * size)) ** 2)
+    fat, tissue, csf = (200, 110, 30) if contrast == "T1" else (150, 90, 230)
+    img = np.zeros((size, size))
+    if skull:
+        img[(r < 1.0) & (r >= 0.93)] = fat
+        img[(r < 0.93) & (r >= 0.87)] = 15
+    img[r < 0.87] = tissue
+    for side in (-1, 1):
+        img[((y - c) / (0.16 * size)) ** 2 + ((x - c - side * 0.07 * size) / (0.04 * size)) ** 2 < 1] = csf
+    img += rng.normal(0, 4, img.shape) * (img > 0)
+    if frame:
+        img[:2], img[-2:], img[:, :2], img[:, -2:] = 255, 255, 255, 255
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("skull", [True, False])
+@pytest.mark.parametrize("frame", [False, True])
+def test_estimators_read_synthetic_phantoms(skull, frame):
+    t1, t2 = confounds.measure(phantom("T1", skull=skull, frame=frame)), confounds.measure(
+        phantom("T2", skull=skull, frame=frame))
+    assert (t1["contrast"], t2["contrast"]) == ("T1/FLAIR-like", "T2-like")
+    assert t1["csf_dark"] > 0.05 > t1["csf_bright"] and t2["csf_bright"] > 0.05 > t2["csf_dark"]
+    for m in (t1, t2):
+        assert m["skull"] == ("skull" if skull else "stripped")
+        assert m["border"] == ("frame" if frame else "black")
+        assert m["plane"] == "axial"
+
+
+def test_plane_reads_asymmetry_and_the_neck():
+    head = phantom("T1")
+    sagittal = head.copy()
+    sagittal[20:44, 34:52] = 230  # a bright face-like block on one side only: not left-right symmetric
+    coronal = head.copy()
+    coronal[44:62, 16:48] = 110  # skull base and neck running on to the bottom of the frame: a wide base
+    assert confounds.measure(sagittal)["plane"] == "sagittal"
+    assert confounds.measure(coronal)["plane"] == "coronal"
+
+
+def test_cramers_v_is_bias_corrected_and_bounded():
+    assert confounds.cramers_v(np.array([[50, 0], [0, 50]])) == pytest.approx(1.0, abs=0.02)
+    assert confounds.cramers_v(np.array([[25, 25], [25, 25]])) == 0.0
+    assert confounds.cramers_v(np.array([[10], [20]])) is None  # one value: nothing to associate
+    table = np.array([[30, 10, 5], [10, 30, 5], [12, 8, 40]])
+    plain = scipy_association(table)
+    corrected = confounds.cramers_v(table)
+    assert 0 < corrected < plain  # the correction only ever lowers V
+    # by hand (Bergsma 2013): chi2 / n minus its expectation under independence, over the corrected sizes
+    n, (r, k) = table.sum(), table.shape
+    chi2 = ((table - table.sum(1, keepdims=True) * table.sum(0) / n) ** 2
+            / (table.sum(1, keepdims=True) * table.sum(0) / n)).sum()
+    phi2 = chi2 / n - (k - 1) * (r - 1) / (n - 1)
+    expected = np.sqrt(phi2 / min(k - (k - 1) ** 2 / (n - 1) - 1, r - (r - 1) ** 2 / (n - 1) - 1))
+    assert corrected == pytest.approx(expected)
+
+
+def scipy_association(table: np.ndarray) -> float:
+    from scipy.stats.contingency import association
+
+    return float(association(table, method="cramer", correction=False))
+
+
+def test_warning_names_the_class_the_value_and_the_shares():
+    labels = [0] * 10 + [1] * 10 + [2] * 10
+    values = {"contrast": ["T2-like"] * 7 + ["T1/FLAIR-like"] * 3 + ["T1/FLAIR-like"] * 19 + ["T2-like"],
+              "frame": ["black", "frame"] * 15}
+    out = confounds.associate(["notumor", "glioma", "pituitary"], labels, values)
+    assert out["properties"]["contrast"]["warning"] and out["properties"]["frame"]["warning"] is None
+    assert out["warnings"] == [out["properties"]["contrast"]["warning"]]
+    assert "notumor images are 70% T2-like, the other classes 5%" in out["warnings"][0]
+    assert confounds.value_text("contrast", out["properties"]["contrast"]["strongest"]) == (
+        "88% of T2-like images are notumor")  # 7 of the 8
+    src = confounds.associate(["notumor", "glioma"], [0, 0, 1, 1], {"source": ["a", "a", "b", "b"]})
+    assert "notumor images are 100% from a, the other classes 0%" in src["warnings"][0]
+    assert out["properties"]["frame"]["v"] == 0.0
+
+
+@pytest.fixture(scope="module")
+def confounded(tmp_path_factory) -> tuple[Path, Path]:
+    """Two collections: in 'a' notumor is T2 and the tumours T1, every other image of every class framed; 'b'
+    adds tumour images only. Contrast and source predict the class; the frame does not."""
+    root = tmp_path_factory.mktemp("confounded")
+    for source, classes in (("a", CLASSES), ("b", ("glioma", "pituitary"))):
+        for c in classes:
+            for i in range(8):
+                img = phantom("T2" if c == "notumor" else "T1", frame=i % 2 == 0, seed=i)
+                save_jpeg(root / source / c / f"{i:02d}.jpg", img, 95)
+    runs = root / "runs"
+    r, out = run_eda("--data", f"a={root / 'a'}", "--data", f"b={root / 'b'}", "--runs-dir", str(runs))
+    assert r.exit_code == 0, r.output
+    return r, out
+
+
+def test_planted_confound_is_found_and_warned(confounded):
+    r, out = confounded
+    table = json.loads((out / "confounds.json").read_text())
+    props = table["properties"]
+    assert props["contrast"]["v"] > 0.9 and props["contrast"]["warning"]
+    assert props["contrast"]["counts"]["notumor"] == {"T2-like": 8, "T1/FLAIR-like": 0}
+    assert "notumor images are 100% T2-like, the other classes 0%" in props["contrast"]["warning"]
+    assert props["source"]["warning"] and props["source"]["v"] > 0.3  # collection b has no notumor
+    assert props["border"]["v"] == 0.0 and props["border"]["warning"] is None  # framed evenly: no warning
+    assert props["plane"]["v"] is None  # all axial: nothing to say
+    assert table["per_source"]["a"]["contrast"] > 0.9  # inside collection a: still the contrast
+    assert table["per_source"]["b"]["contrast"] is None  # b: all T1
+    assert any(w.startswith("within a: contrast") for w in table["warnings"])
+    assert "confound:" in r.output and "notumor images are 100% T2-like" in r.output.replace("\n", " ")
+    md = (out / "confounds.md").read_text()
+    assert "notumor images are 100% T2-like" in md and "| notumor | 8 | 100% | 0% |" in md
+    assert "## Confounds" in (out / "report.md").read_text()
+    rows = list(csv.DictReader((out / "confounds.csv").open()))
+    assert len(rows) == 48 and {"path", "class", "source", "contrast", "csf_bright"} <= set(rows[0])
+    for prop in props:
+        png = out / f"confounds_{prop}.png"
+        assert png.is_file() and png.stat().st_size > 5000, prop

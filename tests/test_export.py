@@ -187,3 +187,36 @@ def test_serving_an_onnx_file_never_imports_tensorflow(onnx_file):
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
     assert "imported by the ONNX server" not in out
+
+
+def test_a_gate_on_several_layers_gives_the_same_verdicts_in_keras_and_onnx(tmp_path):
+    """eval.gate_layers: the block ends pooled into the one features output; the exported graph carries them and
+    the NumPy decision reaches the same verdict on scans and on planted CT-like heads."""
+    from typer.testing import CliRunner
+
+    from braintumor.cli import app
+    from braintumor.exported import OnnxScorer, load_exported
+    from braintumor.models.loading import load_run
+    from braintumor.nonbrain import ct_like
+    from tests.conftest import FAST, make_dataset
+
+    data = make_dataset(tmp_path / "data", per_class=8)
+    result = CliRunner().invoke(app, ["train", "--arch", "customnet", "--data", str(data), "--runs-dir",
+                                      str(tmp_path / "runs"), *FAST, "--set",
+                                      "eval.gate_layers=[block1_2_act,block2_2_act]"])
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (tmp_path / "runs" / "train").iterdir()
+    run = load_run(run_dir)
+    (gate,) = run.classifier.gates
+    assert gate.layers == ["block1_2_act", "block2_2_act"] and gate.widths == [8, 16] and gate.far_ratio == 1.0
+    info = run_export(run_dir, "onnx", runs_dir=tmp_path / "runs")[1]
+    assert info["verification"]["verdict_agreement"] == 1.0
+    rng = np.random.default_rng(0)
+    images = np.stack([np.asarray(Image.fromarray(a).resize((32, 32)))[..., None] for a in
+                       [ct_like(64, rng) for _ in range(4)] + [blob_image(k % 4, 32, rng) for k in range(8)]])
+    exported = load_exported(next((tmp_path / "runs" / "export").glob("*-onnx")) / "model.onnx")
+    probs, feats = OnnxScorer(exported.model_file)(images)
+    onnx_verdicts = exported.decider().from_raw(probs, feats)
+    keras_verdicts = run.classifier.classify(images)
+    assert [v.status for v in onnx_verdicts] == [v.status for v in keras_verdicts]
+    assert np.allclose([v.ratio for v in onnx_verdicts], [v.ratio for v in keras_verdicts], rtol=1e-4)

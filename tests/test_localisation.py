@@ -153,3 +153,18 @@ def test_mask_pngs_are_scored_by_their_own_pixels(tmp_path):
     s = score(region.mask(80, 80).astype(np.float32), region)  # resized to any heatmap size
     assert s.pointing and s.energy == pytest.approx(1 / (40 / 1600))
     assert any("d_mask" in p for p, _ in ann.problems)
+
+
+def test_pointing_intervals_resample_patients_and_name_them():
+    from braintumor.explain.localisation import Score, summarise
+
+    # 20 patients of 10 slices; the map hits on every slice of 14 patients and misses on every slice of 6
+    hits = np.repeat(np.arange(20) < 14, 10).astype(float)
+    scores = [Score(h, h, 2.0) for h in hits]
+    groups = np.repeat(np.arange(20), 10)
+    by_slice, by_patient = summarise(scores), summarise(scores, groups, "patients")
+    assert by_patient["pointing_tol"] == pytest.approx(0.7)
+    assert by_patient["interval"]["text"] == "resampling 20 patients"
+    assert by_slice["interval"]["text"] == "resampling 200 images"
+    width = lambda s: s["pointing_tol_ci95"][1] - s["pointing_tol_ci95"][0]  # noqa: E731
+    assert width(by_patient) > 2 * width(by_slice)

@@ -15,7 +15,7 @@ from braintumor.cli import app
 from braintumor.commands.evaluate import run_evaluate
 from braintumor.commands.predict import run_predict
 from braintumor.models.loading import load_run
-from braintumor.nonbrain import build
+from braintumor.nonbrain import build, ct_like
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "demo_data" / "brain-tumor-mri-sample"
@@ -70,6 +70,20 @@ def test_gate_refuses_noise_and_photos_and_accepts_real_scans(demo_run, tmp_path
     assert np.mean([v.status != "out_of_distribution" for v in scans]) >= 0.8
 
 
+def test_the_gate_ranks_planted_ct_like_heads_above_the_real_scans(demo_run, tmp_path):
+    """A near miss the input checks cannot see (gray, not flat): a bright skull ring round a uniform gray brain."""
+    rng = np.random.default_rng(0)
+    planted = tmp_path / "ct_like"
+    planted.mkdir()
+    for i in range(6):
+        Image.fromarray(ct_like(256, rng)).save(planted / f"ct_{i}.png")
+    report = run_predict(demo_run, [planted, DEMO / "test"], runs_dir=tmp_path / "runs")
+    ct = [v for p, v in report.rows if "ct_like" in Path(p).parts]
+    scans = [v for p, v in report.rows if "test" in Path(p).parts]
+    assert len(ct) == 6 and len(scans) == 40
+    assert min(v.ratio for v in ct) > np.quantile([v.ratio for v in scans], 0.9), [v.ratio for v in ct]
+
+
 def test_predict_writes_every_column_and_lists_unreadable_files(demo_run, tmp_path):
     folder = tmp_path / "in"
     shutil.copytree(DEMO / "test" / "pituitary", folder)
@@ -115,6 +129,12 @@ def test_evaluate_scores_the_gate_on_a_folder_that_must_be_refused(demo_run, not
     statuses = [r["status"] for r in csv.DictReader((out / "ood_predictions.csv").open())]
     assert len(statuses) == o["n_ood"] and o["refused_ood"] == pytest.approx(np.mean([s != "ok" for s in statuses]))
     assert (out / "plots" / "ood_scores.png").is_file() and (out / "ood_predictions.csv").is_file()
+    # each kind of image apart, both kinds of no counted, and the refusal of the collection that must pass
+    assert set(o["per_folder"]) == {"synthetic", "photo_colour", "photo_gray"}
+    for f in o["per_folder"].values():
+        assert sum(f["status_counts"].values()) == f["n"] and 0.5 <= f["auroc_per_accepted"]["scans"] <= 1.0
+    assert sum(f["n"] for f in o["per_folder"].values()) == o["n_ood"]
+    assert o["per_collection"]["scans"]["refused"] == pytest.approx(o["refused_scans"])
     rows = list(csv.DictReader((out / "predictions.csv").open()))
     assert {"status", "reason"} <= set(rows[0])
     assert m["gate"]["status_counts"]["ok"] + m["gate"]["status_counts"]["uncertain"] \

@@ -224,3 +224,34 @@ def test_summary_title_names_the_model_the_recipe_keeps(tmp_path):
     r = runner.invoke(app, [*args, "--set", "train.checkpoint=last"])
     assert r.exit_code == 0, r.output
     assert "last epoch's model on the validation split" in r.output and "best model" not in r.output
+
+
+def test_evaluate_a_tumour_or_not_collection(trained):
+    """yes/no folders: the binary figures alone, computed from predictions.csv; the unit named."""
+    run, _, tmp = trained
+    yn = make_dataset(tmp / "yn", per_class=4, seed=5, folders=("glioma", "meningioma", "notumor", "pituitary"))
+    (yn / "glioma").rename(yn / "yes")
+    (yn / "notumor").rename(yn / "no")
+    for f in ("meningioma", "pituitary"):
+        for p in (yn / f).iterdir():
+            p.rename(yn / "yes" / f"{f}_{p.name}")
+        (yn / f).rmdir()
+    result = runner.invoke(app, ["evaluate", str(run), "--data", str(yn), "--runs-dir", str(tmp / "runs")])
+    assert result.exit_code == 0, result.output
+    out = run_dir_from(result.output)
+    m = json.loads((out / "metrics.json").read_text())
+    b = m["binary"]
+    assert "accuracy" not in m and b["n"] == 16 and b["n_tumour"] == 12
+    pred = pd.read_csv(out / "predictions.csv")
+    tumour, said = pred["true"] == "tumour", pred["predicted"] != "notumor"
+    assert b["sensitivity"] == pytest.approx((said & tumour).sum() / tumour.sum())
+    assert b["specificity"] == pytest.approx((~said & ~tumour).sum() / (~tumour).sum())
+    ok = pred["status"] == "ok"
+    if (tumour & ok).any():
+        assert b["missed_accepted"] == pytest.approx((~said & tumour & ok).sum() / (tumour & ok).sum())
+    assert "resampling 16 images" in (out / "metrics.md").read_text() and "tumour or not" in result.output
+    # a 4-class folder gets the same figures beside its classes
+    four = make_dataset(tmp / "four", per_class=3, seed=7)
+    result = runner.invoke(app, ["evaluate", str(run), "--data", str(four), "--runs-dir", str(tmp / "runs")])
+    m = json.loads((run_dir_from(result.output) / "metrics.json").read_text())
+    assert m["binary"]["n_tumour"] == 9 and "accuracy" in m

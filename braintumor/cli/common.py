@@ -102,6 +102,17 @@ def train_options(fn):
     return wrapper
 
 
+def binary_line(b: dict) -> str:
+    """Tumour or not in one line: each figure with its 95% interval and the unit it resampled."""
+    def fig(name: str, label: str) -> str:
+        v, (lo, hi) = b[name], b[f"{name}_ci95"]
+        return f"{label} -" if v is None else f"{label} {v:.3f}" + ("" if lo is None else f" ({lo:.3f}-{hi:.3f})")
+
+    figures = [fig("sensitivity", "sensitivity"), fig("specificity", "specificity"),
+               fig("missed_accepted", "missed tumours among accepted"), fig("auc", "AUC")]
+    return "[bold]tumour or not[/]: " + ", ".join(figures) + f"; 95% CI {b['interval']['text']}"
+
+
 def metrics_table(m: dict, title: str) -> Table:
     """A Rich table of the headline metrics and per-class recall."""
     t = Table(title=title, show_header=True, header_style="bold")
@@ -109,7 +120,8 @@ def metrics_table(m: dict, title: str) -> Table:
     t.add_column("value", justify="right")
     lo, hi = m["accuracy_ci95"]
     t.add_row("images", str(m["n"]))
-    t.add_row("accuracy", f"{m['accuracy']:.4f}  (95% CI {lo:.3f}-{hi:.3f})")
+    unit = f", {m['interval']['text']}" if m.get("interval") else ""
+    t.add_row("accuracy", f"{m['accuracy']:.4f}  (95% CI {lo:.3f}-{hi:.3f}{unit})")
     t.add_row("loss", f"{m['loss']:.4f}")
     t.add_row("AUC (macro, one-vs-rest)", f"{m['auc']:.4f}")
     t.add_row("macro F1", f"{m['macro_f1']:.4f}")

@@ -105,7 +105,8 @@ def terminal_table(cmp, width: int) -> tuple[Table, list[str]]:
 
     cells = [display_cells(r) for r in cmp.rows]
     for c in cells:
-        c["accuracy (95% CI)"] = c["accuracy (95% CI)"].replace(" (", "\n(")
+        # the interval under the accuracy, the unit it resampled under that ('resampling' said in the files)
+        c["accuracy (95% CI)"] = c["accuracy (95% CI)"].replace(" (", "\n(").replace(", resampling ", ",\n")
     heads = [h for h in cells[0] if not (h in ("kind", "cohort") and len({c[h] for c in cells}) == 1)]
     hidden = []
     for h in _OPTIONAL:

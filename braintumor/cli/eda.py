@@ -29,13 +29,19 @@ def eda(
     )] = DEFAULT_NEAR_THRESHOLD,
     samples: Annotated[int, typer.Option(
         "--samples", min=1, max=20, help="Images per class in samples.png.")] = 6,
+    confound_threshold: Annotated[float, typer.Option(
+        "--confound-threshold", min=0.01, max=1.0,
+        help="Cramer's V (bias-corrected) from which a property (collection, contrast, plane, skull, frame, colour, "
+        "size, brightness) is said to predict the class.")] = 0.3,  # confounds.WARN_V (scipy stays out of start-up)
     seed: Annotated[int, typer.Option("--seed", help="Seed for the sample grid and the example pairs.")] = 0,
     name: Name = None,
     runs_dir: RunsDir = None,
 ) -> None:
-    """Report on a dataset: classes, pixel statistics, image properties, duplicates and train/test leakage.
+    """Report on a dataset: classes, pixel statistics, image properties, confounds, duplicates and leakage.
 
-    Writes runs/eda/<timestamp>/ (report.md, summary.json, duplicates.csv and figures).
+    Confounds: collection, contrast, plane, skull, frame, colour, size, brightness; warns when one predicts the class.
+
+    Writes runs/eda/<timestamp>/ (report.md, summary.json, confounds.md, duplicates.csv and figures).
 
     Example: braintumor eda --data data/Training --test data/Testing
     """
@@ -50,11 +56,14 @@ def eda(
         from ..commands.eda import run_eda  # lazy: matplotlib (the train extra) stays out of the CLI's start-up
 
         out, s = run_eda(data if len(data) > 1 else data[0], test, near_threshold=near_threshold,
-                         runs_dir=runs_dir or Path("runs"), name=name, samples_per_class=samples, seed=seed,
-                         progress=on_progress)
+                         confound_threshold=confound_threshold, runs_dir=runs_dir or Path("runs"), name=name,
+                         samples_per_class=samples, seed=seed, progress=on_progress)
     console.print(summary_table(s))
     if "sources" in s:
         console.print(source_table(s))
+    console.print(confound_table(s["confounds"]))
+    for w in s["confounds"]["warnings"]:
+        console.print(f"[bold yellow]confound:[/] {w}", highlight=False)
     console.print(duplicates_table(s))
     if s["unreadable"]:
         console.print(f"[yellow]{len(s['unreadable'])} unreadable file(s)[/], listed with the reason in "
@@ -84,6 +93,21 @@ def source_table(s: dict) -> Table:
             mean = v["pixel_mean"][c]["mean"]
             cells.append(f"{v['per_class'][c]} ({'-' if mean is None else round(mean)})")
         t.add_row(name, *cells, str(v.get("copies_in_other_sources", "-")))
+    return t
+
+
+def confound_table(c: dict) -> Table:
+    """Per property: Cramer's V with the class and the value whose share differs most between classes."""
+    t = Table(title=f"confounds: does the property predict the class? (warning from V >= {c['threshold']})",
+              header_style="bold")
+    for col in ("property", "V", "largest difference"):
+        t.add_column(col, justify="right" if col == "V" else "left")
+    for p, row in c["properties"].items():
+        cell = row["strongest"]
+        v = "-" if row["v"] is None else f"{row['v']:.2f}"
+        said = "-" if v == "-" or not cell else (f"{cell['class']}: {cell['share_in_class']:.0%} {cell['value']}, "
+                                                 f"others {cell['share_elsewhere']:.0%}")
+        t.add_row(f"[bold yellow]{p}[/]" if row["warning"] else p, v, said)
     return t
 
 

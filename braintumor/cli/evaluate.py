@@ -9,7 +9,7 @@ import typer
 
 from ..runs import resolve_run
 from .app import command
-from .common import Name, RunsDir, console, metrics_table, per_source_table, print_run_dir
+from .common import Name, RunsDir, binary_line, console, metrics_table, per_source_table, print_run_dir
 
 
 @command("evaluate")
@@ -31,7 +31,17 @@ def evaluate(
         "(see braintumor eda) and score the rest.")] = None,
     ood: Annotated[Path | None, typer.Option(
         "--ood", help="A folder of images that are not brain MRI: score the out-of-distribution gate on them "
-        "against the labelled images (AUROC, refusal rates, accuracy on the accepted).")] = None,
+        "against the labelled images (AUROC, refusal rates, accuracy on the accepted), per sub-folder "
+        "(out_of_distribution and uncertain apart) and per --data collection.")] = None,
+    groups: Annotated[str | None, typer.Option(
+        "--groups", help="Where each image's patient is written, as data.groups: PATH.csv:COLUMN or re:PATTERN; "
+        "the intervals resample patients (joined with duplicate and volume groups). Default: the run's "
+        "data.groups.")] = None,
+    binary_label: Annotated[list[str] | None, typer.Option(
+        "--binary-label", help="A tumour-or-not folder: FOLDER=tumour or FOLDER=no_tumour (repeatable); yes/no, "
+        "tumor/no_tumor, tumour/no_tumour, 1/0 and the class folders are known. Such a collection gets "
+        "sensitivity, specificity, missed tumours among accepted answers and AUC. Default: eval.binary_labels.")]
+    = None,
 ) -> None:
     """Score a trained model on a folder; writes runs/evaluate/<timestamp>-<arch>/ (metrics, predictions, plots).
 
@@ -42,14 +52,18 @@ def evaluate(
     runs_root = runs_dir or Path("runs")
     run_dir = resolve_run(None if run == "latest" else run, runs_root)
     out, metrics = run_evaluate(run_dir, data, runs_dir=runs_root, name=name, tta=tta,
-                                exclude_duplicates_of=exclude_duplicates_of, ood=ood)
+                                exclude_duplicates_of=exclude_duplicates_of, ood=ood, groups=groups,
+                                binary_labels=binary_label or None)
     if "excluded_duplicates" in metrics:
         x = metrics["excluded_duplicates"]
         console.print(f"[bold yellow]left out {x['total']} images[/] that are copies of {x['of']} "
                       f"({x['exact']} exact, {x['near']} near, pHash distance <= {x['near_threshold']}); "
                       f"scored the other {x['kept']}; the list is in excluded.csv", highlight=False)
     shown = ", ".join(map(str, data)) if data else "its validation split"
-    console.print(metrics_table(metrics, f"{run_dir.name} on {shown}"))
+    if "accuracy" in metrics:  # a tumour-or-not collection has the binary figures alone
+        console.print(metrics_table(metrics, f"{run_dir.name} on {shown}"))
+    if "binary" in metrics:
+        console.print(binary_line(metrics["binary"]), highlight=False)
     if "per_source" in metrics:
         console.print(per_source_table(metrics["per_source"], "per source"))
     g = metrics["gate"]
@@ -69,4 +83,10 @@ def evaluate(
         console.print(f"[bold]--ood {o['folder']}[/]: refused {o['refused_ood']:.1%} of {o['n_ood']} images "
                       f"that must be refused and {o['refused_scans']:.1%} of the {o['n_scans']} scans; "
                       f"AUROC {auroc}", highlight=False)
+        for name, f in o.get("per_folder", {}).items():
+            c, au = f["status_counts"], "n/a" if f["auroc"] is None else f"{f['auroc']:.3f}"
+            console.print(f"  {name}: refused {f['refused']:.1%} of {f['n']} (out_of_distribution "
+                          f"{c['out_of_distribution']}, uncertain {c['uncertain']}); AUROC {au}", highlight=False)
+        for name, a in o.get("per_collection", {}).items():
+            console.print(f"  accepted collection {name}: refused {a['refused']:.1%} of {a['n']}", highlight=False)
     print_run_dir(out)

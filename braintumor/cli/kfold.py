@@ -149,7 +149,8 @@ def summary_table(rows: list[dict], title: str) -> Table:
         t.add_column(col, justify="left" if col in ("model", "data") else "right")
     for r in rows:
         lo, hi = r["accuracy_ci_low"], r["accuracy_ci_high"]
-        ci = "" if lo != lo else f"{lo:.3f}-{hi:.3f}"  # NaN for mean/std rows
+        unit = r.get("accuracy_ci_resampling")
+        ci = "" if lo != lo else f"{lo:.3f}-{hi:.3f}" + (f"\n{unit}" if unit else "")  # NaN for mean/std rows
         t.add_row(r["model"], r["data"], "" if r["n"] is None else str(r["n"]), f"{r['loss']:.4f}",
                   f"{r['accuracy']:.4f}", ci, f"{r['auc']:.4f}", f"{r['macro_f1']:.4f}",
                   style="bold" if r["model"] in ("mean", "ensemble") else None)

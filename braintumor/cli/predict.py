@@ -30,8 +30,8 @@ def predict(
 ) -> None:
     """Classify unlabelled scans; writes runs/predict/<timestamp>-<arch>/predictions.csv.
 
-    Each image gets a status: ok (the class is the answer), uncertain (at the edge of the training scans, or a
-    low calibrated confidence) or out_of_distribution (not like a brain MRI slice); only ok rows name a class.
+    Each image gets a status: ok (the class is the answer), uncertain (a brain MRI the model is unsure about: low
+    calibrated confidence) or out_of_distribution (not a brain MRI slice it can read); only ok rows name a class.
     A scanner volume (NIfTI file, multi-frame DICOM, DICOM series folder) also gets one answer in volumes.csv: the
     mean of its slices the gate accepted.
     Example: braintumor predict scans/ --run runs/kfold/20260101-120000-customnet

@@ -152,6 +152,8 @@ def _fill_metrics(row: Row, m: dict[str, Any]) -> None:
         setattr(row, k, _f(m.get(k)))
     ci = m.get("accuracy_ci95") or [math.nan, math.nan]
     row.accuracy_ci_low, row.accuracy_ci_high = _f(ci[0]), _f(ci[1])
+    # the unit the bootstrap resampled (runs written before groups were resampled: images)
+    row.ci_method = f"bootstrap {(m.get('interval') or {}).get('text', 'resampling images')}"
     row.classes = tuple(m.get("classes") or ())
 
 
@@ -470,7 +472,8 @@ def _num(v: Any, fmt: str = ".4f") -> str:
 
 def display_cells(r: Row) -> dict[str, str]:
     """The human-readable cells shared by the Markdown and terminal tables."""
-    ci = (f" ({_num(r.accuracy_ci_low, '.3f')}-{_num(r.accuracy_ci_high, '.3f')})"
+    unit = r.ci_method.removeprefix("bootstrap ").split(" (")[0]  # 'resampling 46 patients', 't over 5 folds'
+    ci = (f" ({_num(r.accuracy_ci_low, '.3f')}-{_num(r.accuracy_ci_high, '.3f')}, {unit})"
           if math.isfinite(r.accuracy_ci_low) else "")
     return {
         "run": r.run, "kind": r.kind, "arch": r.arch or "-",
@@ -511,8 +514,9 @@ def markdown(cmp: Comparison, title: str = "Run comparison") -> str:
     if cmp.warnings:
         lines += [""] + [f"> **Warning:** {w}" for w in cmp.warnings]
     sources = sorted({r.inference_source for r in cmp.rows})
-    lines += ["", "Accuracy intervals: 95% bootstrap over the evaluated images (train, evaluate runs); for "
-              "kfold runs the fold mean with a 95% t-interval over the folds. "
+    lines += ["", "Accuracy intervals: 95% percentile bootstrap for train and evaluate runs, resampling the unit "
+              "named beside each (patients where data.groups knows them, else duplicate and volume groups, else "
+              "images); for kfold runs the fold mean with a 95% t-interval over the folds. "
               f"Inference: {inference_note(sources)}"]
     if cmp.skipped:
         lines += ["", "Skipped:", ""] + [f"- `{p}`: {why}" for p, why in cmp.skipped]

@@ -16,27 +16,29 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from .. import guidance, models, plots, tracking  # noqa: F401  (models registers the custom layers)
+from ..binary import truth_of_classes
 from ..config import DEFAULT_FOLDS, Config, build, read_yaml
 from ..data import ImageSpec, LoadedImages, list_images, load_images, split_train_val
 from ..dedup import count_groups, multi_member_groups
 from ..distribute import runs_dir_for_this_worker
 from ..errors import ConfigError, DataError, RunError
+from ..groups import describe, sides_summary, split_groups, unit_name, unit_of
 from ..metrics import (
     ECE_BINS,
+    binary_from_probs,
+    binary_per_source,
     calibration_figures,
     compute_metrics,
     cross_fitted,
     fit_temperature,
-    per_source_markdown,
     per_source_metrics,
     reliability,
     scale,
-    write_metrics,
-    write_predictions,
 )
 from ..models import get_spec
 from ..models.loading import predict, stored_temperature
 from ..plots import atomic_save_figure
+from ..report import binary_markdown, per_source_markdown, write_metrics, write_predictions
 from ..runs import (
     atomic_write_json,
     atomic_write_text,
@@ -266,7 +268,10 @@ def _plan_meta(cfg: Config, plan: FoldPlan) -> dict[str, Any]:
                 n_images=len(plan.loaded.paths), skipped=len(plan.loaded.skipped),
                 group_duplicates=cfg.data.group_duplicates,
                 duplicate_groups=groups, images_in_duplicate_groups=images,
-                fold_sizes={str(i): int((plan.folds == i).sum()) for i in range(1, plan.n_folds + 1)})
+                fold_sizes={str(i): int((plan.folds == i).sum()) for i in range(1, plan.n_folds + 1)},
+                grouping=describe(cfg.data, loaded.paths, plan.groups),
+                groups_per_fold=sides_summary(plan.groups, {str(i): np.flatnonzero(plan.folds == i)
+                                                            for i in range(1, plan.n_folds + 1)}))
 
 
 def _run(cfg: Config, run_dir: Path, plan: FoldPlan, test_dir, fold_callbacks, log: Log, status: run_status,
@@ -330,11 +335,11 @@ def fit_fold(cfg: Config, run_dir: Path, fold_dir: Path, plan: FoldPlan, fold: i
     start_run(fold_dir, cfg, "train", kfold_run=str(run_dir), fold=fold, n_folds=plan.n_folds,
               held_out=plan.fold_name(fold), copies_of_held_out_left_out=copies)
     with tracking.tracked(cfg, fold_dir, "train") as tracked_callbacks, run_status(fold_dir):
-        train.write_split(fold_dir, plan.loaded, train_idx, held_out, tune_idx)
+        train.write_split(fold_dir, plan.loaded, train_idx, held_out, tune_idx, groups=plan.groups)
         write_meta(fold_dir, n_images=len(plan.loaded.paths), duplicate_groups=multi_member_groups(plan.groups),
                    n_tune=None if tune_idx is None else int(len(tune_idx)))
         parts = train.FitParts(train_idx, held_out if tune_idx is None else tune_idx, score=held_out,
-                               scored_on="held-out fold")
+                               scored_on="held-out fold", groups=plan.groups)
         train.fit_and_report(cfg, fold_dir, plan.loaded, parts, callbacks + tracked_callbacks)
 
 
@@ -364,7 +369,8 @@ def _record_fold_status(run_dir: Path, fold_dir: Path, fold: int) -> None:
 def _row(model: str, data: str, m: dict[str, Any]) -> dict[str, Any]:
     lo, hi = m.get("accuracy_ci95", (float("nan"), float("nan")))
     return {"model": model, "data": data, "n": m.get("n"), **{k: m[k] for k in METRICS},
-            "accuracy_ci_low": lo, "accuracy_ci_high": hi}
+            "accuracy_ci_low": lo, "accuracy_ci_high": hi,
+            "accuracy_ci_resampling": (m.get("interval") or {}).get("text", "resampling images")}
 
 
 def _mean_std_rows(rows: list[dict[str, Any]], data: str) -> list[dict[str, Any]]:
@@ -372,10 +378,10 @@ def _mean_std_rows(rows: list[dict[str, Any]], data: str) -> list[dict[str, Any]
     values = {k: np.array([r[k] for r in rows], dtype=float) for k in METRICS}
     nan = float("nan")
     mean = {"model": "mean", "data": data, "n": None, **{k: float(v.mean()) for k, v in values.items()},
-            "accuracy_ci_low": nan, "accuracy_ci_high": nan}
+            "accuracy_ci_low": nan, "accuracy_ci_high": nan, "accuracy_ci_resampling": None}
     std = {"model": "std", "data": data, "n": None,
            **{k: float(v.std(ddof=1)) if len(v) > 1 else nan for k, v in values.items()},
-           "accuracy_ci_low": nan, "accuracy_ci_high": nan}
+           "accuracy_ci_low": nan, "accuracy_ci_high": nan, "accuracy_ci_resampling": None}
     return [mean, std]
 
 
@@ -390,9 +396,11 @@ def summarize(cfg: Config, run_dir: Path, plan: FoldPlan) -> list[dict[str, Any]
         m = json.loads((run_dir / f"fold_{i}" / "metrics.json").read_text())
         fold_rows.append(_row(plan.fold_name(i), "val", m))
     probs = read_oof(run_dir, plan)
-    pooled = compute_metrics(plan.loaded.labels, probs, names, cfg.eval.bootstrap, cfg.seed)
+    pooled = compute_metrics(plan.loaded.labels, probs, names, cfg.eval.bootstrap, cfg.seed, plan.groups,
+                             unit_name(cfg.data))
     if len(plan.loaded.source_names) > 1:
         pooled["per_source"] = per_source_metrics(plan.loaded.labels, probs, plan.loaded.sources, names)
+    add_tumour_or_not(pooled, cfg, plan, probs)
     if cfg.eval.calibrate and plan.by == "source":
         # each collection's predictions come from a model that never saw it (and may lack a class): a temperature
         # fitted on them describes the transfer, not the ensemble, and does not carry from one collection to the next
@@ -412,6 +420,20 @@ def summarize(cfg: Config, run_dir: Path, plan: FoldPlan) -> list[dict[str, Any]
     atomic_save_figure(_accuracy_figure(fold_rows, f"{cfg.model.arch}: accuracy on each held-out fold"),
                        run_dir / "plots" / "fold_accuracy.png")
     return [*fold_rows, *_mean_std_rows(fold_rows, "val"), _row("pooled_oof", "val", pooled)]
+
+
+def add_tumour_or_not(pooled: dict[str, Any], cfg: Config, plan: FoldPlan, probs: np.ndarray) -> None:
+    """oof_metrics.json's tumour-or-not figures (tumour = any class but notumor), pooled and per collection, with
+    intervals resampling the fold plan's groups (a model without a notumor class: nothing)."""
+    loaded = plan.loaded
+    truth = truth_of_classes(loaded.labels, loaded.class_names)
+    if truth is None:
+        return
+    unit, args = unit_name(cfg.data), (cfg.eval.bootstrap, cfg.seed)
+    pooled["binary"] = binary_from_probs(truth, probs, loaded.class_names, None, plan.groups, unit, *args)
+    if len(loaded.source_names) > 1:
+        pooled["binary_per_source"] = binary_per_source(truth, probs, loaded.class_names, loaded.sources, None,
+                                                        plan.groups, unit, *args)
 
 
 def calibrate_ensemble(run_dir: Path, plan: FoldPlan, probs: np.ndarray) -> dict[str, Any]:
@@ -476,6 +498,7 @@ def evaluate_test(cfg: Config, run_dir: Path, plan: FoldPlan,
     if tuple(listing.class_names) != tuple(names):
         raise DataError(f"{test_dir} classes {listing.class_names} differ from the training classes {names}")
     test = load_images(listing, ImageSpec.of(cfg.data))
+    test_groups, found = split_groups(cfg.data, test, strict=False)  # the unit the test intervals resample
     seen = set(plan.loaded.digests)
     in_train = sum(d in seen for d in test.digests)
     rows, all_probs = [], []
@@ -485,13 +508,15 @@ def evaluate_test(cfg: Config, run_dir: Path, plan: FoldPlan,
         raw = predict(model, test.images, cfg.train.batch_size, cfg.eval.tta)
         all_probs.append(raw)
         probs = scale(raw, stored_temperature(fold_dir))
-        m = compute_metrics(test.labels, probs, names, cfg.eval.bootstrap, cfg.seed)
+        m = compute_metrics(test.labels, probs, names, cfg.eval.bootstrap, cfg.seed, test_groups,
+                            unit_of(found))
         _write_test(fold_dir / "test", m, test, probs, f"fold {i} model on {test_dir}")
         rows.append(_row(plan.fold_name(i), "test", m))
         del model
         keras.backend.clear_session()
     ensemble = scale(np.mean(all_probs, axis=0), stored_temperature(run_dir))  # as evaluate and serve see it
-    m = compute_metrics(test.labels, ensemble, names, cfg.eval.bootstrap, cfg.seed)
+    m = compute_metrics(test.labels, ensemble, names, cfg.eval.bootstrap, cfg.seed, test_groups,
+                        unit_of(found))
     _write_test(run_dir / "ensemble_test", m, test, ensemble,
                 f"ensemble of {plan.n_folds} fold models (mean probabilities) on {test_dir}")
     write_skipped(run_dir / "ensemble_test", test.skipped)
@@ -514,7 +539,7 @@ def _accuracy_figure(rows: list[dict[str, Any]], title: str):
                             ylabel="accuracy (95% bootstrap CI)", title=title)
 
 
-SUMMARY_COLUMNS = ["model", "data", "n", *METRICS, "accuracy_ci_low", "accuracy_ci_high"]
+SUMMARY_COLUMNS = ["model", "data", "n", *METRICS, "accuracy_ci_low", "accuracy_ci_high", "accuracy_ci_resampling"]
 
 
 def write_summary(run_dir: Path, result: KFoldResult, cfg: Config) -> None:
@@ -563,7 +588,7 @@ def summary_markdown(run_dir: Path, result: KFoldResult, cfg: Config) -> str:
         f"- data: {', '.join(f'`{p}`' for p in cfg.data_paths)}, {result.n_images} images, "
         f"classes {', '.join(meta.get('class_names', []))}"
         + (f"; collections {', '.join(f'{n} ({c})' for n, c in sources.items())}" if len(sources) > 1 else ""),
-        folds_line,
+        folds_line, *_groups_line(meta),
         f"- every fold: a fresh model trained as `train` trains ({_recipe(cfg)}), scored on the held-out fold",
         "- the held-out fold never steers training: " + (
             f"an inner split ({cfg.data.val_split:g} of each fold's training part, duplicate groups kept "
@@ -585,6 +610,12 @@ def summary_markdown(run_dir: Path, result: KFoldResult, cfg: Config) -> str:
                    "The pooled out-of-fold predictions split by the collection each image came from; AUC over the "
                    "classes the collection holds, '-' where it holds none of a class."), "",
                   *per_source_markdown(result.per_source, list(meta.get("class_names", [])))]
+    oof = run_dir / "oof_metrics.json"
+    binary = json.loads(oof.read_text()).get("binary") if oof.is_file() else None
+    if binary:
+        lines += ["", "## Tumour or not", "", "The pooled out-of-fold answers read as tumour (any class but notumor) "
+                  "or not; missed tumours counts every answer as accepted (the folds' gates are not pooled).",
+                  *binary_markdown(binary, json.loads(oof.read_text()).get("binary_per_source"))]
     calibration = run_dir / "calibration.json"
     if loco and cfg.eval.calibrate:
         lines += ["", "## Calibration", "", "No temperature is fitted for the ensemble of a leave-one-collection-out "
@@ -610,6 +641,21 @@ def summary_markdown(run_dir: Path, result: KFoldResult, cfg: Config) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _groups_line(meta: dict[str, Any]) -> list[str]:
+    """The grouping (data.groups patients joined with duplicates and volumes) and the groups in each fold."""
+    g, per = meta.get("grouping") or {}, meta.get("groups_per_fold") or {}
+    if not g:
+        return []
+    who = (f"{g['patients']} patients from `data.groups: {g['spec']}` ({g['unmatched']} images named by no row "
+           "or match stay alone), joined with duplicate and volume groups" if "patients" in g
+           else "duplicate and volume groups")
+    shared = sum(v["shared"] for v in per.values())
+    return [f"- groups: {g['groups']} {who}; groups per fold "
+            + ", ".join(f"{k}: {v['groups']} ({v['images']} images)" for k, v in per.items())
+            + f"; groups also found in another fold, summed over folds: {shared}"
+            + (" (only --by source can leave any: a copy published in two collections)" if shared else "")]
+
+
 def _recipe(cfg: Config) -> str:
     t = cfg.train
     if t.early_stopping_patience > 0:
@@ -629,7 +675,8 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
         lo, hi = r["accuracy_ci_low"], r["accuracy_ci_high"]
         cells.append([{"mean": "**mean**", "std": "**std**"}.get(r["model"], r["model"]),
                       "" if r["n"] is None else r["n"], f"{r['loss']:.4f}", f"{r['accuracy']:.4f}",
-                      "" if np.isnan(lo) else f"{lo:.4f} - {hi:.4f}", f"{r['auc']:.4f}", f"{r['macro_f1']:.4f}"])
+                      "" if np.isnan(lo) else f"{lo:.4f} - {hi:.4f} ({r.get('accuracy_ci_resampling')})",
+                      f"{r['auc']:.4f}", f"{r['macro_f1']:.4f}"])
     return markdown_table(["model", "n", "loss", "accuracy", "95% CI", "AUC", "macro F1"], cells)
 
 

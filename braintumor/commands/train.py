@@ -15,7 +15,7 @@ import pandas as pd
 from .. import guidance, plots, tracking
 from ..config import Config
 from ..data import ImageSpec, LoadedImages, list_images, load_images, split_train_val
-from ..dedup import duplicate_groups, join_groups, multi_member_groups
+from ..dedup import multi_member_groups
 from ..distribute import (
     configure_precision,
     even_for_replicas,
@@ -25,8 +25,9 @@ from ..distribute import (
     synchronize_batch_norm,
 )
 from ..errors import ConfigError
+from ..groups import describe, sides_summary, split_groups, unit_name
 from ..guidance import GuidedTrainer, box_masks, guided_layers
-from ..inference import Classifier, feature_layer, gate_report, pooled_features
+from ..inference import Classifier, gate_layers, gate_report, layer_widths, pooled_features
 from ..metrics import (
     ECE_BINS,
     calibration_figures,
@@ -35,14 +36,13 @@ from ..metrics import (
     per_source_metrics,
     reliability,
     scale,
-    write_metrics,
-    write_predictions,
 )
 from ..models import ModelSpec, build_model, get_spec
 from ..models.loading import predict
 from ..ood import fit_gate
 from ..pipeline import class_weights, make_dataset, oversample
 from ..plots import atomic_save_figure
+from ..report import write_metrics, write_predictions
 from ..runs import (
     atomic_save_model,
     atomic_write_json,
@@ -54,7 +54,6 @@ from ..runs import (
     write_skipped,
 )
 from ..scanners import ScanOptions
-from ..volumes import volume_of
 
 
 def channels_of(cfg: Config) -> int:
@@ -68,9 +67,9 @@ def prepare_data(cfg: Config) -> tuple[LoadedImages, np.ndarray]:
         raise ConfigError("no data folder: pass --data DIR (a folder with one sub-folder per class)")
     listing = list_images(cfg.data_paths, cfg.data.classes, scan=ScanOptions.from_config(cfg.data))
     loaded = load_images(listing, ImageSpec.of(cfg.data))
-    groups = duplicate_groups(loaded.digests, loaded.images, cfg.data.group_duplicates, cfg.data.near_threshold)
-    # the slices of one scanner volume (NIfTI, multi-frame DICOM, DICOM series) stay together too
-    return loaded, join_groups(groups, [volume_of(p) for p in loaded.paths])
+    # the slices of one scanner volume (NIfTI, multi-frame DICOM, DICOM series) and of one patient (data.groups)
+    # stay together too
+    return loaded, split_groups(cfg.data, loaded)[0]
 
 
 def run_train(cfg: Config, callbacks: tuple = ()) -> tuple[Path, dict[str, Any]]:
@@ -86,26 +85,31 @@ def run_train(cfg: Config, callbacks: tuple = ()) -> tuple[Path, dict[str, Any]]
         write_skipped(run_dir, loaded.skipped)
         train_idx, val_idx = split_train_val(loaded.labels, groups, cfg.data.val_split, cfg.seed,
                                              loaded.class_names)
-        write_split(run_dir, loaded, train_idx, val_idx)
+        write_split(run_dir, loaded, train_idx, val_idx, groups=groups)
         write_meta(run_dir, n_images=len(loaded.paths), skipped=len(loaded.skipped),
-                   duplicate_groups=multi_member_groups(groups))
-        metrics = fit_and_report(cfg, run_dir, loaded, FitParts(train_idx, val_idx), callbacks + tracked_callbacks)
+                   duplicate_groups=multi_member_groups(groups), grouping=describe(cfg.data, loaded.paths, groups),
+                   groups_per_side=sides_summary(groups, {"train": train_idx, "val": val_idx}))
+        metrics = fit_and_report(cfg, run_dir, loaded, FitParts(train_idx, val_idx, groups=groups),
+                                 callbacks + tracked_callbacks)
     return run_dir, metrics
 
 
 def write_split(run_dir: Path, loaded: LoadedImages, train_idx: np.ndarray, val_idx: np.ndarray,
-                tune_idx: np.ndarray | None = None) -> None:
+                tune_idx: np.ndarray | None = None, groups: np.ndarray | None = None) -> None:
     """split.csv: which image went to training, which was scored (val; evaluate reuses it) and, in kfold, which
-    inner split steered training (tune)."""
+    inner split steered training (tune); with ``groups`` the group (duplicates, volume, patient) of each image."""
     side = np.full(len(loaded.paths), "", dtype=object)
     side[train_idx], side[val_idx] = "train", "val"
     if tune_idx is not None:
         side[tune_idx] = "tune"
     several = len(loaded.source_names) > 1
     sources = loaded.sources if several else [None] * len(loaded.paths)
-    write_csv(run_dir / "split.csv", ["path", "label", "class", "split", *(["source"] if several else [])],
-              ([p, int(y), loaded.class_names[int(y)], s, *([src] if several else [])]
-               for p, y, s, src in zip(loaded.paths, loaded.labels, side, sources) if s))
+    group = [None] * len(loaded.paths) if groups is None else groups
+    write_csv(run_dir / "split.csv", ["path", "label", "class", "split", *(["source"] if several else []),
+                                      *(["group"] if groups is not None else [])],
+              ([p, int(y), loaded.class_names[int(y)], s, *([src] if several else []),
+                *([int(g)] if groups is not None else [])]
+               for p, y, s, src, g in zip(loaded.paths, loaded.labels, side, sources, group) if s))
 
 
 def validation_steers(cfg: Config) -> bool:
@@ -126,6 +130,7 @@ class FitParts:
     val: np.ndarray  # validation data: steers training when the recipe lets it (validation_steers)
     score: np.ndarray | None = None  # None: the validation part (kfold: the held-out fold)
     scored_on: str = "validation split"
+    groups: np.ndarray | None = None  # (n,) group per image of ``loaded``: the unit the intervals resample
 
 
 def fit_and_report(cfg: Config, run_dir: Path, loaded: LoadedImages, parts: FitParts,
@@ -187,8 +192,10 @@ def _pipelines(cfg: Config, loaded: LoadedImages, parts: FitParts, replicas: int
         fit_paths = [loaded.paths[i] for i in fit_idx]
         masks, boxed = box_masks(cfg.data.boxes, fit_paths, loaded.images.shape[1], tcfg.guidance_grow)
         write_meta(run_dir, guided_images=boxed)
+    fit_sources = [loaded.sources[i] for i in fit_idx] if loaded.sources else None  # data.balance draws by these
     train_ds = make_dataset(loaded.images[fit_idx], labels[fit_idx], k, tcfg.batch_size, training=True,
-                            augment=cfg.data.augment, seed=cfg.seed, masks=masks)
+                            augment=cfg.data.augment, seed=cfg.seed, masks=masks, sources=fit_sources,
+                            balance=cfg.data.balance)
     val_ds = make_dataset(loaded.images[fit_val_idx], labels[fit_val_idx], k, tcfg.batch_size)
     weights = class_weights(labels[parts.train], k) if cfg.data.class_weight == "balanced" else None
     return fit_idx, train_ds, val_ds, weights
@@ -243,7 +250,9 @@ def _score(cfg: Config, run_dir: Path, loaded: LoadedImages, parts: FitParts) ->
     best = keras.models.load_model(run_dir / "model.keras", safe_mode=True)
     probs = predict(best, loaded.images[score_idx], cfg.train.batch_size, cfg.eval.tta)
     labels = loaded.labels[score_idx]
-    metrics = compute_metrics(labels, probs, loaded.class_names, cfg.eval.bootstrap, cfg.seed)
+    groups = None if parts.groups is None else parts.groups[score_idx]  # intervals resample these, not slices
+    metrics = compute_metrics(labels, probs, loaded.class_names, cfg.eval.bootstrap, cfg.seed, groups,
+                              unit_name(cfg.data))
     sources = [loaded.sources[i] for i in score_idx] if len(loaded.source_names) > 1 else None
     if sources is not None:
         metrics["per_source"] = per_source_metrics(labels, probs, sources, loaded.class_names)
@@ -279,13 +288,15 @@ def calibrate_and_gate(cfg: Config, run_dir: Path, model, loaded: LoadedImages, 
                               "why": "the validation split steered training; calibrate on other images"}
     if cfg.eval.gate:
         n = len(train_idx)
+        layers = gate_layers(cfg, model)
         features = pooled_features(model, loaded.images[np.concatenate([train_idx, held_idx])],
-                                   cfg.train.batch_size)
+                                   cfg.train.batch_size, layers)
         calibrated = scale(held_probs, temperature)
         gate = fit_gate(features, np.concatenate([loaded.labels[train_idx], labels]), len(loaded.class_names),
                         np.arange(n), np.arange(n, len(features)), calibrated.max(axis=1),
-                        [loaded.stats[i] for i in train_idx], feature_layer(model), cfg.eval.gate_acceptance,
-                        cfg.eval.gate_min_confidence)
+                        [loaded.stats[i] for i in train_idx], layers, cfg.eval.gate_acceptance,
+                        cfg.eval.gate_min_confidence, widths=layer_widths(model, layers),
+                        held_sources=[loaded.sources[i] for i in held_idx] if loaded.sources else None)
         gate.save(run_dir)
         classifier = Classifier(model, temperature, [gate], modalities=cfg.eval.gate_modalities)
         verdicts = classifier.verdicts(calibrated, [features[n:]], [loaded.stats[i] for i in held_idx])

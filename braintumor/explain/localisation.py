@@ -33,6 +33,7 @@ from PIL import Image
 from scipy.ndimage import maximum_filter
 
 from ..data import IMAGE_EXTENSIONS
+from ..metrics import interval_info, ratio_ci
 
 PRIOR_SIGMA = 0.25  # centre prior: sigma as a fraction of the image side
 TOLERANCE = 0.15  # pointing-game tolerance: the box grown on every side by this fraction of the image side
@@ -258,12 +259,17 @@ def score(heatmap: np.ndarray, region: Region, tolerance: float = TOLERANCE) -> 
                  energy_ratio(heatmap, exact))
 
 
-def summarise(scores: Sequence[Score]) -> dict[str, float]:
-    """Mean pointing (exact, with tolerance) and energy ratio (mean and median) over images."""
+def summarise(scores: Sequence[Score], groups=None, unit: str = "images", n_boot: int = 1000,
+              seed: int = 0) -> dict[str, float]:
+    """Mean pointing (exact, with tolerance) and energy ratio (mean and median) over images, with 95% bootstrap
+    intervals for the two pointing figures that resample ``groups`` (patients, volumes; images when None)."""
     if not scores:
         return {"n": 0, "pointing": float("nan"), "pointing_tol": float("nan"), "energy": float("nan"),
                 "energy_median": float("nan")}
     energy = np.array([s.energy for s in scores], dtype=float)
-    return {"n": len(scores), "pointing": float(np.mean([s.pointing for s in scores])),
-            "pointing_tol": float(np.mean([s.pointing_tol for s in scores])),
-            "energy": float(np.nanmean(energy)), "energy_median": float(np.nanmedian(energy))}
+    exact, tol = (np.array([getattr(s, k) for s in scores], dtype=float) for k in ("pointing", "pointing_tol"))
+    return {"n": len(scores), "pointing": float(exact.mean()), "pointing_tol": float(tol.mean()),
+            "energy": float(np.nanmean(energy)), "energy_median": float(np.nanmedian(energy)),
+            "pointing_ci95": list(ratio_ci(exact, None, groups, n_boot, seed)),
+            "pointing_tol_ci95": list(ratio_ci(tol, None, groups, n_boot, seed)),
+            "interval": interval_info(len(scores), groups, unit, n_boot)}

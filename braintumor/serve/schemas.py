@@ -30,8 +30,8 @@ class Verdict(BaseModel):
     probabilities: dict[str, float] = Field(description="Calibrated (temperature-scaled) probability per "
                                                         "class, in model order; when answered is false they "
                                                         "are the model's numbers, not an answer.")
-    distance_ratio: float | None = Field(description="Feature distance over the gate's threshold (above 1: "
-                                                     "past the edge of the training scans); null without a "
+    distance_ratio: float | None = Field(description="The gate's feature distance over its threshold (above 1: "
+                                                     "unlike the brain MRI it was trained on); null without a "
                                                      "gate.")
 
 
@@ -70,8 +70,8 @@ class ModelInfo(BaseModel):
         "arch": "customnet", "classes": ["glioma", "meningioma", "notumor", "pituitary"],
         "input": {"height": 128, "width": 128, "channels": 3, "dtype": "uint8 0-255 (resized, squashed)"},
         "preprocessing": "unit: scaled to [0, 1] (input 0-255)",
-        "decision": {"temperature": 1.31, "has_gate": True, "gate": [{"feature_layer": "conv2d_3",
-                                                                       "threshold": 11.2, "far": 19.5}],
+        "decision": {"temperature": 1.31, "has_gate": True, "gate": [{"layers": ["block4_2_act"],
+                                                                       "threshold": 11.2, "far": 11.2}],
                      "gate_modalities": ["MR", "OT"]},
         "runtime": "keras", "explanation": {"method": "layercam", "layers": ["block2_2_act"]},
         "metrics": {"accuracy": 0.94, "loss": 0.18, "auc": 0.99, "macro_f1": 0.93, "n": 1311},

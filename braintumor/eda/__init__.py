@@ -1,0 +1,1 @@
+"""The pieces of `eda`: statistics (stats), confounds table (confound_report), figures, report.md."""

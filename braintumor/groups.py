@@ -1,0 +1,203 @@
+"""The independent unit of a dataset: duplicate groups, scanner volumes and patients (``data.groups``), joined.
+
+Splits never cut a group (train's validation split, kfold's folds) and the bootstrap intervals resample groups,
+not images: slices of one patient are not independent evidence.
+
+``data.groups`` names where the patient of an image is written:
+- ``PATH.csv:COLUMN``: a CSV with the patient in COLUMN. Its rows are matched to images by a ``path`` column
+  (relative to the CSV's folder, or absolute) when there is one, else by a ``name`` column, else by the first
+  column, compared with the image's file name and its stem (``TCGA_DU_5849_19950405_10`` matches
+  ``.../TCGA_DU_5849_19950405_10.jpg``).
+- ``re:PATTERN``: a regular expression searched in the image's file name; its first capture group (or, without
+  one, the whole match) is the patient, e.g. ``re:^(TCGA_[A-Z]{2}_\\d+)``.
+An image no row or match names stays a group of its own (``unmatched`` counts them); a spec that names no image
+at all is an error.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .dedup import duplicate_groups, join_groups
+from .errors import ConfigError, DataError
+from .scanners import split_id
+from .volumes import volume_of
+
+SPEC_HELP = ("use PATH.csv:COLUMN (a CSV whose rows name images by a path, name or first column) or re:PATTERN "
+             "(a regular expression searched in the file name; its first group is the patient)")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A parsed ``data.groups``: a CSV column, or a file-name pattern."""
+
+    csv: Path | None = None
+    column: str | None = None
+    pattern: re.Pattern | None = None
+
+
+def parse_spec(spec: str) -> Spec:
+    """``data.groups`` parsed; ConfigError naming the key and the valid forms when it is neither form."""
+    if spec.startswith("re:"):
+        try:
+            return Spec(pattern=re.compile(spec[3:]))
+        except re.error as e:
+            raise ConfigError(f"data.groups {spec!r}: not a regular expression ({e}); {SPEC_HELP}") from None
+    path, sep, column = spec.rpartition(":")
+    if not sep or not path or not column:
+        raise ConfigError(f"data.groups {spec!r}: {SPEC_HELP}")
+    return Spec(csv=Path(path), column=column)
+
+
+def patient_keys(spec: str, paths: Sequence[str]) -> list[str | None]:
+    """The patient of every image (None where the spec does not name it)."""
+    parsed = parse_spec(spec)
+    files = [Path(split_id(str(p))[0]) for p in paths]  # a scanner slice id names its file
+    if parsed.pattern is not None:
+        found = [parsed.pattern.search(f.name) for f in files]
+        return [None if m is None else (m.group(1) if m.re.groups else m.group(0)) for m in found]
+    table = _read_csv(parsed.csv, parsed.column)
+    if "path" in table.columns:
+        def where(p: str) -> str:
+            q = Path(p)
+            return str((q if q.is_absolute() else parsed.csv.parent / q).resolve())
+        by = {where(p): g for p, g in zip(table["path"].astype(str), table[parsed.column])}
+        return [by.get(str(f.resolve())) for f in files]
+    key = "name" if "name" in table.columns else table.columns[0]
+    by = dict(zip(table[key].astype(str), table[parsed.column]))
+    return [by.get(f.name, by.get(_stem(f))) for f in files]
+
+
+def _stem(f: Path) -> str:
+    return f.name[:-len(".nii.gz")] if f.name.endswith(".nii.gz") else f.stem
+
+
+def _read_csv(path: Path, column: str) -> pd.DataFrame:
+    if not path.is_file():
+        raise DataError(f"data.groups: {path} does not exist; {SPEC_HELP}")
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if column not in table.columns:
+        raise DataError(f"data.groups: {path} has no column {column!r} (it has {', '.join(table.columns)}); "
+                        f"name the patient column after the colon")
+    return table
+
+
+@dataclass(frozen=True)
+class Patients:
+    """Patient groups of a set of images, before joining."""
+
+    keys: list[str | None]
+
+    @property
+    def unmatched(self) -> int:
+        return sum(k is None for k in self.keys)
+
+    @property
+    def n_patients(self) -> int:
+        return len({k for k in self.keys if k is not None})
+
+
+def patients(spec: str | None, paths: Sequence[str], strict: bool = True) -> Patients | None:
+    """The patients ``spec`` names among ``paths`` (None without a spec); DataError when it names none (unless
+    not ``strict``: a folder to evaluate, which a training CSV need not list)."""
+    if not spec:
+        return None
+    keys = patient_keys(spec, paths)
+    if strict and paths and all(k is None for k in keys):
+        example = Path(split_id(str(paths[0]))[0]).name
+        raise DataError(f"data.groups {spec!r} names the patient of none of the {len(paths)} images (e.g. "
+                        f"{example}); check the CSV's name/path column or the pattern")
+    return Patients(keys)
+
+
+def join_patients(groups: np.ndarray, found: Patients | None) -> np.ndarray:
+    """Group ids that also join every image of one patient; images without a patient keep their group."""
+    if found is None:
+        return np.asarray(groups, dtype=np.int64)
+    # an image without a patient gets a key of its own, so the join leaves it where it was
+    keys = [f"patient:{k}" if k is not None else f"alone:{i}" for i, k in enumerate(found.keys)]
+    return join_groups(groups, keys)
+
+
+def split_groups(data_cfg, loaded, strict: bool = True,
+                 spec: str | None = None) -> tuple[np.ndarray, Patients | None]:
+    """The unit splits never cut: duplicate groups (data.group_duplicates), scanner volumes and the patients of
+    ``spec`` (default data.groups), joined transitively. Returns (group id per image, the patients found or None).
+    """
+    groups = duplicate_groups(loaded.digests, loaded.images, data_cfg.group_duplicates, data_cfg.near_threshold)
+    groups = join_groups(groups, [volume_of(p) for p in loaded.paths])
+    found = patients(spec or getattr(data_cfg, "groups", None), loaded.paths, strict)
+    return join_patients(groups, found), found
+
+
+def unit_name(data_cfg) -> str:
+    """What one resampled group is, in words, for the sentence next to an interval."""
+    return "patients" if getattr(data_cfg, "groups", None) else "duplicate/volume groups"
+
+
+def unit_of(found: Patients | None) -> str:
+    """unit_name for images whose patients were looked up: 'patients' only when some were found."""
+    return "patients" if found is not None and found.n_patients else "duplicate/volume groups"
+
+
+def sides_summary(groups: np.ndarray, sides: dict[str, np.ndarray]) -> dict[str, dict[str, int]]:
+    """Per side (e.g. train / val, or fold 1..k): images, groups, and groups shared with another side (0 when
+    the split kept every group whole)."""
+    groups = np.asarray(groups)
+    owned = {name: set(groups[idx].tolist()) for name, idx in sides.items()}
+    out = {}
+    for name, idx in sides.items():
+        others = set().union(*(g for n, g in owned.items() if n != name)) if len(owned) > 1 else set()
+        out[name] = {"images": int(len(idx)), "groups": len(owned[name]), "shared": len(owned[name] & others)}
+    return out
+
+
+def describe(data_cfg, paths: Sequence[str], groups: np.ndarray) -> dict[str, object]:
+    """meta.json's account of the grouping: the unit, how many groups, and (with data.groups) patients found and
+    images no row or pattern named."""
+    out: dict[str, object] = {"unit": unit_name(data_cfg), "groups": int(len(np.unique(groups)))}
+    found = patients(getattr(data_cfg, "groups", None), paths)
+    if found is not None:
+        out.update(spec=data_cfg.groups, patients=found.n_patients, unmatched=found.unmatched)
+    return out
+
+
+def from_split_csv(split_csv: Path, paths: Sequence[str]) -> np.ndarray | None:
+    """The group of each of ``paths`` as a train run's split.csv recorded it (None for a run written before
+    split.csv had a group column, or when a path is not listed)."""
+    if not Path(split_csv).is_file():
+        return None
+    table = pd.read_csv(split_csv)
+    if "group" not in table.columns:
+        return None
+    by = dict(zip(table["path"].astype(str), table["group"]))
+    found = [by.get(str(p)) for p in paths]
+    return None if any(g is None for g in found) else np.asarray(found, dtype=np.int64)
+
+
+def evaluation_groups(data_cfg, loaded, split_csv: Path | None = None,
+                      spec: str | None = None) -> tuple[np.ndarray, str]:
+    """(group per image, unit name) for the intervals of an evaluation: a run's own validation split keeps the
+    groups its split.csv recorded; a folder gets duplicate, volume and patient groups (``spec``, default the run's
+    data.groups, which a folder's images need not appear in unless ``spec`` is given)."""
+    if split_csv is not None:
+        recorded = from_split_csv(split_csv, loaded.paths)
+        if recorded is not None:
+            return recorded, unit_name(data_cfg)
+    groups, found = split_groups(data_cfg, loaded, strict=spec is not None, spec=spec)
+    return groups, unit_of(found)
+
+
+def path_groups(spec: str | None, paths: Sequence[str]) -> tuple[np.ndarray, str]:
+    """(group per image, unit name) from file names alone (no pixels): scanner volumes and the patients ``spec``
+    names (images it does not name stay alone). For scores of single images such as localisation."""
+    groups = join_groups(np.arange(len(paths)), [volume_of(p) for p in paths])
+    found = patients(spec, paths, strict=False)
+    unit = unit_of(found) if found is not None else "volumes"
+    return join_patients(groups, found), unit
