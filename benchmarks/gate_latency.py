@@ -3,7 +3,7 @@
 The same run served twice in this process: as it is (temperature + gate, one forward pass returning the
 probabilities and the gate's features, then a Mahalanobis distance in NumPy) and as a copy without gate.json /
 gate.npz (an older run: the probabilities model alone). Both go through ``Predictor.predict(bytes)``, the path
-/predict takes, alternating in blocks so background load hits both alike.
+/predict takes, taking turns call by call so background load hits both alike.
 
     python benchmarks/gate_latency.py --run runs/train/<run> [--onnx runs/export/<export>/model.onnx]
 """
@@ -30,17 +30,19 @@ def without_gate(run_dir: Path) -> Path:
     return copy
 
 
-def timed(fns: dict, n: int, block: int = 50) -> dict[str, list[float]]:
+def timed(fns: dict, n: int) -> dict[str, list[float]]:
+    """``n`` timings of each, the variants taking turns call by call in a rotating order (blocks of 50 calls
+    each let load that comes and goes land on one variant: +76% one run, +4% the next, on a loaded machine)."""
     times = {k: [] for k in fns}
     for fn in fns.values():
         for _ in range(20):
             fn()
-    while min(len(v) for v in times.values()) < n:
-        for k, fn in fns.items():
-            for _ in range(block):
-                t0 = time.perf_counter()
-                fn()
-                times[k].append((time.perf_counter() - t0) * 1000)
+    order = list(fns.items())
+    for i in range(n):
+        for k, fn in order[i % len(order):] + order[:i % len(order)]:
+            t0 = time.perf_counter()
+            fn()
+            times[k].append((time.perf_counter() - t0) * 1000)
     return times
 
 

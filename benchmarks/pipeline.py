@@ -30,7 +30,8 @@ def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=common.DEFAULT_DATA, help=common.DATA_HELP)
     p.add_argument("--archs", default=",".join(common.ARCHS), help="comma-separated (default: all five)")
-    p.add_argument("--image-size", type=int, default=128)
+    p.add_argument("--image-size", type=int, default=None,
+                   help="decode size for every architecture (default: the first one's config, customnet 64 px)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3, help="timed epochs per side (after one warm-up epoch)")
     p.add_argument("--budget-seconds", type=float, default=450,
@@ -64,7 +65,9 @@ def load(args):
 def config_for(args, arch: str, data: str):
     from braintumor.config import load_config
 
-    flags = {"data": data, "image_size": args.image_size, "batch_size": args.batch_size}
+    flags = {"data": data, "batch_size": args.batch_size}
+    if args.image_size:
+        flags["image_size"] = args.image_size
     return load_config(arch=arch, flags=flags, sets=["model.weights=none", "model.freeze_backbone_epochs=0"])
 
 
@@ -170,7 +173,8 @@ def main(argv=None) -> dict:
     args = parse(argv)
     archs = args.archs.split(",")
     data, loaded, fit_idx, decode_s = load(args)
-    common.log(f"decoded {len(loaded.paths)} images at {args.image_size}px in {decode_s:.1f}s "
+    size, channels = loaded.images.shape[1], loaded.images.shape[3]  # what the config decoded: (n, h, w, c)
+    common.log(f"decoded {len(loaded.paths)} images at {size}px x {channels} channel(s) in {decode_s:.1f}s "
                f"({loaded.images.nbytes / 2**20:.0f} MiB uint8); {len(fit_idx)} in the training part")
     started, results = time.perf_counter(), []
     for i, arch in enumerate(archs):
@@ -179,7 +183,8 @@ def main(argv=None) -> dict:
         results.append(bench_arch(args, arch, data, loaded, fit_idx, budget))
     out = {"benchmark": "pipeline", "machine": common.machine(), "data": args.data,
            "images": len(loaded.paths),
-           "train_images": int(len(fit_idx)), "image_size": args.image_size, "repeats": args.repeats,
+           "train_images": int(len(fit_idx)), "image_size": int(size), "channels": int(channels),
+           "repeats": args.repeats,
            "decode_seconds": round(decode_s, 1), "quick": args.quick, "results": results,
            "seconds": round(time.perf_counter() - started + decode_s, 1)}
     if args.out:

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from braintumor.cli import app
 from braintumor.engine.results import read_summary
-from tests.conftest import FAST, make_dataset
+from tests.conftest import FAST, assert_png_figure, make_dataset
 
 runner = CliRunner()
 
@@ -83,7 +83,7 @@ def test_compare_train_runs_writes_table_files_and_measures_inference(made):
         assert row["inference_source"] == "measured" and 0 < row["inference_ms"] < 5000
     assert set(df["cohort"]) == {"A"}  # same classes, same validation images: comparable
     assert "not all comparable" not in r.output
-    assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert_png_figure(out / "comparison.png")  # drawn, not blank
     md = (out / "comparison.md").read_text()
     assert "accuracy (95% CI)" in md and made.a.name in md and "median of a compiled single-image call" in md
     meta = json.loads((out / "meta.json").read_text())
@@ -206,19 +206,23 @@ def fake_kfold(root: Path, folds: list[Path], summary: str | None, config_from: 
 
 def test_kfold_without_summary_averages_the_fold_runs(made, tmp_path):
     run = fake_kfold(tmp_path, [made.a, made.b], summary=None)
+    for fold, acc in (("fold_1", 0.70), ("fold_2", 0.72)):  # fold accuracies that differ, so the interval is made
+        metrics = json.loads((run / fold / "metrics.json").read_text())
+        (run / fold / "metrics.json").write_text(json.dumps({**metrics, "accuracy": acc}))
     r, out = compare(made, run, "--no-measure")
     assert r.exit_code == 0, r.output
     row = table(out).iloc[0]
-    folds = [json.loads((p / "metrics.json").read_text()) for p in (made.a, made.b)]
+    folds = [json.loads((run / f / "metrics.json").read_text()) for f in ("fold_1", "fold_2")]
     metas = [json.loads((p / "meta.json").read_text()) for p in (made.a, made.b)]
     for key in ("accuracy", "loss", "macro_f1"):
         assert row[key] == pytest.approx(np.mean([f[key] for f in folds]))
     assert row["kind"] == "kfold" and row["arch"] == "customnet" and row["params"] == metas[0]["params"]
     assert row["train_seconds"] == pytest.approx(sum(m["train_seconds"] for m in metas), abs=0.01)
     assert "2 folds (fold metrics)" in row["ci_method"]
-    accs = [f["accuracy"] for f in folds]
-    if accs[0] != accs[1]:  # a t-interval needs some spread
-        assert row["accuracy_ci_low"] < row["accuracy"] < row["accuracy_ci_high"]
+    # the 95% t-interval over 2 folds: 0.71 +- t(0.975, 1) * sd / sqrt(2) = 0.71 +- 12.706 * 0.01414 / 1.414
+    half = 12.7062 * np.std([0.70, 0.72], ddof=1) / np.sqrt(2)
+    assert row["accuracy"] == pytest.approx(0.71)
+    assert (row["accuracy_ci_low"], row["accuracy_ci_high"]) == pytest.approx((0.71 - half, 0.71 + half), abs=1e-3)
 
 
 def test_kfold_summary_csv_is_preferred(made, tmp_path):
@@ -270,11 +274,9 @@ def test_read_summary_ignores_rows_it_does_not_understand(tmp_path):
 
 
 def test_real_kfold_run_compares_by_its_fold_means(made):
-    """A kfold run made by the kfold command (skipped while that command is not built)."""
+    """A kfold run made by the kfold command."""
     runs = made.root / "kfold-runs"
     r = invoke("kfold", "--arch", "customnet", "--folds", "2", "--data", made.data, "--runs-dir", runs, *FAST)
-    if r.exit_code == 2 and "not built yet" in r.output:
-        pytest.skip("the kfold command is not built yet")
     assert r.exit_code == 0, r.output
     (run,) = list((runs / "kfold").iterdir())
     r, out = compare(made, run, made.a, "--no-measure")

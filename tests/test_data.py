@@ -176,8 +176,23 @@ def test_rotation_keeps_content_and_zoom_scales_it():
     rotated = _random_affine(x, 0.125, 0.0).numpy()
     assert abs((rotated > 128).sum() - area) / area < 0.25
     assert rotated[:, 20, 20].min() == 255.0  # the centre stays put
-    zoomed_in = _random_affine(x, 0.0, 0.0).numpy()
-    assert np.allclose(zoomed_in, x)  # no rotation, no zoom: identity
+    assert np.allclose(_random_affine(x, 0.0, 0.0).numpy(), x)  # no rotation, no zoom: identity
+
+
+@pytest.mark.parametrize("zoom", [0.1, 0.25, 0.5])
+def test_zoom_magnifies_by_one_plus_or_minus_zoom(zoom):
+    """A centred square's area (its summed intensity: exact under bilinear resampling) scales by s^2 with s drawn
+    from [1 - zoom, 1 + zoom]: within those bounds, and over 64 draws reaching towards both ends."""
+    import tensorflow as tf
+
+    from braintumor.pipeline import _random_affine
+
+    tf.random.set_seed(0)
+    x = np.zeros((64, 64, 64, 1), np.float32)
+    x[:, 22:42, 22:42] = 255.0  # 20x20, centred: still inside the image at 1.5x
+    ratio = _random_affine(x, 0.0, zoom).numpy().sum(axis=(1, 2, 3)) / x[0].sum()
+    assert ratio.min() > (1 - zoom) ** 2 * 0.95 and ratio.max() < (1 + zoom) ** 2 * 1.05, (ratio.min(), ratio.max())
+    assert ratio.min() < (1 - zoom / 2) ** 2 and ratio.max() > (1 + zoom / 2) ** 2, (ratio.min(), ratio.max())
 
 
 def test_mixup_blends_images_and_labels_within_a_batch():

@@ -11,22 +11,22 @@ import sys
 import time
 from pathlib import Path
 
+import keras
+
+# the [onnx], [export] and [serve] extras: make install installs them, so a missing one fails, never skips
 import numpy as np
+import onnxruntime  # noqa: F401
 import pytest
+import tf2onnx  # noqa: F401
+from fastapi.testclient import TestClient
 from PIL import Image
 
-from tests.conftest import CLASSES, blob_image, train_tiny_run
-
-pytest.importorskip("onnxruntime", reason="the [onnx] extra (onnxruntime) is missing")
-pytest.importorskip("tf2onnx", reason="the [export] extra (tf2onnx, onnx) is missing")
-pytest.importorskip("fastapi", reason="the [serve] extra is missing")
-from fastapi.testclient import TestClient  # noqa: E402
-
-from braintumor.commands.export import run_export  # noqa: E402
-from braintumor.engine import scorer  # noqa: E402
-from braintumor.serve.app import create_app  # noqa: E402
-from braintumor.serve.predictor import Predictor  # noqa: E402
-from braintumor.serve.settings import ServeSettings  # noqa: E402
+from braintumor.commands.export import load_scorer, run_export
+from braintumor.engine import scorer
+from braintumor.serve.app import create_app
+from braintumor.serve.predictor import Predictor
+from braintumor.serve.settings import ServeSettings
+from tests.conftest import CLASSES, blob_image, fold_probabilities, train_tiny_run, two_fold_run
 
 
 @pytest.fixture(scope="module")
@@ -83,32 +83,37 @@ def test_tflite_and_savedmodel_exports_agree(run_dir, fmt, tmp_path):
 
 
 def test_int8_tflite_is_smaller_and_verified(run_dir, tmp_path):
+    """int8 agrees with the float model within what quantisation costs. Measured on this tiny run: gate features
+    0.006-0.009 relative, probabilities 0.002-0.003, top-1 all equal; calibrating on images scaled 0-1 instead of
+    0-255 (a plausible bug) gives features 0.27 relative, which fails here."""
     _, full = run_export(run_dir, "tflite", runs_dir=tmp_path)
     out, info = run_export(run_dir, "tflite", quantize="int8", runs_dir=tmp_path)
     assert info["quantize"] == "int8" and info["size_bytes"] < full["size_bytes"]
     v = info["verification"]
-    assert 0 <= v["top1_agreement"] <= 1 and v["max_abs_prob_diff"] < 1  # measured, and a probability
+    assert v["max_rel_feature_diff"] < 0.05 and v["max_abs_prob_diff"] < 0.02 and v["top1_agreement"] >= 5 / 6, v
     assert "meets_targets" in info
+    # the same check made here, not by export's own verification: the int8 file against model.keras
+    images = np.stack([blob_image(i % 4, 32, np.random.default_rng(i)) for i in range(24)])[..., None]
+    int8, _ = scorer.score(load_scorer("tflite", out / "model.tflite"), images)
+    ref = np.asarray(keras.models.load_model(run_dir / "model.keras")(images.astype("float32")), np.float64)
+    assert np.abs(int8 - ref).max() < 0.02 and (int8.argmax(1) == ref.argmax(1)).mean() >= 22 / 24
 
 
 def test_a_kfold_run_exports_its_ensemble_as_one_model(run_dir, tmp_path):
-    """Two identical folds: one ONNX graph, the ensemble's numbers, each fold's gate beside it."""
-    import shutil
-
-    kfold_dir = tmp_path / "kfold" / "run"
-    for i in (1, 2):
-        shutil.copytree(run_dir, kfold_dir / f"fold_{i}")
-    shutil.copy(run_dir / "config.yaml", kfold_dir / "config.yaml")
-    (kfold_dir / "meta.json").write_text(json.dumps({"command": "kfold", "status": "complete", "n_folds": 2}))
+    """Two different folds: one ONNX graph whose probabilities are the mean of the folds', each fold's gate beside
+    it."""
+    kfold_dir = two_fold_run(run_dir, tmp_path)
     out, info = run_export(kfold_dir, "onnx", runs_dir=tmp_path)
     assert info["gates"] == 2 and (out / "gates" / "1" / "gate.json").is_file()
     v = info["verification"]
     assert v["max_abs_prob_diff"] <= 1e-4 and v["top1_agreement"] == 1.0 and "fold_1" in v["on"]
-    single, ensemble = Predictor.load(run_dir), Predictor.load_exported(out / "model.onnx")
-    blob = image_bytes(2)
-    a, b = single.predict(blob), ensemble.predict(blob)
-    assert a.status == b.status
-    np.testing.assert_allclose(a.probs, b.probs, atol=1e-4)
+    exported = Predictor.load_exported(out / "model.onnx")
+    image = exported.image(image_bytes(2))[0][None]
+    p1, p2 = fold_probabilities(kfold_dir, image)
+    assert np.abs(p1 - p2).max() > 0.05  # the folds really differ
+    raw = exported.backend.scores(image)[0]
+    np.testing.assert_allclose(raw, (p1 + p2) / 2, atol=1e-4)
+    assert np.abs(raw - p1).max() > 0.02  # an export of fold 1 alone fails here
 
 
 def test_bad_options_say_what_is_valid(run_dir, tmp_path):

@@ -7,7 +7,14 @@ from PIL import Image
 
 from braintumor.decision import Decider
 from braintumor.exported import ExportedRun
-from braintumor.input_checks import DEFAULT_MODALITIES, HEADER_INFO, InputStats, header_facts, header_refusal
+from braintumor.input_checks import (
+    DEFAULT_MODALITIES,
+    HEADER_INFO,
+    InputStats,
+    header_facts,
+    header_refusal,
+    rgb_figures,
+)
 
 
 def test_header_facts_keep_only_a_code_and_a_yes_or_no():
@@ -53,3 +60,18 @@ def test_exported_model_applies_the_runs_header_rule(tmp_path):
     assert decider().modalities == DEFAULT_MODALITIES  # an export from before the rule: on
     assert decider(gate_modalities=None).modalities is None
     assert decider(gate_modalities=["MR"]).modalities == ("MR",)
+
+
+def test_rgb_figures_equal_the_float32_formula_bit_for_bit():
+    # every channel sum 0-765 (a ramp through R, then G, then B) and a skewed random image, RGBA converted too
+    v = np.arange(766)
+    ramp = np.stack([np.minimum(v, 255), np.clip(v - 255, 0, 255), np.clip(v - 510, 0, 255)], -1)
+    noise = (np.random.default_rng(0).random((61, 47, 3)) ** 3 * 255).astype(np.uint8)
+    for rgb in (ramp.astype(np.uint8)[None], noise):
+        f = rgb.astype(np.float32)
+        expected = (float((f.max(-1) - f.min(-1)).mean()), float(f.mean(-1).std()))
+        assert rgb_figures(rgb) == expected
+        stats = InputStats.of(Image.fromarray(rgb))
+        assert (stats.colourfulness, stats.spread) == expected
+    rgba = Image.fromarray(noise).convert("RGBA")
+    assert InputStats.of(rgba).colourfulness == rgb_figures(noise)[0]

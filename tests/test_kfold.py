@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from braintumor.cli import app
 from braintumor.metrics import scale
 from braintumor.models.loading import stored_temperature
-from tests.conftest import FAST, make_dataset
+from tests.conftest import FAST, assert_png_figure, make_dataset
 
 runner = CliRunner()
 METRICS = ["loss", "accuracy", "auc", "macro_f1"]
@@ -102,8 +102,8 @@ def test_oof_holds_every_image_exactly_once(done):
     assert oof["fold"].tolist() == folds["fold"].tolist()
     probs = oof[[c for c in oof.columns if c.startswith("p_")]].to_numpy()
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-4)
-    assert (run / "plots" / "confusion_matrix_oof.png").is_file()
-    assert (run / "plots" / "fold_accuracy.png").is_file()
+    for figure in ("confusion_matrix_oof.png", "fold_accuracy.png"):
+        assert_png_figure(run / "plots" / figure)  # drawn at a readable size, not blank
 
 
 def test_summary_equals_numbers_recomputed_from_fold_runs(done):

@@ -16,6 +16,18 @@ def test_mahalanobis_with_identity_precision_is_the_distance_to_the_nearest_mean
     assert mahalanobis(x, means, np.eye(2)) == pytest.approx([5.0, 1.0])
 
 
+
+def test_mahalanobis_matches_the_quadratic_form_per_class_and_skips_a_class_without_images():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(6, 6))
+    precision = a @ a.T + np.eye(6)
+    means = rng.normal(size=(3, 6))
+    means[1] = np.nan  # a class with no training images
+    x = rng.normal(size=(5, 6))
+    expected = [min(np.sqrt((v - m) @ precision @ (v - m)) for m in means[[0, 2]]) for v in x]
+    assert mahalanobis(x, means, precision) == pytest.approx(expected, rel=1e-12)
+    assert mahalanobis(np.zeros((0, 6)), means, precision).shape == (0,)
+
 def test_thresholds_accept_the_stated_share_of_held_out_scans():
     rng = np.random.default_rng(0)
     d = rng.gamma(4.0, 1.0, 4000)

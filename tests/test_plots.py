@@ -6,6 +6,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from braintumor import plots
+from tests.conftest import assert_png_figure
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -28,10 +29,16 @@ def test_every_figure_builds_and_saves(tmp_path):
         "panel": plots.cam_panel_figure(img, heat, img, "cam"),
         "image_grid": plots.image_grid_figure([[(img, "ok", True), (img, "bad", False)]], ["row"], "g"),
     }
+    # (panels, images shown, bars) each figure must hold: a colour bar is a panel; a dropped panel or bar fails
+    expected = {"cm": (2, 1, 0), "cm_norm": (2, 1, 0), "history": (2, 0, 0), "bars": (1, 0, 2), "classes": (1, 0, 4),
+                "hist": (1, 0, 2), "grid": (2, 2, 0), "pairs": (2, 1, 0), "distances": (1, 0, 33),
+                "panel": (4, 3, 0), "image_grid": (2, 2, 0)}
     for name, fig in figures.items():
         assert isinstance(fig, Figure), name
+        held = (len(fig.axes), sum(len(a.images) for a in fig.axes), sum(len(a.patches) for a in fig.axes))
+        assert held == expected[name], (name, held)
         plots.atomic_save_figure(fig, tmp_path / "plots" / f"{name}.png")
-        assert (tmp_path / "plots" / f"{name}.png").read_bytes()[:8] == PNG, name
+        assert_png_figure(tmp_path / "plots" / f"{name}.png")  # drawn at a readable size, not blank
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == sorted(f"{n}.png" for n in figures)
 
 

@@ -16,6 +16,7 @@ from braintumor.commands.evaluate import run_evaluate
 from braintumor.commands.predict import run_predict
 from braintumor.models.loading import load_run
 from braintumor.nonbrain import build, ct_like
+from tests.conftest import assert_png_figure
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "demo_data" / "brain-tumor-mri-sample"
@@ -128,7 +129,8 @@ def test_evaluate_scores_the_gate_on_a_folder_that_must_be_refused(demo_run, not
     assert 0.5 <= o["auroc"] <= 1.0
     statuses = [r["status"] for r in csv.DictReader((out / "ood_predictions.csv").open())]
     assert len(statuses) == o["n_ood"] and o["refused_ood"] == pytest.approx(np.mean([s != "ok" for s in statuses]))
-    assert (out / "plots" / "ood_scores.png").is_file() and (out / "ood_predictions.csv").is_file()
+    assert_png_figure(out / "plots" / "ood_scores.png")  # drawn at a readable size, not blank
+    assert (out / "ood_predictions.csv").is_file()
     # each kind of image apart, both kinds of no counted, and the refusal of the collection that must pass
     assert set(o["per_folder"]) == {"synthetic", "photo_colour", "photo_gray"}
     for f in o["per_folder"].values():

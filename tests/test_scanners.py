@@ -8,9 +8,14 @@ import gzip
 import json
 from pathlib import Path
 
+import nibabel as nib  # the [scanners] extra: make install installs it, so a missing one fails, never skips
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, MRImageStorage, generate_uid
 from typer.testing import CliRunner
 
 from braintumor.cli import app
@@ -23,11 +28,6 @@ from tests.conftest import FAST
 
 runner = CliRunner()
 
-pydicom = pytest.importorskip("pydicom")
-nib = pytest.importorskip("nibabel")
-from pydicom.dataset import FileDataset, FileMetaDataset  # noqa: E402
-from pydicom.encaps import encapsulate  # noqa: E402
-from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, MRImageStorage, generate_uid  # noqa: E402
 
 DEMO = Path(__file__).resolve().parents[1] / "demo_data" / "brain-tumor-mri-sample" / "train"
 PATIENT = "Doe^Jane"
@@ -334,7 +334,6 @@ def test_evaluate_cam_and_eda_read_scanner_files(scanner_run):
 
 
 def test_serve_reads_a_dicom_upload(scanner_run, tmp_path: Path):
-    pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
     from braintumor.serve.app import create_app
@@ -478,8 +477,7 @@ def test_predict_lists_a_hostile_volume_once_and_summarises_skipped_files(scanne
 def test_a_dicom_that_says_ct_or_knee_is_refused_everywhere_naming_no_tag_value(scanner_run, tmp_path: Path):
     """Issue 21: the header rule acts the same in predict, evaluate and serve (the exported path shares Decider:
     test_input_checks), and its reason names no tag value."""
-    pytest.importorskip("fastapi")
-    from fastapi.testclient import TestClient
+    from fastapi.testclient import TestClient  # the [serve] extra: make install installs it, so never a skip
 
     from braintumor.serve.app import create_app
     from braintumor.serve.predictor import Predictor

@@ -16,19 +16,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient  # the [serve] extra: make install installs it, so never a skip
 from PIL import Image
 
+from braintumor.config import load_config
 from braintumor.errors import ConfigError
 from braintumor.metrics import scale
-from tests.conftest import CLASSES, blob_image, train_tiny_run
-
-pytest.importorskip("fastapi", reason="the [serve] extra (fastapi, uvicorn, python-multipart) is missing")
-from fastapi.testclient import TestClient  # noqa: E402
-
-from braintumor.config import load_config  # noqa: E402
-from braintumor.serve.app import create_app  # noqa: E402
-from braintumor.serve.predictor import Predictor  # noqa: E402
-from braintumor.serve.settings import ServeSettings, default_concurrency, load_settings  # noqa: E402
+from braintumor.serve.app import create_app
+from braintumor.serve.predictor import Predictor
+from braintumor.serve.settings import ServeSettings, default_concurrency, load_settings
+from tests.conftest import CLASSES, blob_image, fold_probabilities, train_tiny_run, two_fold_run
 
 # --- fixtures: one tiny trained run and one loaded model per module ---------------------------------------
 
@@ -541,22 +538,24 @@ def test_real_server_process(run_dir):
     assert "Traceback" not in out
 
 
-def test_a_kfold_run_is_served_as_the_mean_of_its_folds(run_dir, predictor, tmp_path):
-    """Two identical folds: the ensemble must give the single model's probabilities; /cam says why it can't."""
+def test_a_kfold_run_is_served_as_the_mean_of_its_folds(run_dir, tmp_path):
+    """Two different folds: the served probabilities are the k-fold run's temperature on the mean of the folds' own
+    probabilities (not fold 1's, not a mean of calibrated ones); /cam says why it can't explain an ensemble."""
     import json
-    import shutil
 
-    kfold_dir = tmp_path / "kfold" / "run"
-    for i in (1, 2):
-        shutil.copytree(run_dir, kfold_dir / f"fold_{i}")
-    shutil.copy(run_dir / "config.yaml", kfold_dir / "config.yaml")
-    (kfold_dir / "meta.json").write_text(json.dumps({"command": "kfold", "status": "complete", "n_folds": 2}))
+    kfold_dir = two_fold_run(run_dir, tmp_path)
+    (kfold_dir / "calibration.json").write_text(json.dumps({"temperature": 1.7}))
     ensemble = Predictor.load(kfold_dir)
     assert ensemble.run.meta["ensemble_of"] == ["fold_1", "fold_2"]
     blob = image_bytes(label=2)
-    single, ens = predictor.predict(blob), ensemble.predict(blob)
-    assert (ens.status, ens.reason) == (single.status, single.reason)
-    np.testing.assert_allclose(ens.probs, single.probs, atol=1e-5)
+    image = ensemble.image(blob)[0][None]
+    p1, p2 = fold_probabilities(kfold_dir, image)
+    assert np.abs(p1 - p2).max() > 0.05  # the folds really differ
+    mean = (p1 + p2) / 2
+    np.testing.assert_allclose(ensemble.backend.scores(image)[0], mean, atol=1e-5)
+    probs = ensemble.predict(blob).probs
+    np.testing.assert_allclose(probs, scale(mean, 1.7)[0], atol=1e-5)
+    assert np.abs(probs - scale(p1, 1.7)[0]).max() > 0.02  # an ensemble that returned fold 1 fails here
     with TestClient(create_app(settings(), ensemble)) as c:
         r = c.post("/cam", files={"file": ("x.png", blob, "image/png")})
         assert r.status_code == 400 and "ensemble" in r.json()["detail"] and "fold_1" in r.json()["detail"]

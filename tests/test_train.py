@@ -168,9 +168,17 @@ def test_interrupt_leaves_best_model_and_marks_run(tiny_data, runs_dir, checkpoi
 
 
 def test_help_lists_every_subcommand():
+    """Each command is a row of the command list (not just a word somewhere in the text) and its own --help works."""
+    import re
+
     result = runner.invoke(app, ["--help"])
-    for name in ("eda", "train", "kfold", "evaluate", "cam", "serve", "compare"):
-        assert name in result.output
+    assert result.exit_code == 0, result.output
+    rows = set(re.findall(r"^\W*(\w+)\s{2,}\S", result.output, re.M))  # "│ cam       Class activation maps..."
+    commands = {"eda", "train", "kfold", "evaluate", "predict", "cam", "compare", "serve", "export"}
+    assert commands <= rows, sorted(commands - rows)
+    for name in sorted(commands):
+        sub = runner.invoke(app, [name, "--help"])
+        assert sub.exit_code == 0 and "Usage:" in sub.output and name in sub.output, (name, sub.output)
 
 
 def test_ema_weights_are_the_ones_saved_with_the_last_checkpoint(tiny_data, runs_dir):

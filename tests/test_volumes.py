@@ -10,8 +10,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pydicom  # the [scanners] extra: make install installs it, so a missing one fails, never skips
 import pytest
 import yaml
+from pydicom.uid import generate_uid
 from typer.testing import CliRunner
 
 from braintumor.cli import app
@@ -22,9 +24,6 @@ from braintumor.scanners import ScanOptions, parse_id, series_tag, split_id
 from braintumor.volumes import group, has_volumes, pool, pool_verdicts, volume_labels, volume_metrics
 from tests.conftest import FAST, make_dataset
 from tests.test_scanners import demo_slices, gray, no_patient, write_dicom, write_nifti
-
-pydicom = pytest.importorskip("pydicom")
-from pydicom.uid import generate_uid  # noqa: E402
 
 runner = CliRunner()
 # file i holds demo slice i and says it is the INSTANCE[i]-th slice: file names and slice order disagree

@@ -77,7 +77,12 @@ def compiled(model: Any, size: int | None = None, channels: int | None = None) -
     signature = None if size is None else [tf.TensorSpec((None, size, size, channels), tf.float32)]
     call = tf.function(lambda x: model(x, training=False), input_signature=signature, jit_compile=False,
                        reduce_retracing=True)
-    return lambda x: call(np.asarray(x, np.float32))
+    if signature is None:
+        return lambda x: call(np.asarray(x, np.float32))
+    # the concrete function, called with a tensor, skips tf.function's per-call argument binding and cache lookup
+    # (about a tenth of a 64 px call: benchmarks/serve_profile.py)
+    concrete = call.get_concrete_function()
+    return lambda x: concrete(tf.convert_to_tensor(np.asarray(x, np.float32)))
 
 
 def median_ms(forward: Forward, x: np.ndarray, repeats: int = 30, warmup: int = 1) -> float:
