@@ -71,7 +71,7 @@ def test_validation_split_never_puts_one_patient_on_both_sides(data, spec):
 
 
 def test_kfold_folds_never_put_one_patient_in_two_folds(data, tmp_path):
-    from braintumor.commands.kfold import plan_folds, write_folds
+    from braintumor.splits import plan_folds, write_folds
 
     plain = plan_folds(_cfg(data, None), 3)
     pt = np.asarray([_patient_of(p) for p in plain.loaded.paths])
