@@ -8,6 +8,7 @@ into the tumour-or-not figures the issue asks for, per held-out source:
 - cleared: slices without a tumour predicted notumor;
 - notumor_ok: tumour slices answered notumor with status ok (the dangerous answer), as a share of tumour slices;
 - refused: share of all slices with status uncertain or out_of_distribution;
+- auc: tumour-or-not ROC AUC of 1 - p(notumor) (does the model rank tumour slices above clean ones at all);
 - intervals resample patients (the LGG file names carry them: TCGA_<inst>_<id>_<date>_<slice>), 2,000 resamples.
 
     python benchmarks/external.py row EVAL_RUN --train TRAIN_RUN --label control --held-out lgg
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from braintumor.metrics import bootstrap_ci
+from braintumor.metrics import binary_metrics, bootstrap_ci
 
 HERE = Path(__file__).resolve().parent
 ROWS = HERE / "external.jsonl"
@@ -60,6 +61,10 @@ def figures(pred: pd.DataFrame) -> dict[str, dict]:
            "cleared": share(said_clean[~tumour], groups[~tumour]),
            "notumor_ok": share((said_clean & ok)[tumour], groups[tumour]),
            "refused": share(~ok, groups)}
+    b = binary_metrics(tumour, 1 - pred["p_notumor"].to_numpy(), ~said_clean, ok, groups, "patients", 2000)
+    out["auc"] = {"value": b["auc"] if b["auc"] is not None else float("nan"), "n": int(len(pred)),
+                  "ci": tuple(float("nan") if v is None else v for v in b["auc_ci95"]),
+                  "units": b["interval"]["n_units"]}
     four = pred["true"].to_numpy() == pred["predicted"].to_numpy()
     out["accuracy_4class"] = share(four, groups)
     return out
@@ -90,14 +95,15 @@ def _cell(f: dict) -> str:
 
 def table(rows: list[dict]) -> str:
     lines = ["| recipe | held out | source | n | tumour found | clean cleared | notumor+ok on tumour | refused | "
-             "train val acc (sources it trained on) |", "|---|---|---|---|---|---|---|---|---|"]
+             "tumour-or-not AUC | train val acc (sources it trained on) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         val = r.get("validation", {})
         shown = ", ".join(f"{k} {v:.4f}" for k, v in (val.get("per_source") or {}).items() if v is not None)
         for src, f in r["per_source"].items():
             n = f["refused"]["n"]
             lines.append(f"| {r['label']} | {r['held_out']} | {src} | {n} | {_cell(f['found'])} | "
-                         f"{_cell(f['cleared'])} | {_cell(f['notumor_ok'])} | {_cell(f['refused'])} | {shown} |")
+                         f"{_cell(f['cleared'])} | {_cell(f['notumor_ok'])} | {_cell(f['refused'])} | "
+                         f"{_cell(f['auc']) if 'auc' in f else '-'} | {shown} |")
     lines.append("")
     lines.append("Intervals: 95% percentile bootstrap resampling patients (2,000 resamples); units per cell in "
                  "benchmarks/external.jsonl.")
