@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "braintumor"
 
 # Lower number: lower layer. A module may import its own layer or lower ones, never a higher one.
 LAYERS = {
-    "braintumor": 0, "errors": 0, "config": 0, "runs": 0,  # foundations
+    "braintumor": 0, "errors": 0, "config": 0, "config_schema": 0, "runs": 0,  # foundations
     "data": 1, "pipeline": 1, "dedup": 1, "metrics": 1, "plots": 1, "models": 1, "explain": 1,  # building blocks
     "distribute": 1, "ood": 1, "inference": 1, "nonbrain": 1, "scanners": 1, "decision": 1, "exported": 1,
     "input_checks": 1, "images": 1,
