@@ -58,6 +58,12 @@ def eda(
         out, s = run_eda(data if len(data) > 1 else data[0], test, near_threshold=near_threshold,
                          confound_threshold=confound_threshold, runs_dir=runs_dir or Path("runs"), name=name,
                          samples_per_class=samples, seed=seed, progress=on_progress)
+    print_summary(s)
+    print_run_dir(out)
+
+
+def print_summary(s: dict) -> None:
+    """The report's tables, confound warnings, duplicate and leakage notes and the time it took."""
     console.print(summary_table(s))
     if "sources" in s:
         console.print(source_table(s))
@@ -77,7 +83,6 @@ def eda(
                       f"{DEFAULT_NEAR_THRESHOLD}; this report used {s['near_threshold']})",
                       highlight=False)
     console.print(f"took {s['duration_s']:.1f} s", highlight=False)
-    print_run_dir(out)
 
 
 def source_table(s: dict) -> Table:

@@ -54,14 +54,20 @@ def evaluate(
     out, metrics = run_evaluate(run_dir, data, runs_dir=runs_root, name=name, tta=tta,
                                 exclude_duplicates_of=exclude_duplicates_of, ood=ood, groups=groups,
                                 binary_labels=binary_label or None)
+    print_metrics(metrics, f"{run_dir.name} on {', '.join(map(str, data)) if data else 'its validation split'}")
+    print_run_dir(out)
+
+
+def print_metrics(metrics: dict, title: str) -> None:
+    """What evaluate found: left-out copies, the metrics table, tumour-or-not, per source, the gate, per volume
+    and the --ood figures, each when the run has it."""
     if "excluded_duplicates" in metrics:
         x = metrics["excluded_duplicates"]
         console.print(f"[bold yellow]left out {x['total']} images[/] that are copies of {x['of']} "
                       f"({x['exact']} exact, {x['near']} near, pHash distance <= {x['near_threshold']}); "
                       f"scored the other {x['kept']}; the list is in excluded.csv", highlight=False)
-    shown = ", ".join(map(str, data)) if data else "its validation split"
     if "accuracy" in metrics:  # a tumour-or-not collection has the binary figures alone
-        console.print(metrics_table(metrics, f"{run_dir.name} on {shown}"))
+        console.print(metrics_table(metrics, title))
     if "binary" in metrics:
         console.print(binary_line(metrics["binary"]), highlight=False)
     if "per_source" in metrics:
@@ -89,4 +95,3 @@ def evaluate(
                           f"{c['out_of_distribution']}, uncertain {c['uncertain']}); AUROC {au}", highlight=False)
         for name, a in o.get("per_collection", {}).items():
             console.print(f"  accepted collection {name}: refused {a['refused']:.1%} of {a['n']}", highlight=False)
-    print_run_dir(out)

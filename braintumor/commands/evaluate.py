@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 from .. import plots
 from ..binary import binary_listing
 from ..config import DEFAULT_NEAR_THRESHOLD
-from ..data import find_images, map_images
+from ..data import LoadedImages, find_images, map_images
 from ..dedup import copies_of
 from ..engine import scorer
 from ..engine.run import Run
@@ -65,9 +65,7 @@ def run_evaluate(run_dir: str | Path, data: str | Path | Sequence[str | Path] | 
     ``binary_labels`` FOLDER=tumour|no_tumour, default the run's eval.binary_labels) gets those figures alone.
     """
     run = load_run(run_dir)
-    if data is not None and not isinstance(data, (str, Path)):
-        data = list(data) if len(data) > 1 else data[0] if data else None
-    shown = data if data is None or isinstance(data, (str, Path)) else ", ".join(map(str, data))
+    data, shown = one_or_many(data)
     tta = run.config.eval.tta if tta is None else tta
     if ood is not None and not find_images([ood]):
         raise DataError(f"--ood {ood}: no image files there; pass a folder of images that are not brain MRI")
@@ -77,10 +75,7 @@ def run_evaluate(run_dir: str | Path, data: str | Path | Sequence[str | Path] | 
     out = made.path
     with made.marking():
         if data is None:
-            if "ensemble_of" in run.meta:
-                raise RunError(f"{run.path} is a k-fold ensemble: every image of its folder trained one of its "
-                               "models, so pass --data TEST_DIR (a folder it never saw)")
-            loaded = load_listing(run, *read_split(run.path, "val"))
+            loaded = validation_listing(run)
         else:
             binary = binary_listing(data, run.class_names, run.config.eval.binary_labels if binary_labels is None
                                     else binary_labels, run.spec.scan)
@@ -94,21 +89,8 @@ def run_evaluate(run_dir: str | Path, data: str | Path | Sequence[str | Path] | 
         excluded = None
         if exclude_duplicates_of is not None:
             loaded, excluded = exclude_copies(loaded, exclude_duplicates_of, run, out)
-        verdicts = scorer.classify(run.classifier, loaded.images, loaded.stats, tta)
-        probs = np.stack([v.probs for v in verdicts])
-        units, unit = evaluation_groups(run.config.data, loaded, run.path / "split.csv" if data is None else None,
-                                        groups)
-        m = compute_metrics(loaded.labels, probs, run.class_names, run.config.eval.bootstrap, run.config.seed,
-                            units, unit)
+        m, verdicts, probs = score_listing(run, loaded, tta, groups, own_split=data is None)
         several = len(loaded.source_names) > 1
-        if several:
-            m["per_source"] = per_source_metrics(loaded.labels, probs, loaded.sources, run.class_names)
-        m["gate"] = gate_report(verdicts, loaded.labels, "these images")
-        add_binary(m, run, loaded.labels, verdicts, probs, loaded.sources if several else None, units, unit)
-        if run.classifier.temperature != 1.0:
-            m["calibration"] = {"temperature": run.classifier.temperature, "fitted_on": "the source run",
-                                "ece_bins": ECE_BINS, "after": calibration_figures(loaded.labels, probs),
-                                "after_is": "the stored temperature applied to these images"}
         if excluded is not None:
             m["excluded_duplicates"] = excluded
             write_meta(out, exclude_duplicates_of=str(exclude_duplicates_of), excluded=excluded["total"])
@@ -123,6 +105,43 @@ def run_evaluate(run_dir: str | Path, data: str | Path | Sequence[str | Path] | 
         write_skipped(out, loaded.skipped)
         write_meta(out, n=m["n"], skipped=len(loaded.skipped))
     return out, m
+
+
+def validation_listing(run: LoadedRun) -> LoadedImages:
+    """The source run's own validation images (a k-fold ensemble has none it never trained on)."""
+    if "ensemble_of" in run.meta:
+        raise RunError(f"{run.path} is a k-fold ensemble: every image of its folder trained one of its "
+                       "models, so pass --data TEST_DIR (a folder it never saw)")
+    return load_listing(run, *read_split(run.path, "val"))
+
+
+def one_or_many(data: str | Path | Sequence[str | Path] | None) -> tuple[Any, str | Path | None]:
+    """--data as one folder, a list of several, or None, and how the report names it."""
+    if data is not None and not isinstance(data, (str, Path)):
+        data = list(data) if len(data) > 1 else data[0] if data else None
+    return data, data if data is None or isinstance(data, (str, Path)) else ", ".join(map(str, data))
+
+
+def score_listing(run: LoadedRun, loaded: LoadedImages, tta: bool, groups: str | None, *,
+                  own_split: bool) -> tuple[dict[str, Any], list[Verdict], np.ndarray]:
+    """One scorer pass over the loaded images and the metrics of it: the intervals' groups, per source, the gate,
+    tumour or not, and the stored temperature's calibration figures. ``own_split``: the images are the source
+    run's validation split (its split.csv holds their groups)."""
+    verdicts = scorer.classify(run.classifier, loaded.images, loaded.stats, tta)
+    probs = np.stack([v.probs for v in verdicts])
+    units, unit = evaluation_groups(run.config.data, loaded, run.path / "split.csv" if own_split else None, groups)
+    m = compute_metrics(loaded.labels, probs, run.class_names, run.config.eval.bootstrap, run.config.seed,
+                        units, unit)
+    several = len(loaded.source_names) > 1
+    if several:
+        m["per_source"] = per_source_metrics(loaded.labels, probs, loaded.sources, run.class_names)
+    m["gate"] = gate_report(verdicts, loaded.labels, "these images")
+    add_binary(m, run, loaded.labels, verdicts, probs, loaded.sources if several else None, units, unit)
+    if run.classifier.temperature != 1.0:
+        m["calibration"] = {"temperature": run.classifier.temperature, "fitted_on": "the source run",
+                            "ece_bins": ECE_BINS, "after": calibration_figures(loaded.labels, probs),
+                            "after_is": "the stored temperature applied to these images"}
+    return m, verdicts, probs
 
 
 def score_volumes(run: LoadedRun, paths: list[str], labels: np.ndarray, verdicts: list[Verdict],

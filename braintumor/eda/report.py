@@ -18,10 +18,7 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
 
 
 def report_markdown(s: dict[str, Any]) -> str:
-    """report.md: every table and figure, readable on its own.
-
-    Longer than our usual function on purpose: one list of lines in the order the report reads.
-    """
+    """report.md: every table and figure, readable on its own, in the order the report reads."""
     names = list(s["images"])
     t = s["near_threshold"]
     lines = ["# Dataset report", ""]
@@ -50,6 +47,15 @@ def report_markdown(s: dict[str, Any]) -> str:
         lines += _confound_lines(s["confounds"])
     lines += ["## Samples", "", "![samples](samples.png)", ""]
 
+    lines += _property_lines(s, names)
+    lines += _duplicate_lines(s, names)
+    return "\n".join(lines)
+
+
+
+def _property_lines(s: dict[str, Any], names: list[str]) -> list[str]:
+    """Image properties per split (sizes, colour, stored mode, format, file size) and the unreadable files."""
+    lines: list[str] = []
     lines += ["## Image properties", ""]
     for n in names:
         p = s["properties"][n]
@@ -70,7 +76,13 @@ def report_markdown(s: dict[str, Any]) -> str:
         lines += _table(["split", "path", "reason"],
                         [[u["split"], f"`{u['path']}`", u["reason"]] for u in bad])
 
-    lines += ["## Duplicates", "",
+    return lines
+
+
+def _duplicate_lines(s: dict[str, Any], names: list[str]) -> list[str]:
+    """Exact and near copies over all splits and within each, by pHash distance, with the example figures."""
+    t = s["near_threshold"]
+    lines = ["## Duplicates", "",
               "Exact: identical decoded pixels (whatever the file bytes). Near: perceptual hashes within "
               "the threshold (exact copies included), joined transitively into groups. `duplicates.csv` "
               "lists every member of every group (group, path, split, kind, class).", "",
@@ -88,7 +100,7 @@ def report_markdown(s: dict[str, Any]) -> str:
               "Example pairs at each distance, to judge where copies end and neighbouring slices of one "
               "patient begin:",
               "", "![near duplicates](near_duplicates.png)", ""]
-    return "\n".join(lines)
+    return lines
 
 
 def _source_lines(s: dict[str, Any]) -> list[str]:
