@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "braintumor"
 
 # Lower number: lower layer. A module may import its own layer or lower ones, never a higher one.
 LAYERS = {
-    "braintumor": 0, "errors": 0, "config": 0, "config_schema": 0, "runs": 0,  # foundations
+    "braintumor": 0, "errors": 0, "config": 0, "config_schema": 0, "runs": 0, "progress": 0,  # foundations
     "data": 1, "pipeline": 1, "dedup": 1, "metrics": 1, "plots": 1, "models": 1, "explain": 1,  # building blocks
     "distribute": 1, "ood": 1, "inference": 1, "nonbrain": 1, "scanners": 1, "decision": 1, "exported": 1,
     "input_checks": 1, "images": 1,
@@ -151,3 +151,52 @@ def test_checker_catches_a_circle():
     graph["braintumor.errors"] = graph["braintumor.errors"] | {"braintumor.runs"}  # runs imports errors
     cycle = find_cycle(graph)
     assert cycle is not None and cycle[0] == cycle[-1] and {"braintumor.errors", "braintumor.runs"} <= set(cycle)
+
+
+# Size limits (issue 23): a module over MAX_MODULE_LINES, or a command over MAX_COMMAND_LINES, holds several jobs.
+# A function over MAX_FUNCTION_LINES (def to last line, docstring included) must say why in its docstring with
+# the marker LONG_MARKER ("Long because it is one document read top to bottom ..."); otherwise split it.
+MAX_MODULE_LINES, MAX_COMMAND_LINES, MAX_FUNCTION_LINES = 400, 250, 60
+LONG_MARKER = "Long because"
+
+
+def oversized_modules(modules: dict[str, Path]) -> list[str]:
+    out = []
+    for name, path in modules.items():
+        limit = MAX_COMMAND_LINES if name.startswith("braintumor.commands.") else MAX_MODULE_LINES
+        n = len(path.read_text().splitlines())
+        if n > limit:
+            out.append(f"{name}: {n} lines (limit {limit})")
+    return out
+
+
+def long_functions(source: str, where: str = "") -> list[str]:
+    """Functions over MAX_FUNCTION_LINES whose docstring does not say why (LONG_MARKER)."""
+    out = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            n = node.end_lineno - node.lineno + 1
+            if n > MAX_FUNCTION_LINES and LONG_MARKER not in (ast.get_docstring(node) or ""):
+                out.append(f"{where}{node.name} (line {node.lineno}): {n} lines")
+    return out
+
+
+def test_no_module_is_too_long():
+    assert oversized_modules(package_modules()) == []
+
+
+def test_a_long_function_says_why():
+    bad = [line for name, path in package_modules().items() for line in long_functions(path.read_text(), name + ".")]
+    assert bad == []
+
+
+def test_size_checkers_can_fail(tmp_path):
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    assert long_functions(f"def f():\n    '''Short.'''\n{body}\n") == ["f (line 1): 62 lines"]
+    assert long_functions(f"def f():\n    '''{LONG_MARKER} it is one table.'''\n{body}\n") == []
+    assert long_functions(f"def f():\n{body[:-len(body.splitlines()[-1]) - 1]}\n") == []  # 60 lines: fine
+    big = tmp_path / "big.py"
+    big.write_text("x = 1\n" * (MAX_COMMAND_LINES + 1))
+    assert oversized_modules({"braintumor.commands.big": big}) == [
+        f"braintumor.commands.big: {MAX_COMMAND_LINES + 1} lines (limit {MAX_COMMAND_LINES})"]
+    assert oversized_modules({"braintumor.big": big}) == []
