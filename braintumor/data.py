@@ -20,12 +20,13 @@ import numpy as np
 
 from .config import CANONICAL_CLASSES
 from .errors import DataError
-from .images import Box, ImageSpec, decode, is_gray, pixel_digest, read_image, to_array, unframe
+from .images import ImageSpec, PixelBox, decode, is_gray, pixel_digest, read_image, to_array, unframe
 from .input_checks import InputStats
+from .progress import Reporter
 from .scanners import SCANNER_EXTENSIONS, ScanOptions, expand, file_kind
 
 # decoding and framing moved to images.py; callers and tests still import these names from here
-__all__ = ["IMAGE_EXTENSIONS", "Box", "ImageList", "ImageSpec", "LoadedImages", "Source", "canonical_class",
+__all__ = ["IMAGE_EXTENSIONS", "PixelBox", "ImageList", "ImageSpec", "LoadedImages", "Source", "canonical_class",
            "class_key", "decode", "find_class", "find_images", "is_gray", "list_images", "load_images", "map_images",
            "match_folders", "parse_sources", "pixel_digest", "read_image", "to_array", "unframe"]
 
@@ -249,10 +250,10 @@ class LoadedImages:
 
 
 def map_images(paths: Sequence[str], read: Callable[[str], Any], workers: int | None = None,
-               progress: Callable[[int, int], None] | None = None) -> list[Any]:
+               reporter: Reporter | None = None) -> list[Any]:
     """``read(path)`` for every path, in order, on threads (Pillow's decoder releases the GIL): the one loop
     that decodes a folder. A file ``read`` refuses with a DataError gives its reason (a str) instead of a result.
-    ``progress(done, total)`` is called every 64 images and at the end."""
+    ``reporter.advance`` hears every 64 images and the rest at the end (the caller ``start``s the stage)."""
 
     def work(path: str):
         try:
@@ -260,12 +261,14 @@ def map_images(paths: Sequence[str], read: Callable[[str], Any], workers: int | 
         except DataError as e:
             return str(e)
 
-    results = []
+    results: list[Any] = []
+    reported = 0
     with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
         for i, r in enumerate(pool.map(work, paths), 1):
             results.append(r)
-            if progress is not None and (i % 64 == 0 or i == len(paths)):
-                progress(i, len(paths))
+            if reporter is not None and (i % 64 == 0 or i == len(paths)):
+                reporter.advance(i - reported)
+                reported = i
     return results
 
 

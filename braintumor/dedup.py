@@ -19,6 +19,7 @@ from scipy.sparse.csgraph import connected_components
 
 from .config import DEFAULT_NEAR_THRESHOLD
 from .data import ImageList, decode, is_gray, list_images, map_images, pixel_digest
+from .progress import Reporter
 from .scanners import ScanOptions, file_kind, split_id
 
 
@@ -160,12 +161,12 @@ def multi_member_groups(groups: np.ndarray) -> int:
 
 
 
-Progress = Callable[[str, int, int], None]  # (split, images done, images in split)
 
 
 @dataclass
-class Split:
-    """One folder of class sub-folders, read once: a record per readable image, and the unreadable files."""
+class DatasetSummary:
+    """One folder of class sub-folders (an EDA split such as train or test), read once: a record per readable
+    image, and the unreadable files. Not a train/validation split: ``splits.py`` makes those."""
 
     name: str
     root: Path
@@ -228,14 +229,15 @@ def _inspect(path: str, scan: ScanOptions = ScanOptions(), measure: Measure | No
 
 
 def scan_listing(listing: ImageList, name: str, workers: int | None = None,
-                 progress: Progress | None = None, measure: Measure | None = None) -> Split:
+                 reporter: Reporter | None = None, measure: Measure | None = None) -> DatasetSummary:
     """Read every listed image once (data.map_images); unreadable files apart; ``measure`` adds per-image
-    numbers from the same decoded image (Split.measures)."""
-    report = None if progress is None else (lambda done, total: progress(name, done, total))
-    results = map_images(listing.paths, lambda p: _inspect(p, listing.scan, measure), workers, report)
+    numbers from the same decoded image (DatasetSummary.measures). ``reporter`` hears a stage "reading NAME"."""
+    if reporter is not None:
+        reporter.start(len(listing.paths), f"reading {name}")
+    results = map_images(listing.paths, lambda p: _inspect(p, listing.scan, measure), workers, reporter)
     ok = [i for i, r in enumerate(results) if isinstance(r, dict)]
     recs = [results[i] for i in ok]
-    return Split(
+    return DatasetSummary(
         name=name, root=listing.root, class_names=tuple(listing.class_names),
         paths=[listing.paths[i] for i in ok], labels=np.asarray(listing.labels)[ok].astype(np.int64),
         digests=[r["digest"] for r in recs], hashes=np.asarray([r["hash"] for r in recs], dtype=np.uint64),
@@ -250,15 +252,15 @@ def scan_listing(listing: ImageList, name: str, workers: int | None = None,
 
 
 def scan_split(root: str | Path | Sequence[str | Path], name: str, classes: tuple[str, ...] | None = None,
-               workers: int | None = None, progress: Progress | None = None,
-               scan: ScanOptions = ScanOptions(), measure: Measure | None = None) -> Split:
+               workers: int | None = None, reporter: Reporter | None = None,
+               scan: ScanOptions = ScanOptions(), measure: Measure | None = None) -> DatasetSummary:
     """List and read a folder of class sub-folders, or several (each image keeps its source); a missing class is
     reported, not refused."""
-    return scan_listing(list_images(root, classes, require_all=False, scan=scan), name, workers, progress,
+    return scan_listing(list_images(root, classes, require_all=False, scan=scan), name, workers, reporter,
                         measure)
 
 
-def match(query: Split, reference: Split) -> Matches:
+def match(query: DatasetSummary, reference: DatasetSummary) -> Matches:
     """Nearest reference image (pHash distance) and exact pixel copy, for every image of ``query``."""
     distance, index = nearest(query.hashes, reference.hashes)
     return Matches(index, distance, exact_matches(query.digests, reference.digests))

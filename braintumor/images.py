@@ -72,10 +72,10 @@ def to_array(img: Image.Image, size: int, channels: int) -> np.ndarray:
     return arr[..., None] if channels == 1 else arr
 
 
-Box = tuple[int, int, int, int]  # (left, top, right, bottom) in the decoded image's pixels
+PixelBox = tuple[int, int, int, int]  # (left, top, right, bottom) in the decoded image's pixels
 
 
-def brain_box(img: Image.Image, margin: float = 0.04) -> Box:
+def brain_box(img: Image.Image, margin: float = 0.04) -> PixelBox:
     """The square around the head: rows and columns with foreground (above 10% of the bright end), widened by
     ``margin`` of its side. It may reach past the image (cropping pads with black); a dark image keeps its frame.
 
@@ -119,7 +119,7 @@ class ImageSpec:
         return cls(data.image_size, 1 if data.color_mode == "grayscale" else 3, data.crop, data.normalize,
                    ScanOptions.from_config(data))
 
-    def frame(self, img: Image.Image) -> tuple[Image.Image, Box]:
+    def frame(self, img: Image.Image) -> tuple[Image.Image, PixelBox]:
         """The decoded image as the model sees it before resizing, and where that lies in the decoded image."""
         box = brain_box(img) if self.crop == "brain" else (0, 0, img.width, img.height)
         if box != (0, 0, img.width, img.height):
@@ -128,7 +128,7 @@ class ImageSpec:
             img = normalize_intensity(img)
         return img, box
 
-    def prepare(self, img: Image.Image) -> tuple[np.ndarray, Box]:
+    def prepare(self, img: Image.Image) -> tuple[np.ndarray, PixelBox]:
         """(the (size, size, channels) uint8 model input, the framing box in the decoded image)."""
         framed, box = self.frame(img)
         return to_array(framed, self.size, self.channels), box
@@ -139,7 +139,7 @@ class ImageSpec:
         return self.prepare(img)[0], InputStats.of(img)
 
 
-def unframe(heatmap: np.ndarray, box: Box, width: int, height: int) -> np.ndarray:
+def unframe(heatmap: np.ndarray, box: PixelBox, width: int, height: int) -> np.ndarray:
     """A map over the framed image, placed back on the decoded image's (height, width) grid (zero outside)."""
     left, top, right, bottom = box
     inside = np.asarray(Image.fromarray(np.asarray(heatmap, np.float32), mode="F")

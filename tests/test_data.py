@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from braintumor.data import ImageSpec, canonical_class, list_images, load_images, read_image
+from braintumor.data import ImageSpec, canonical_class, list_images, load_images, map_images, read_image
 from braintumor.dedup import exact_groups
 from braintumor.errors import DataError
 from braintumor.pipeline import class_weights, make_dataset, oversample
+from braintumor.progress import Reporter, Silent
 from braintumor.splits import split_train_val
 from tests.conftest import make_dataset as make_folder
 
@@ -222,3 +223,30 @@ def test_split_train_val_names_an_empty_class_and_the_minimum():
         split_train_val(labels, np.arange(12), 0.2, seed=0, class_names=("a", "b", "c"))
     with pytest.raises(DataError, match=r"class 'a' has 2 and no class has 4"):
         split_train_val(np.array([0, 0, 1, 1, 1]), np.arange(5), 0.25, seed=0, class_names=("a", "b"))
+
+
+def test_map_images_reports_progress_through_the_reporter_protocol():
+    """Every 64 images and the rest at the end; a refused file still counts, and gives its reason."""
+
+    class Recorder:
+        def __init__(self):
+            self.advances = []
+
+        def start(self, total, label):
+            raise AssertionError("map_images reports advances; the caller starts the stage")
+
+        def advance(self, n=1):
+            self.advances.append(n)
+
+        def log(self, message):
+            pass
+
+    def read(path):
+        if path == "p7":
+            raise DataError("cannot read p7")
+        return path.upper()
+
+    rec = Recorder()
+    assert isinstance(rec, Reporter) and isinstance(Silent(), Reporter)
+    out = map_images([f"p{i}" for i in range(130)], read, workers=2, reporter=rec)
+    assert rec.advances == [64, 64, 2] and out[7] == "cannot read p7" and out[129] == "P129"

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from braintumor.explain.localisation import (
-    Box,
+    BoxFraction,
     Region,
     centre_prior,
     energy_ratio,
@@ -17,7 +17,7 @@ from braintumor.explain.localisation import (
     summarise,
 )
 
-BOX = Box(0.25, 0.75, 0.2, 0.1)  # lower left: not under the image centre
+BOX = BoxFraction(0.25, 0.75, 0.2, 0.1)  # lower left: not under the image centre
 
 
 def test_box_mask_covers_the_box_and_grows_by_a_fraction_of_the_side():
@@ -64,7 +64,7 @@ def test_centre_prior_is_the_documented_gaussian():
     assert np.unravel_index(prior.argmax(), prior.shape) == (50, 50)
     # sigma = a quarter of the side: one sigma from the centre the prior is exp(-1/2)
     assert prior[50, 50 + 25] == pytest.approx(np.exp(-0.5), rel=0.02)
-    centre_box = Region(boxes=[Box(0.5, 0.5, 0.2, 0.2)])
+    centre_box = Region(boxes=[BoxFraction(0.5, 0.5, 0.2, 0.2)])
     assert pointing(prior, centre_box.mask(101, 101))
     assert not pointing(prior, Region(boxes=[BOX]).mask(101, 101))
     # its energy in a central box: the Gaussian's mass there over the box's area

@@ -259,6 +259,22 @@ def test_predict_writes_one_row_per_volume(blob_run, tmp_path: Path):
     assert json.loads((out / "meta.json").read_text())["volumes"] == 2
 
 
+class Recorder:
+    """A braintumor.progress.Reporter that keeps the stage lengths and the advances it hears."""
+
+    def __init__(self, totals: list, advances: list) -> None:
+        self.totals, self.advances = totals, advances
+
+    def start(self, total, label):
+        self.totals.append(total)
+
+    def advance(self, n=1):
+        self.advances.append(n)
+
+    def log(self, message):
+        pass
+
+
 def test_predict_counts_the_slices_the_run_keeps(blob_run, tmp_path: Path):
     """The progress total is what predict will classify: with data.slices: middle:2 a 5-slice volume is 2 images."""
     run = tmp_path / "run"
@@ -269,8 +285,7 @@ def test_predict_counts_the_slices_the_run_keeps(blob_run, tmp_path: Path):
     (tmp_path / "in").mkdir()
     write_nifti(tmp_path / "in" / "vol.nii.gz", demo_slices("glioma", n=5, size=32))
     totals, batches = [], []
-    report = run_predict(run, [tmp_path / "in"], runs_dir=tmp_path / "runs", on_total=totals.append,
-                         on_batch=batches.append)
+    report = run_predict(run, [tmp_path / "in"], runs_dir=tmp_path / "runs", reporter=Recorder(totals, batches))
     assert totals == [2] and sum(batches) == 2 and len(report.rows) == 2
 
 

@@ -11,7 +11,7 @@ from rich.table import Table
 from ..runs import resolve_run
 from .app import command
 from .common import Name, RunsDir, console, err_console, print_run_dir, print_skipped
-from .progress import make_progress
+from .progress import RichReporter, make_progress
 
 
 @command("cam")
@@ -58,12 +58,10 @@ def cam(
     if explain_ not in ("true", "predicted"):
         raise typer.BadParameter(f"--explain {explain_!r}: use true or predicted")
     with make_progress() as progress:
-        task = progress.add_task("explaining", total=None)
         report = run_cam(run_dir, sources, gallery=gallery, per_class=per_class,
                          class_name=class_, layer=layer, method=method, seed=seed, runs_dir=runs_root,
                          name=name, boxes=boxes, explain_true=explain_ == "true",
-                         on_image=lambda path: progress.advance(task),
-                         on_total=lambda n: progress.update(task, total=n))
+                         reporter=RichReporter(progress, "explaining"))
     if report.localisation is not None:
         console.print(_localisation_table(report.localisation, run_dir.name))
         for where, why in report.localisation.problems[:20]:

@@ -12,7 +12,7 @@ from rich.table import Table
 from ..config import DEFAULT_NEAR_THRESHOLD, MAX_NEAR_THRESHOLD
 from .app import command
 from .common import Name, RunsDir, console, print_run_dir
-from .progress import make_progress
+from .progress import RichReporter, make_progress
 
 
 @command("eda")
@@ -46,18 +46,11 @@ def eda(
     Example: braintumor eda --data data/Training --test data/Testing
     """
     with make_progress() as progress:
-        tasks: dict[str, int] = {}
-
-        def on_progress(split: str, done: int, total: int) -> None:
-            if split not in tasks:
-                tasks[split] = progress.add_task(f"reading {split}", total=total)
-            progress.update(tasks[split], completed=done)
-
         from ..commands.eda import run_eda  # lazy: matplotlib (the train extra) stays out of the CLI's start-up
 
         out, s = run_eda(data if len(data) > 1 else data[0], test, near_threshold=near_threshold,
                          confound_threshold=confound_threshold, runs_dir=runs_dir or Path("runs"), name=name,
-                         samples_per_class=samples, seed=seed, progress=on_progress)
+                         samples_per_class=samples, seed=seed, reporter=RichReporter(progress))
     print_summary(s)
     print_run_dir(out)
 

@@ -11,7 +11,7 @@ from rich.table import Table
 from ..runs import resolve_run
 from .app import command
 from .common import Name, RunsDir, console, print_run_dir, print_skipped
-from .progress import make_progress
+from .progress import RichReporter, make_progress
 
 STATUS_STYLE = {"ok": "green", "uncertain": "yellow", "out_of_distribution": "red"}
 SHOWN = 40  # rows printed; predictions.csv has all of them
@@ -42,10 +42,8 @@ def predict(
     run_dir = resolve_run(None if run == "latest" else run, runs_root)
     sources = [str(p) for p in images]
     with make_progress() as progress:
-        task = progress.add_task("classifying", total=None)
         report = run_predict(run_dir, sources, runs_dir=runs_root, name=name, tta=tta,
-                             on_batch=lambda n: progress.advance(task, n),
-                             on_total=lambda n: progress.update(task, total=n))
+                             reporter=RichReporter(progress))
     console.print(_table(report, run_dir.name))
     if any(v.n_slices > 1 for v in report.volumes):
         console.print(_volume_table(report))

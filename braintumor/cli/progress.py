@@ -1,4 +1,5 @@
-"""Rich progress for Keras training (kept out of the library, which never imports rich)."""
+"""Rich progress: bars for the library's Reporter protocol and for Keras training (the library never imports
+rich)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,26 @@ from .common import console
 def make_progress() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     console=console, transient=False)
+
+
+class RichReporter:
+    """braintumor.progress.Reporter on a Rich ``Progress``: each ``start`` opens a bar (an ``advance`` before any
+    ``start`` opens one called ``label`` of unknown length); ``log`` prints above the bars."""
+
+    def __init__(self, progress: Progress, label: str = "working") -> None:
+        self.progress, self.label = progress, label
+        self.task = None
+
+    def start(self, total: int | None, label: str) -> None:
+        self.task = self.progress.add_task(label, total=total)
+
+    def advance(self, n: int = 1) -> None:
+        if self.task is None:
+            self.task = self.progress.add_task(self.label, total=None)
+        self.progress.advance(self.task, n)
+
+    def log(self, message: str) -> None:
+        self.progress.console.print(message, highlight=False)
 
 
 def keras_progress(progress: Progress, epochs: int, label: str = ""):

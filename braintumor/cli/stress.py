@@ -11,7 +11,7 @@ from rich.table import Table
 from ..runs import resolve_run
 from .app import command
 from .common import Name, RunsDir, console, print_run_dir
-from .progress import make_progress
+from .progress import RichReporter, make_progress
 
 
 @command("stress")
@@ -44,10 +44,9 @@ def stress(
     runs_root = runs_dir or Path("runs")
     run_dir = resolve_run(None if run == "latest" else run, runs_root)
     with make_progress() as progress:
-        task = progress.add_task("shifted scorings", total=None)
         out, result = run_stress(run_dir, data, runs_dir=runs_root, name=name, tta=tta, only=shift,
-                                 per_class=per_class, seed=seed, on_batch=lambda n: progress.advance(task, n),
-                                 on_total=lambda n: progress.update(task, total=n))
+                                 per_class=per_class, seed=seed,
+                                 reporter=RichReporter(progress))
     console.print(_table(result, run_dir.name))
     print_run_dir(out)
 

@@ -3,7 +3,7 @@ cam.csv and gallery figures. The maps come from explain/ (graph cutting, Grad-CA
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -16,6 +16,7 @@ from ..explain.gradcam import METHODS, Explanation, default_explanation, explain
 from ..explain.graph import last_conv_layer
 from ..explain.render import native_view, panel_png
 from ..models.loading import LoadedRun, load_run
+from ..progress import Reporter, or_silent
 from ..scanners import split_id
 from .localise import LocalisationReport, read_annotations, run_localisation
 
@@ -111,14 +112,13 @@ def run_cam(run_dir: str | Path, images: Sequence[str | Path] = (), *, gallery: 
             per_class: int = 4, class_name: str | None = None, layer: str | Sequence[str] | None = None,
             method: str | None = None, seed: int | None = None, runs_dir: str | Path = "runs",
             name: str | None = None, boxes: str | Path | None = None, explain_true: bool = True,
-            on_image: Callable[[str], None] | None = None,
-            on_total: Callable[[int], None] | None = None) -> CamReport:
+            reporter: Reporter | None = None) -> CamReport:
     """The ``cam`` command: explain images (or a seeded per-class gallery) into runs/cam/<timestamp>-<arch>/.
 
     Writes one panel PNG per image (named after it; the scan at its own resolution with the heatmap on top),
     cam.csv, skipped.txt for unreadable images and, with ``gallery``, gallery_<class>.png per class plus
     gallery.png. With ``boxes`` (annotations of where the tumour is) it scores the maps instead: see
-    ``commands.localise``. ``on_total(n)`` hears how many images will be explained, ``on_image(path)`` each one.
+    ``commands.localise``. ``reporter`` hears a stage "explaining" (its length when known) and each image.
     """
     # 1. everything that can be wrong with the request fails before a run directory exists
     files = find_images(images)
@@ -136,8 +136,9 @@ def run_cam(run_dir: str | Path, images: Sequence[str | Path] = (), *, gallery: 
     layers = [layer] if isinstance(layer, str) else layer
     method, layers = resolve_explanation(run.model, method, layers, run_explanation(run))
     annotations = read_annotations(boxes, images, classes) if boxes is not None else None
-    if on_total and (annotations is not None or files):
-        on_total(len(annotations.regions) if annotations is not None else len(files))
+    reporter = or_silent(reporter)
+    if annotations is not None or files:
+        reporter.start(len(annotations.regions) if annotations is not None else len(files), "explaining")
     seed = run.config.seed if seed is None else seed
     picks = gallery_picks(gallery, classes, run.config.data.classes, per_class, seed, run.spec.scan) \
         if gallery else None
@@ -152,12 +153,12 @@ def run_cam(run_dir: str | Path, images: Sequence[str | Path] = (), *, gallery: 
     report = CamReport(out, "+".join(layers), method)
     with made.marking():
         if annotations is not None:  # score the maps against the annotations; no panel per image
-            report.localisation = run_localisation(run, out, annotations, method, layers, explain_true, on_image)
+            report.localisation = run_localisation(run, out, annotations, method, layers, explain_true, reporter)
             runs.write_meta(out, n=len(report.localisation.rows), problems=len(report.localisation.problems))
             return report
         # 3. one panel PNG per image; unreadable images are listed and skipped
         todo = [(p, None) for p in files] if picks is None else _gallery_todo(picks)
-        cells = _explain_all(run, todo, explained, layers, method, per_class, report, on_image)
+        cells = _explain_all(run, todo, explained, layers, method, per_class, report, reporter)
         # 4. the table, the skipped list and the gallery figures
         write_cam_csv(out / "cam.csv", report.rows)
         runs.write_skipped(out, report.skipped)
@@ -174,7 +175,7 @@ def _gallery_todo(picks: dict[int, list[str]]) -> list[tuple[str, int]]:
 
 
 def _explain_all(run, todo: list[tuple[str, int | None]], explained: int | None, layers: list[str], method: str,
-                 per_class: int, report: CamReport, on_image) -> list[GalleryCell]:
+                 per_class: int, report: CamReport, reporter: Reporter) -> list[GalleryCell]:
     """Explain each (path, true class or None) and write its panel; gallery classes stop at ``per_class``."""
     classes = run.class_names
     taken: set[str] = set()
@@ -200,8 +201,7 @@ def _explain_all(run, todo: list[tuple[str, int | None]], explained: int | None,
         if true is not None:
             done[true] += 1
             cells.append((true, path, shown, replace(e, heatmap=heat)))
-        if on_image:
-            on_image(path)
+        reporter.advance()
     return cells
 
 

@@ -16,17 +16,18 @@ from typing import Any
 
 from .. import confounds, runs
 from ..config import DEFAULT_NEAR_THRESHOLD
-from ..dedup import Progress, scan_split
+from ..dedup import scan_split
 from ..eda import confound_report, figures, report, stats
 from ..engine.run import Run
 from ..errors import DataError
+from ..progress import Reporter
 
 
 def run_eda(data: str | Path | Sequence[str | Path], test: str | Path | None = None, *,
             near_threshold: int = DEFAULT_NEAR_THRESHOLD, confound_threshold: float = confounds.WARN_V,
             runs_dir: str | Path = "runs", name: str | None = None, classes: tuple[str, ...] | None = None,
             samples_per_class: int = 6, seed: int = 0, workers: int | None = None,
-            progress: Progress | None = None) -> tuple[Path, dict[str, Any]]:
+            reporter: Reporter | None = None) -> tuple[Path, dict[str, Any]]:
     """Report on a folder (and optionally a test folder) in runs/eda/<timestamp>/; returns (dir, summary).
 
     ``data`` may be several folders (collections; NAME=PATH names one): they are read as one training split whose
@@ -39,9 +40,9 @@ def run_eda(data: str | Path | Sequence[str | Path], test: str | Path | None = N
         raise DataError(f"--confound-threshold {confound_threshold} is not valid; use a Cramer's V in (0, 1]")
     started = time.perf_counter()
     # 1. read every image once (before creating the run directory: a bad folder leaves nothing behind)
-    splits = [scan_split(data, "train", classes, workers, progress, measure=confounds.measure)]
+    splits = [scan_split(data, "train", classes, workers, reporter, measure=confounds.measure)]
     if test is not None:
-        splits.append(scan_split(test, "test", classes, workers, progress))
+        splits.append(scan_split(test, "test", classes, workers, reporter))
     for sp in splits:
         if not len(sp):
             raise DataError(f"none of the image files under {sp.root} could be read")

@@ -7,7 +7,7 @@ gallery_localisation.png (the worst cases first, the annotated region outlined o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from ..explain.render import draw_region, native_view, overlay
 from ..groups import path_groups
 from ..models.loading import LoadedRun
 from ..plots import figure_png
+from ..progress import Reporter
 
 GALLERY = 16  # worst cases drawn
 
@@ -90,7 +91,7 @@ def true_class(path: str, region: Region, class_names: Sequence[str]) -> int | N
 
 
 def run_localisation(run: LoadedRun, out: Path, annotations: Annotations, method: str, layers: list[str],
-                     explain_true: bool = True, on_image: Callable[[str], None] | None = None) -> LocalisationReport:
+                     explain_true: bool = True, reporter: Reporter | None = None) -> LocalisationReport:
     """Explain every annotated image (its true class, or the predicted one) and score the map and the prior."""
     for name in layers:
         explainer(run.model, name)  # a wrong --layer fails here, listing the valid names
@@ -117,8 +118,8 @@ def run_localisation(run: LoadedRun, out: Path, annotations: Annotations, method
         report.rows.append(row)
         worst.append((row.model.energy, path, rgb, heat, _caption(row), row.model.pointing_tol >= 0.5))
         worst = sorted(worst, key=lambda t: t[0])[:GALLERY]  # keep memory flat on long folders
-        if on_image:
-            on_image(path)
+        if reporter is not None:
+            reporter.advance()
     if not report.rows:
         raise DataError(f"none of the {len(annotations.regions)} annotated images could be scored; the problems "
                         f"are in {out / 'localisation_problems.txt'}")

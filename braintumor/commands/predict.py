@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +14,7 @@ from ..engine.run import Run
 from ..errors import DataError
 from ..inference import Verdict, gate_report
 from ..models.loading import load_run
+from ..progress import Reporter, or_silent
 from ..runs import write_csv, write_meta, write_skipped
 from ..volumes import VolumeAnswer, has_volumes, pool, write_volumes
 
@@ -35,16 +36,15 @@ class PredictReport:
 
 def run_predict(run_dir: str | Path, sources: Sequence[str | Path], *, runs_dir: str | Path = "runs",
                 name: str | None = None, tta: bool | None = None,
-                on_batch: Callable[[int], None] | None = None,
-                on_total: Callable[[int], None] | None = None) -> PredictReport:
+                reporter: Reporter | None = None) -> PredictReport:
     """Classify image files and folders (searched recursively) into runs/predict/<timestamp>-<arch>/.
 
     Writes predictions.csv (path, status, reason, class, a calibrated probability per class; ``class`` is empty
     unless the status is ok), skipped.txt for unreadable files, and a gate summary in meta.json. No labels needed.
     When an input is a volume (a NIfTI file, a multi-frame DICOM, a DICOM series), volumes.csv holds one pooled
     answer per input volume (volumes.py says how); predictions.csv stays per slice.
-    ``on_total(n)`` hears how many images (slices, after the run's data.slices) will be classified, and
-    ``on_batch(n)`` follows each batch of n of them (a progress bar).
+    ``reporter`` hears a stage "classifying" of as many units as images (slices, after the run's data.slices),
+    advanced a batch at a time.
     """
     # 1. what can be wrong with the request fails before a run directory exists
     run = load_run(run_dir)
@@ -52,8 +52,8 @@ def run_predict(run_dir: str | Path, sources: Sequence[str | Path], *, runs_dir:
     if not files:
         raise DataError(f"no image files in {', '.join(map(str, sources)) or 'the arguments'}; pass image files "
                         "or folders of images")
-    if on_total:
-        on_total(len(files))
+    reporter = or_silent(reporter)
+    reporter.start(len(files), "classifying")
     tta = run.config.eval.tta if tta is None else tta
     made = Run.create(runs_dir, "predict", run.config.model.arch, name, cfg=run.config, source_run=str(run.path),
                       inputs=[str(s) for s in sources], tta=tta, temperature=run.classifier.temperature,
@@ -71,8 +71,7 @@ def run_predict(run_dir: str | Path, sources: Sequence[str | Path], *, runs_dir:
                 images = np.stack([r[0] for _, r in good])
                 verdicts = scorer.classify(run.classifier, images, [r[1] for _, r in good], tta)
                 report.rows += [(p, v) for (p, _), v in zip(good, verdicts)]
-            if on_batch:
-                on_batch(len(batch))
+            reporter.advance(len(batch))
         # 3. the table, the skipped list, a summary
         write_predictions_table(out / "predictions.csv", report.rows, run.class_names)
         write_skipped(out, report.skipped)

@@ -6,7 +6,7 @@ plots/stress.png)."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from ..input_checks import InputStats
 from ..metrics import ece
 from ..models.loading import load_folder, load_run
 from ..plots import atomic_save_figure
+from ..progress import Reporter, or_silent
 from ..runs import (
     atomic_write_json,
     atomic_write_text,
@@ -37,15 +38,16 @@ METRICS = ("accuracy", "sensitivity", "specificity", "ece", "refused", "notumor_
 
 def run_stress(run_dir: str | Path, data: str | Path | Sequence[str | Path], *, runs_dir: str | Path = "runs",
                name: str | None = None, tta: bool | None = None, only: Sequence[str] | None = None,
-               per_class: int = 0, seed: int | None = None, on_batch: Callable[[int], None] | None = None,
-               on_total: Callable[[int], None] | None = None) -> tuple[Path, dict[str, Any]]:
+               per_class: int = 0, seed: int | None = None,
+               reporter: Reporter | None = None) -> tuple[Path, dict[str, Any]]:
     """Score a run on ``data`` unchanged and under every shift in ``only`` (default: all) at each severity.
 
     Every row goes through the run's Classifier (calibrated probabilities, the gate's verdicts), as ``evaluate``
     and ``predict`` do. The unchanged row uses each decoded image's input-check figures; a shifted row measures them
     on the shifted model input. ``per_class`` > 0 scores a seeded random sample of that many images per class.
     Random parts of a shift (the remapping curve, the bias field, the noise) are drawn once from ``seed`` and reused
-    at every severity, so only the severity changes along a curve.
+    at every severity, so only the severity changes along a curve. ``reporter`` hears a stage "shifted scorings"
+    with one unit per scoring.
     """
     chosen = _chosen(only)
     run = load_run(run_dir)
@@ -60,12 +62,11 @@ def run_stress(run_dir: str | Path, data: str | Path | Sequence[str | Path], *, 
         loaded = load_folder(run, data)
         if per_class > 0:
             loaded = loaded.subset(_sample(loaded.labels, per_class, seed))
-        if on_total:
-            on_total(1 + sum(len(SHIFTS[s].levels) - 1 for s in chosen))
+        reporter = or_silent(reporter)
+        reporter.start(1 + sum(len(SHIFTS[s].levels) - 1 for s in chosen), "shifted scorings")
         labels, names = loaded.labels, list(run.class_names)
         plain = score(labels, scorer.classify(run.classifier, loaded.images, loaded.stats, tta), names)
-        if on_batch:
-            on_batch(1)
+        reporter.advance()
         result: dict[str, Any] = {"run": str(run.path), "data": [str(d) for d in data], "n": int(len(labels)),
                                   "tta": tta, "seed": seed, "unchanged": plain, "shifts": {}}
         for key in chosen:
@@ -74,8 +75,7 @@ def run_stress(run_dir: str | Path, data: str | Path | Sequence[str | Path], *, 
                 images = shift.apply(loaded.images, severity, seed)
                 verdicts = scorer.classify(run.classifier, images, input_stats(images, loaded.stats), tta)
                 rows.append({"severity": severity, "level": shift.levels[severity], **score(labels, verdicts, names)})
-                if on_batch:
-                    on_batch(1)
+                reporter.advance()
             result["shifts"][key] = {"unit": shift.unit, "rows": rows}
         atomic_write_json(out / "stress.json", result)
         atomic_write_text(out / "stress.md", stress_markdown(result, run.path.name))

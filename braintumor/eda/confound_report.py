@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .. import confounds
-from ..dedup import Split
+from ..dedup import DatasetSummary
 from ..runs import atomic_write_json, atomic_write_text, markdown_table, write_csv_dicts
 
 # the order of the table; 'source' only when the data came from several --data folders
@@ -29,7 +29,7 @@ HOW = {
 MEASURED = ("contrast", "plane", "skull", "border")  # the values confounds.measure estimates per image
 
 
-def property_values(split: Split) -> dict[str, list[str]]:
+def property_values(split: DatasetSummary) -> dict[str, list[str]]:
     """Per property, one category per image of the split (the order of PROPERTIES)."""
     out: dict[str, list[str]] = {}
     if len(split.source_names) > 1:
@@ -43,7 +43,8 @@ def property_values(split: Split) -> dict[str, list[str]]:
     return out
 
 
-def confound_table(split: Split, threshold: float = confounds.WARN_V) -> tuple[dict[str, Any], dict[str, list]]:
+def confound_table(split: DatasetSummary,
+                   threshold: float = confounds.WARN_V) -> tuple[dict[str, Any], dict[str, list]]:
     """(confounds.json's content, the per-image property values) for a split read with confounds.measure.
 
     With several sources, each property is also associated with the class inside each source (``per_source``):
@@ -65,7 +66,7 @@ def confound_table(split: Split, threshold: float = confounds.WARN_V) -> tuple[d
     return table, values
 
 
-def per_image_rows(split: Split, values: dict[str, list[str]]) -> list[dict[str, Any]]:
+def per_image_rows(split: DatasetSummary, values: dict[str, list[str]]) -> list[dict[str, Any]]:
     """One row per image: path, class, each property and the features behind the estimates."""
     rows = []
     for i, path in enumerate(split.paths):
@@ -128,7 +129,7 @@ def _v(v: float | None) -> str:
     return "- (one value)" if v is None else f"{v:.2f}"
 
 
-def write(out: Path, split: Split, table: dict[str, Any], values: dict[str, list[str]]) -> None:
+def write(out: Path, split: DatasetSummary, table: dict[str, Any], values: dict[str, list[str]]) -> None:
     """confounds.json, confounds.md and confounds.csv in the run directory."""
     atomic_write_json(out / "confounds.json", table)
     atomic_write_text(out / "confounds.md", markdown(table, split.class_names))
@@ -136,7 +137,8 @@ def write(out: Path, split: Split, table: dict[str, Any], values: dict[str, list
     write_csv_dicts(out / "confounds.csv", list(rows[0]) if rows else ["path", "class"], rows)
 
 
-def sample_cells(split: Split, values: list[str], per_cell: int, seed: int) -> dict[tuple[str, str], list[str]]:
+def sample_cells(split: DatasetSummary, values: list[str], per_cell: int,
+                 seed: int) -> dict[tuple[str, str], list[str]]:
     """Seeded paths of up to ``per_cell`` images for each (class, value) of one property."""
     rng = np.random.default_rng(seed)
     v = np.asarray(values)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .. import dedup, plots
-from ..dedup import Split
+from ..dedup import DatasetSummary
 from ..errors import DataError
 from ..images import decode, to_array
 from ..plots import atomic_save_figure
@@ -28,7 +28,7 @@ def _thumb(path: str, size: int = THUMB) -> np.ndarray:
         return np.full((size, size, 3), 128, np.uint8)
 
 
-def sample_paths(split: Split, per_class: int, seed: int) -> dict[str, list[str]]:
+def sample_paths(split: DatasetSummary, per_class: int, seed: int) -> dict[str, list[str]]:
     """A seeded choice of ``per_class`` images of each class (fewer when a class is smaller)."""
     rng = np.random.default_rng(seed)
     out = {}
@@ -38,7 +38,7 @@ def sample_paths(split: Split, per_class: int, seed: int) -> dict[str, list[str]
     return out
 
 
-def write_figures(out: Path, splits: list[Split], summary: dict[str, Any], c: Combined,
+def write_figures(out: Path, splits: list[DatasetSummary], summary: dict[str, Any], c: Combined,
                   samples_per_class: int, seed: int, montage_distances: Sequence[int] = MONTAGE_DISTANCES,
                   pairs_per_distance: int = 4) -> None:
     """class_distribution, mean_pixel_histogram, samples, near_duplicates and nearest_distance PNGs."""
@@ -87,7 +87,7 @@ def _short(c: Combined, i: int) -> str:
 
 
 
-def write_confound_figures(out: Path, split: Split, table: dict[str, Any], values: dict[str, list[str]],
+def write_confound_figures(out: Path, split: DatasetSummary, table: dict[str, Any], values: dict[str, list[str]],
                            per_cell: int, seed: int) -> None:
     """confounds_<property>.png: sample images per class (row) and value (column), one figure per property."""
     for prop, row in table["properties"].items():

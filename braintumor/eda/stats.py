@@ -11,12 +11,12 @@ from typing import Any
 import numpy as np
 
 from .. import dedup
-from ..dedup import Split, match
+from ..dedup import DatasetSummary, match
 
 REPORT_DISTANCES = (0, 2, 4, 8)  # counts at these distances go into summary.json
 
 
-def class_counts(split: Split) -> dict[str, int]:
+def class_counts(split: DatasetSummary) -> dict[str, int]:
     counts = np.bincount(split.labels, minlength=len(split.class_names))
     return {c: int(n) for c, n in zip(split.class_names, counts, strict=True)}
 
@@ -27,7 +27,7 @@ def imbalance_ratio(counts: dict[str, int]) -> float | None:
     return max(present) / min(present) if present else None
 
 
-def pixel_stats(split: Split) -> dict[str, dict[str, float | int | None]]:
+def pixel_stats(split: DatasetSummary) -> dict[str, dict[str, float | int | None]]:
     """Per class: mean and standard deviation of the per-image mean pixel value."""
     out = {}
     for k, c in enumerate(split.class_names):
@@ -37,7 +37,7 @@ def pixel_stats(split: Split) -> dict[str, dict[str, float | int | None]]:
     return out
 
 
-def property_stats(split: Split, top: int = 8) -> dict[str, Any]:
+def property_stats(split: DatasetSummary, top: int = 8) -> dict[str, Any]:
     """Image sizes (most common first), colour, stored mode, format and file size."""
     sizes = Counter(f"{w}x{h}" for w, h in split.sizes)
     b = split.file_bytes
@@ -57,7 +57,7 @@ def _range(values: list[int]) -> dict[str, int] | None:
     return {"min": int(min(values)), "max": int(max(values))} if values else None
 
 
-def within_duplicates(split: Split, threshold: int,
+def within_duplicates(split: DatasetSummary, threshold: int,
                       distances: Sequence[int] = REPORT_DISTANCES) -> dict[str, Any]:
     """Exact and near duplicate groups inside one split, and the counts at each reporting distance."""
     exact = dedup.exact_groups(split.digests)
@@ -75,8 +75,8 @@ def within_duplicates(split: Split, threshold: int,
     return out
 
 
-def cross_split(test: Split, train: Split, threshold: int, distances: Sequence[int] = REPORT_DISTANCES,
-                ) -> dict[str, Any]:
+def cross_split(test: DatasetSummary, train: DatasetSummary, threshold: int,
+                distances: Sequence[int] = REPORT_DISTANCES) -> dict[str, Any]:
     """Leakage both ways: test images with a training copy, and training images with a test copy."""
     t, r = match(test, train), match(train, test)
     return {
@@ -88,7 +88,7 @@ def cross_split(test: Split, train: Split, threshold: int, distances: Sequence[i
     }
 
 
-def source_stats(split: Split, combined_near: np.ndarray | None = None) -> dict[str, dict[str, Any]]:
+def source_stats(split: DatasetSummary, combined_near: np.ndarray | None = None) -> dict[str, dict[str, Any]]:
     """Per source (collection) of a split read from several --data folders: images, images per class, mean pixel
     value per class, colour, and how many of its images have a copy (near group) in another source: the
     collection cues a model could learn instead of the tumour."""
@@ -96,7 +96,7 @@ def source_stats(split: Split, combined_near: np.ndarray | None = None) -> dict[
     out: dict[str, dict[str, Any]] = {}
     for name in split.source_names:
         idx = np.flatnonzero(sources == name)
-        part = Split(name, split.root, split.class_names, [split.paths[i] for i in idx], split.labels[idx],
+        part = DatasetSummary(name, split.root, split.class_names, [split.paths[i] for i in idx], split.labels[idx],
                      [split.digests[i] for i in idx], split.hashes[idx], split.means[idx],
                      [split.sizes[i] for i in idx], [split.colour[i] for i in idx],
                      [split.stored_modes[i] for i in idx], [split.formats[i] for i in idx], split.file_bytes[idx])
@@ -114,7 +114,7 @@ def source_stats(split: Split, combined_near: np.ndarray | None = None) -> dict[
 class Combined:
     """All splits side by side, with duplicate groups over the lot."""
 
-    splits: list[Split]
+    splits: list[DatasetSummary]
     paths: list[str]
     split_of: np.ndarray  # (n,) index into splits
     labels: np.ndarray
@@ -124,7 +124,7 @@ class Combined:
     near: np.ndarray  # (n,) near group id at the threshold (exact groups joined in)
 
     @classmethod
-    def of(cls, splits: list[Split], threshold: int) -> Combined:
+    def of(cls, splits: list[DatasetSummary], threshold: int) -> Combined:
         digests = [d for s in splits for d in s.digests]
         hashes = np.concatenate([s.hashes for s in splits]) if splits else np.zeros(0, np.uint64)
         exact = dedup.exact_groups(digests)
@@ -173,7 +173,7 @@ def example_pairs(c: Combined, distances: Sequence[int], per_distance: int, seed
     return out
 
 
-def summarize(splits: list[Split], threshold: int, distances: Sequence[int] = REPORT_DISTANCES,
+def summarize(splits: list[DatasetSummary], threshold: int, distances: Sequence[int] = REPORT_DISTANCES,
               combined: Combined | None = None) -> dict[str, Any]:
     """Everything summary.json holds (the test split, if any, is the second)."""
     combined = combined or Combined.of(splits, threshold)

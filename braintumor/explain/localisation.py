@@ -40,7 +40,7 @@ TOLERANCE = 0.15  # pointing-game tolerance: the box grown on every side by this
 
 
 @dataclass(frozen=True)
-class Box:
+class BoxFraction:
     """A box as fractions of the image (YOLO convention: centre, then size)."""
 
     x_center: float
@@ -64,7 +64,7 @@ class Box:
 class Region:
     """The annotated tumour of one image: boxes, or a mask file scored by its own pixels."""
 
-    boxes: list[Box] = field(default_factory=list)
+    boxes: list[BoxFraction] = field(default_factory=list)
     mask_path: str | None = None
     label: str | None = None  # the class the annotation names, when it names one
 
@@ -102,8 +102,9 @@ def _fraction(value: str, name: str) -> float:
     return v
 
 
-def _box(xc: str, yc: str, w: str, h: str) -> Box:
-    box = Box(_fraction(xc, "x_center"), _fraction(yc, "y_center"), _fraction(w, "width"), _fraction(h, "height"))
+def _box(xc: str, yc: str, w: str, h: str) -> BoxFraction:
+    box = BoxFraction(_fraction(xc, "x_center"), _fraction(yc, "y_center"), _fraction(w, "width"),
+                      _fraction(h, "height"))
     if box.width <= 0 or box.height <= 0:
         raise ValueError("width and height must be above 0")
     return box

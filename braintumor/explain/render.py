@@ -7,7 +7,7 @@ from matplotlib import colormaps
 from PIL import Image
 
 from .. import plots
-from ..data import Box, unframe
+from ..data import PixelBox, unframe
 from .gradcam import resize_map
 
 
@@ -41,7 +41,8 @@ def panel_png(image: np.ndarray, heatmap: np.ndarray, title: str) -> bytes:
     return plots.figure_png(plots.cam_panel_figure(rgb, heat, overlay(rgb, heat), title))
 
 
-def native_view(img: Image.Image, box: Box, heatmap: np.ndarray, max_side: int = 512) -> tuple[np.ndarray, np.ndarray]:
+def native_view(img: Image.Image, box: PixelBox, heatmap: np.ndarray,
+                max_side: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """(the decoded image as RGB, its heatmap) at the image's own resolution, capped at ``max_side`` pixels on
     the longer side: the scan as it came with the model's map (made on the framed, resized input) on top."""
     scale = min(1.0, max_side / max(img.size))
