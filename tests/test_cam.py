@@ -157,7 +157,7 @@ def test_gradcam_equals_cam_for_a_linear_head():
     for c in range(3):
         expected = np.maximum(maps @ kernel[:, c], 0)
         expected = expected / expected.max() if expected.max() > 0 else expected
-        got = gradcam.gradcam(model, image, class_index=c)
+        got = gradcam.class_activation_map(model, image, class_index=c)
         np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
@@ -177,7 +177,7 @@ def test_image_of_another_size_and_channels(model):
     """Any (h, w[, c]) image: resized like data.to_array for the model, heatmap back at the image's size."""
     gray = np.asarray(Image.fromarray(blob_or_plain(True, np.random.default_rng(8))).resize((50, 70)))
     for image in (gray, gray[..., None], rgb(gray).astype(np.float32)):
-        heat = gradcam.gradcam(model, image)
+        heat = gradcam.class_activation_map(model, image)
         assert heat.shape == (70, 50) and heat.dtype == np.float32
         assert 0.0 <= heat.min() and heat.max() == pytest.approx(1.0)
 
@@ -194,7 +194,7 @@ def test_every_architecture_gives_a_heatmap(arch):
     assert layer == (spec.last_conv if spec.last_conv != "auto" else "block2_2_act")
     image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     for method in gradcam.METHODS:
-        heat = gradcam.gradcam(model, image, class_index=1, method=method)
+        heat = gradcam.class_activation_map(model, image, class_index=1, method=method)
         assert heat.shape == (64, 64) and heat.dtype == np.float32
         assert np.isfinite(heat).all() and heat.min() >= 0 and heat.max() <= 1
 
@@ -236,12 +236,12 @@ def test_nested_backbone_matches_the_flat_model(tmp_path):
 def test_wrong_layer_lists_valid_names(model):
     image = rgb(blob_or_plain(True, np.random.default_rng(0)))
     with pytest.raises(ModelError) as e:
-        gradcam.gradcam(model, image, layer="block2_2_actt")
+        gradcam.class_activation_map(model, image, layer="block2_2_actt")
     text = str(e.value)
     assert "no layer 'block2_2_actt'" in text and "did you mean 'block2_2_act'" in text
     assert all(name in text for name in ("block1_1_conv", "block2_2_act", "block2_pool"))
     with pytest.raises(ModelError, match="not a 4-D feature map.*valid layers"):
-        gradcam.gradcam(model, image, layer="predictions")
+        gradcam.class_activation_map(model, image, layer="predictions")
 
 
 # --- pictures -----------------------------------------------------------------------------------------------
