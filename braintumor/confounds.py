@@ -11,7 +11,7 @@ post-contrast T1. These estimators are cheap physics-flavoured rules on a 128-pi
   classifier: CSF is the brain's brightest fluid on T2 and dark on T1 and FLAIR, so an interior (depth > 0.2) with
   at least 3% of pixels far above its median (x1.6) and 8 times as many of those as far below it (x0.5) is
   T2-like. T1 and FLAIR both keep CSF dark; the fat-bright scalp of T1 (``fat_share``, recorded per image) told
-  them apart in only about 60% of the labelled LGG slices, so they are reported together. Agreement:
+  them apart too seldom on the labelled LGG slices, so they are reported together. Agreement (and that figure):
   benchmarks/confounds.md.
 - **plane** (axial / coronal / sagittal): sagittal slices are not left-right symmetric; coronal slices run on
   into the neck, so the head's lowest rows stay wide (>= 0.55 of its widest row), where an axial slice's oval
