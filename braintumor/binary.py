@@ -75,7 +75,7 @@ def _folders(root: Path) -> list[str]:
 
 
 def binary_listing(data, class_names: Sequence[str], entries: Sequence[str] = (),
-                   scan: ScanOptions = ScanOptions()) -> ImageList | None:
+                   scan_options: ScanOptions = ScanOptions()) -> ImageList | None:
     """None when every folder of every collection is one of the model's classes (score it as usual); else the
     images listed with labels 1 (tumour) / 0 (no tumour) from the folder names. DataError naming the folders
     that are neither, and how to map them."""
@@ -96,11 +96,11 @@ def binary_listing(data, class_names: Sequence[str], entries: Sequence[str] = ()
     paths, truth, names = [], [], []
     for s, folders in per:
         for f in folders:
-            found = find_images([s.path / f], scan)
+            found = find_images([s.path / f], scan_options)
             paths += found
             truth += [folder_label(f, labels, class_names)] * len(found)
             names += [s.name] * len(found)
     if not paths:
         raise DataError(f"no image files under {', '.join(str(s.path) for s in sources)}")
     return ImageList(sources[0].path, tuple(paths), np.asarray(truth, dtype=np.int64), ("no_tumour", "tumour"),
-                     {}, scan, tuple(names))
+                     {}, scan_options, tuple(names))

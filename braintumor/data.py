@@ -79,7 +79,7 @@ class ImageList:
     labels: np.ndarray  # (n,) int
     class_names: tuple[str, ...]
     folders: dict[str, str]  # folder name -> class name
-    scan: ScanOptions = ScanOptions()  # how scanner files (DICOM, NIfTI) became the slices listed in paths
+    scan_options: ScanOptions = ScanOptions()  # how scanner files (DICOM, NIfTI) became the slices listed in paths
     sources: tuple[str, ...] = ()  # per image: the name of the collection (--data folder) it came from
 
     def source_of(self, i: int) -> str:
@@ -154,18 +154,18 @@ def match_folders(folders: list[str], classes: tuple[str, ...] | None) -> dict[s
 
 
 def list_images(root: str | Path | Sequence[str | Path], classes: tuple[str, ...] | None = None,
-                require_all: bool = True, scan: ScanOptions = ScanOptions()) -> ImageList:
+                require_all: bool = True, scan_options: ScanOptions = ScanOptions()) -> ImageList:
     """List the images of a folder of class sub-folders, or of several (``root`` a list; see parse_sources):
     every image keeps the name of the collection it came from in ``sources``.
 
     ``classes=None`` means the four canonical tumour classes in their fixed order. ``require_all=False`` lets an
     evaluation folder hold only some of the classes; with several folders, each may hold some of them as long as
-    together they hold all. Scanner files list one entry per 2-D slice that ``scan.slices`` keeps
+    together they hold all. Scanner files list one entry per 2-D slice that ``scan_options.slices`` keeps
     (``<file>#<slice index>``, or ``<file>@<series tag>#<position>`` for the files of a DICOM series; see
     scanners/).
     """
     sources = parse_sources(root)
-    parts = [_list_folder(s.path, classes, scan) for s in sources]
+    parts = [_list_folder(s.path, classes, scan_options) for s in sources]
     class_names = tuple(classes) if classes is not None else CANONICAL_CLASSES
     found = {c for _, mapping, _ in parts for c in mapping.values()}
     missing = [c for c in class_names if c not in found]
@@ -180,11 +180,11 @@ def list_images(root: str | Path | Sequence[str | Path], classes: tuple[str, ...
     labels = np.concatenate([lab for _, _, lab in parts]).astype(np.int64)
     names = tuple(s.name for s, (ids, _, _) in zip(sources, parts, strict=True) for _ in ids)
     mapping = {f: c for _, m, _ in parts for f, c in m.items()}
-    return ImageList(sources[0].path, paths, labels, class_names, mapping, scan, names)
+    return ImageList(sources[0].path, paths, labels, class_names, mapping, scan_options, names)
 
 
 def _list_folder(root: Path, classes: tuple[str, ...] | None,
-                 scan: ScanOptions) -> tuple[list[str], dict[str, str], np.ndarray]:
+                 scan_options: ScanOptions) -> tuple[list[str], dict[str, str], np.ndarray]:
     """(image ids, folder -> class, labels) of one folder of class sub-folders."""
     if not root.is_dir():
         raise DataError(f"data folder {root} does not exist; pass --data DIR, a folder with one sub-folder per class")
@@ -195,7 +195,7 @@ def _list_folder(root: Path, classes: tuple[str, ...] | None,
     class_names = tuple(classes) if classes is not None else CANONICAL_CLASSES
     paths, labels = [], []
     for folder in folders:
-        ids = expand(_image_files(root / folder), scan)
+        ids = expand(_image_files(root / folder), scan_options)
         paths += ids
         labels += [class_names.index(mapping[folder])] * len(ids)
     if not paths:
@@ -204,14 +204,14 @@ def _list_folder(root: Path, classes: tuple[str, ...] | None,
     return paths, mapping, np.asarray(labels, dtype=np.int64)
 
 
-def find_images(sources: Sequence[str | Path], scan: ScanOptions = ScanOptions()) -> list[str]:
+def find_images(sources: Sequence[str | Path], scan_options: ScanOptions = ScanOptions()) -> list[str]:
     """Image ids from files and folders (a folder contributes its image files, recursively, sorted); a scanner
-    file or a DICOM series contributes the ids of the slices ``scan`` keeps (scanners.expand)."""
+    file or a DICOM series contributes the ids of the slices ``scan_options`` keeps (scanners.expand)."""
     files = []
     for s in sources:
         p = Path(s)
         files += _image_files(p) if p.is_dir() else [p]  # a missing or broken file is reported when it is read
-    return expand(files, scan)  # together: a series given file by file (series/*) is still one volume
+    return expand(files, scan_options)  # together: a series given file by file (series/*) is still one volume
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -276,7 +276,7 @@ def load_images(listing: ImageList, spec: ImageSpec, workers: int | None = None)
     """Decode every listed image once, skipping unreadable files."""
 
     def read(path: str):
-        img = decode(path, scan=listing.scan)
+        img = decode(path, scan_options=listing.scan_options)
         return spec.prepare(img)[0], pixel_digest(img), InputStats.of(img)
 
     results = map_images(listing.paths, read, workers)

@@ -209,9 +209,9 @@ class Matches:
 Measure = Callable[[Image.Image], dict]  # more per-image numbers from the decoded image (e.g. confounds.measure)
 
 
-def _inspect(path: str, scan: ScanOptions = ScanOptions(), measure: Measure | None = None) -> dict[str, Any]:
+def _inspect(path: str, scan_options: ScanOptions = ScanOptions(), measure: Measure | None = None) -> dict[str, Any]:
     """Everything the report needs from one file; raises DataError with the reason if it cannot be read."""
-    img = decode(path, scan=scan)  # DataError with the reason if unreadable
+    img = decode(path, scan_options=scan_options)  # DataError with the reason if unreadable
     file = split_id(path)[0]  # a scanner slice id names its file
     kind = file_kind(file)
     if kind:  # a slice of scanner values, windowed to 8 bits; the bytes are the whole file's
@@ -234,7 +234,7 @@ def scan_listing(listing: ImageList, name: str, workers: int | None = None,
     numbers from the same decoded image (DatasetSummary.measures). ``reporter`` hears a stage "reading NAME"."""
     if reporter is not None:
         reporter.start(len(listing.paths), f"reading {name}")
-    results = map_images(listing.paths, lambda p: _inspect(p, listing.scan, measure), workers, reporter)
+    results = map_images(listing.paths, lambda p: _inspect(p, listing.scan_options, measure), workers, reporter)
     ok = [i for i, r in enumerate(results) if isinstance(r, dict)]
     recs = [results[i] for i in ok]
     return DatasetSummary(
@@ -253,11 +253,11 @@ def scan_listing(listing: ImageList, name: str, workers: int | None = None,
 
 def scan_split(root: str | Path | Sequence[str | Path], name: str, classes: tuple[str, ...] | None = None,
                workers: int | None = None, reporter: Reporter | None = None,
-               scan: ScanOptions = ScanOptions(), measure: Measure | None = None) -> DatasetSummary:
+               scan_options: ScanOptions = ScanOptions(), measure: Measure | None = None) -> DatasetSummary:
     """List and read a folder of class sub-folders, or several (each image keeps its source); a missing class is
     reported, not refused."""
-    return scan_listing(list_images(root, classes, require_all=False, scan=scan), name, workers, reporter,
-                        measure)
+    listing = list_images(root, classes, require_all=False, scan_options=scan_options)
+    return scan_listing(listing, name, workers, reporter, measure)
 
 
 def match(query: DatasetSummary, reference: DatasetSummary) -> Matches:
@@ -268,15 +268,15 @@ def match(query: DatasetSummary, reference: DatasetSummary) -> Matches:
 
 def copies_of(reference_dir: str | Path, paths: Sequence[str], classes: tuple[str, ...] | None = None,
               threshold: int = DEFAULT_NEAR_THRESHOLD, workers: int | None = None,
-              scan: ScanOptions = ScanOptions()) -> tuple[np.ndarray, list[dict]]:
+              scan_options: ScanOptions = ScanOptions()) -> tuple[np.ndarray, list[dict]]:
     """Which of ``paths`` are exact or near copies of an image under ``reference_dir`` (test vs training).
 
     ``classes`` maps the reference folder's sub-folders as list_images does. Returns a (len(paths),) bool
     mask (True: a copy) and one row per copy: path, copy_of (the matching reference path), distance in bits
     and kind ('exact' or 'near'). Unreadable files are never marked.
     """
-    reference = scan_split(reference_dir, "reference", classes, workers, scan=scan)
-    listing = ImageList(Path("."), tuple(paths), np.zeros(len(paths), np.int64), ("any",), {}, scan)
+    reference = scan_split(reference_dir, "reference", classes, workers, scan_options=scan_options)
+    listing = ImageList(Path("."), tuple(paths), np.zeros(len(paths), np.int64), ("any",), {}, scan_options)
     query = scan_listing(listing, "query", workers)
     m = match(query, reference)
     hit = m.copies(threshold)

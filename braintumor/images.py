@@ -31,13 +31,14 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
 
-def decode(source: str | Path | bytes, max_pixels: int | None = None, scan: ScanOptions = ScanOptions()) -> Image.Image:
+def decode(source: str | Path | bytes, max_pixels: int | None = None,
+           scan_options: ScanOptions = ScanOptions()) -> Image.Image:
     """Open and fully decode an image into mode 'L' or 'RGB'. Raises DataError with the reason.
 
     A DICOM or NIfTI source (a path, a ``<file>#<slice>`` id from list_images, or an upload's bytes) is one slice,
-    windowed to 8-bit mode 'L' as ``scan`` says."""
+    windowed to 8-bit mode 'L' as ``scan_options`` says."""
     if source_kind(source):
-        return decode_scanner(source, scan, max_pixels)
+        return decode_scanner(source, scan_options, max_pixels)
     try:
         img = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
         if max_pixels is not None and img.width * img.height > max_pixels:
@@ -112,7 +113,9 @@ class ImageSpec:
     channels: int = 3
     crop: str = "none"  # none | brain
     normalize: str = "none"  # none | percentile
-    scan: ScanOptions = ScanOptions()  # how DICOM and NIfTI files become 8-bit slices
+    # how DICOM and NIfTI files become 8-bit slices; called scan, not scan_options, because an exported model's
+    # spec stores it under that key (exported.py, commands/export.py)
+    scan: ScanOptions = ScanOptions()
 
     @classmethod
     def of(cls, data: DataConfig) -> ImageSpec:

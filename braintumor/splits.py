@@ -28,7 +28,7 @@ def prepare_data(cfg: Config) -> tuple[LoadedImages, np.ndarray]:
     folders too: a copy of one image in two collections is one group."""
     if not cfg.data_paths:
         raise ConfigError("no data folder: pass --data DIR (a folder with one sub-folder per class)")
-    listing = list_images(cfg.data_paths, cfg.data.classes, scan=ScanOptions.from_config(cfg.data))
+    listing = list_images(cfg.data_paths, cfg.data.classes, scan_options=ScanOptions.from_config(cfg.data))
     loaded = load_images(listing, ImageSpec.of(cfg.data))
     # the slices of one scanner volume (NIfTI, multi-frame DICOM, DICOM series) and of one patient (data.groups)
     # stay together too

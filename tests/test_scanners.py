@@ -95,8 +95,8 @@ def write_nifti(path: Path, slices: list[np.ndarray], affine=None, display=(0, 2
     return path
 
 
-def gray(source, scan=ScanOptions()) -> np.ndarray:
-    img = decode(source, scan=scan)
+def gray(source, scan_options=ScanOptions()) -> np.ndarray:
+    img = decode(source, scan_options=scan_options)
     assert img.mode == "L"
     return np.asarray(img, dtype=np.int16)
 
@@ -452,7 +452,7 @@ def test_hostile_headers_are_one_skipped_line_decided_from_the_header(tmp_path: 
     # data.max_slices: a real 4-slice volume is refused as a whole under a cap of 3, and the cap is validated
     assert find_images([d / "ok.nii.gz"], ScanOptions(max_slices=3)) == [str(d / "ok.nii.gz")]
     with pytest.raises(DataError, match="4 slices along axis 2, over data.max_slices=3"):
-        decode(d / "ok.nii.gz", scan=ScanOptions(max_slices=3))
+        decode(d / "ok.nii.gz", scan_options=ScanOptions(max_slices=3))
     with pytest.raises(ConfigError, match="data.max_slices"):
         load_config("customnet", sets=["data.max_slices=0"])
 

@@ -185,7 +185,7 @@ def _explain_all(run, todo: list[tuple[str, int | None]], explained: int | None,
         if true is not None and done[true] >= per_class:
             continue  # the seeded order is longer than needed, so an unreadable pick is replaced
         try:
-            img = decode(path, scan=run.spec.scan)
+            img = decode(path, scan_options=run.spec.scan)
         except DataError as err:
             report.skipped.append((path, str(err)))
             continue

@@ -227,7 +227,7 @@ def exclude_copies(loaded, train_dir: str | Path, run: LoadedRun, out_dir: Path)
     Returns (kept images, {"of", "near_threshold", "exact", "near", "total", "kept"}).
     """
     mask, rows = copies_of(train_dir, loaded.paths, run.config.data.classes, DEFAULT_NEAR_THRESHOLD,
-                           scan=run.spec.scan)
+                           scan_options=run.spec.scan)
     keep = np.flatnonzero(~mask)
     if len(keep) == 0:
         raise DataError(f"all {len(mask)} images are copies of images under {train_dir}: none left to score")

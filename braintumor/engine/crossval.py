@@ -202,7 +202,7 @@ def evaluate_test(cfg: Config, run_dir: Path, plan: FoldPlan, test_dir: str | Pa
     Returns the test rows and how many test images have a pixel-identical copy in the training folder.
     """
     names = plan.loaded.class_names
-    listing = list_images(test_dir, cfg.data.classes, require_all=False, scan=ScanOptions.from_config(cfg.data))
+    listing = list_images(test_dir, cfg.data.classes, require_all=False, scan_options=ScanOptions.from_config(cfg.data))
     if tuple(listing.class_names) != tuple(names):
         raise DataError(f"{test_dir} classes {listing.class_names} differ from the training classes {names}")
     test = load_images(listing, ImageSpec.of(cfg.data))

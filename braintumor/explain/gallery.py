@@ -25,11 +25,11 @@ def method_label(method: str) -> str:
 
 
 def gallery_picks(folder: str | Path, class_names: Sequence[str], config_classes, per_class: int,
-                  seed: int, scan: ScanOptions = ScanOptions()) -> dict[int, list[str]]:
+                  seed: int, scan_options: ScanOptions = ScanOptions()) -> dict[int, list[str]]:
     """Seeded random order of each class's images in a folder of class sub-folders: class index -> paths."""
     if per_class < 1:
         raise ConfigError(f"--per-class must be at least 1, got {per_class}")
-    listing = list_images(folder, config_classes, require_all=False, scan=scan)
+    listing = list_images(folder, config_classes, require_all=False, scan_options=scan_options)
     unknown = [c for c in listing.class_names if c not in class_names]
     if unknown:
         raise DataError(f"{folder} has classes {', '.join(unknown)} that the model does not know; "

@@ -114,7 +114,7 @@ def load_kfold_ensemble(run_dir: Path, with_model: bool = True) -> LoadedRun:
 def load_folder(run: LoadedRun, data_dir: str | Path | Sequence[str | Path]) -> LoadedImages:
     """Decode a folder of class sub-folders (or several: each image keeps its source, see data.parse_sources)
     with the run's class mapping and image settings."""
-    listing = list_images(data_dir, run.config.data.classes, require_all=False, scan=run.spec.scan)
+    listing = list_images(data_dir, run.config.data.classes, require_all=False, scan_options=run.spec.scan)
     if tuple(listing.class_names) != tuple(run.class_names):
         raise DataError(f"{data_dir} classes {listing.class_names} differ from the model's {run.class_names}")
     return load_images(listing, run.spec)

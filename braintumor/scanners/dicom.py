@@ -81,10 +81,10 @@ def _frame_bytes(ds: Any) -> float:
 
 
 def dicom_header_problem(frames: int, frame_bytes: float, file_size: int, native: bool,
-                         scan: ScanOptions) -> str | None:
+                         scan_options: ScanOptions) -> str | None:
     """Why a DICOM's header cannot be believed, or None: checked before any frame is listed or read."""
-    if frames > scan.max_slices:
-        return (f"DICOM file claims {frames:,} frames, over data.max_slices={scan.max_slices:,}; raise "
+    if frames > scan_options.max_slices:
+        return (f"DICOM file claims {frames:,} frames, over data.max_slices={scan_options.max_slices:,}; raise "
                 "data.max_slices if the file is real")
     # uncompressed: every frame's bytes are in the file; compressed: each frame is at least an 8-byte item header
     need = frames * frame_bytes if native else frames * 8
@@ -105,14 +105,14 @@ def series_order(headers: Sequence[DicomHeader], names: Sequence[str]) -> list[i
     return sorted(n, key=lambda i: names[i])
 
 
-def series_ids(members: list[tuple[str, DicomHeader]], scan: ScanOptions) -> list[str]:
+def series_ids(members: list[tuple[str, DicomHeader]], scan_options: ScanOptions) -> list[str]:
     """The ids of a series' chosen slices: ``<file>@<tag>#<position>``, in series order."""
     if len(members) == 1:
         return [members[0][0]]
     order = [members[i] for i in series_order([h for _, h in members], [os.path.basename(f) for f, _ in members])]
-    fg = foreground_of([_series_slice(f) for f, _ in order]) if scan.slices.startswith("mask") else None
+    fg = foreground_of([_series_slice(f) for f, _ in order]) if scan_options.slices.startswith("mask") else None
     tag = series_tag(order[0][1].series)
-    return [f"{order[k][0]}@{tag}#{k}" for k in select_slices(len(order), scan.slices, fg)]
+    return [f"{order[k][0]}@{tag}#{k}" for k in select_slices(len(order), scan_options.slices, fg)]
 
 
 def _series_slice(path: str) -> np.ndarray | None:
@@ -126,18 +126,18 @@ def _series_slice(path: str) -> np.ndarray | None:
         return None
 
 
-def frames_kept(path: str, n: int, scan: ScanOptions) -> list[int]:
+def frames_kept(path: str, n: int, scan_options: ScanOptions) -> list[int]:
     """Frame indices of an ``n``-frame DICOM that data.slices keeps."""
     fg = None
-    if scan.slices.startswith("mask"):  # mask reads every frame once
+    if scan_options.slices.startswith("mask"):  # mask reads every frame once
         from pydicom.pixels import apply_modality_lut  # optional dependency, as above
 
         ds = import_optional("pydicom").dcmread(path)
         fg = foreground(np.stack([apply_modality_lut(_dicom_frame(ds, i), ds) for i in range(n)]), 0)
-    return select_slices(n, scan.slices, fg)
+    return select_slices(n, scan_options.slices, fg)
 
 
-def decode_dicom(fp: str | io.BytesIO, index: int | None, scan: ScanOptions,
+def decode_dicom(fp: str | io.BytesIO, index: int | None, scan_options: ScanOptions,
                   max_pixels: int | None) -> tuple[np.ndarray, tuple[str | None, bool | None]]:
     """(one frame as (rows, cols) uint8, the header's modality and body-part facts for the gate). The frame:
     rescale slope/intercept, then the window, then MONOCHROME1 inverted; stored values of 8 bits or fewer with
@@ -150,10 +150,10 @@ def decode_dicom(fp: str | io.BytesIO, index: int | None, scan: ScanOptions,
         raise DataError("DICOM file has no pixel data (a non-image object such as a report, or a file cut short)")
     n = int(ds.get("NumberOfFrames", 1) or 1)
     ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    problem = dicom_header_problem(n, _frame_bytes(ds), _size_of(fp), _uncompressed(ts), scan)
+    problem = dicom_header_problem(n, _frame_bytes(ds), _size_of(fp), _uncompressed(ts), scan_options)
     if problem:
         raise HeaderProblem(problem)
-    window = scan.window
+    window = scan_options.window
     frame = n // 2 if index is None else index  # an upload: the middle frame of a multi-frame file
     if not 0 <= frame < n:
         raise DataError(f"DICOM file has {n} frame(s), no frame {frame}")

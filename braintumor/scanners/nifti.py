@@ -18,14 +18,14 @@ MAX_DEFLATE_RATIO = 1032
 
 
 def nifti_header_problem(img: Any, file_axis: int, file_size: int, compressed: bool,
-                         scan: ScanOptions) -> str | None:
+                         scan_options: ScanOptions) -> str | None:
     """Why a NIfTI header cannot be believed, or None: the claimed voxels against the file's size (a .nii.gz
     against the most deflate can pack) and the slices along the chosen axis against data.max_slices."""
     shape = tuple(int(d) for d in img.shape)
     n = shape[file_axis]
-    if n > scan.max_slices:
-        return (f"NIfTI header claims {n:,} slices along axis {scan.slice_axis}, over data.max_slices="
-                f"{scan.max_slices:,}; raise data.max_slices if the volume is real")
+    if n > scan_options.max_slices:
+        return (f"NIfTI header claims {n:,} slices along axis {scan_options.slice_axis}, over data.max_slices="
+                f"{scan_options.max_slices:,}; raise data.max_slices if the volume is real")
     hdr = img.header
     voxel_bytes = float(np.prod(shape[:3], dtype=np.float64)) * int(hdr.get_data_dtype().itemsize)
     need = voxel_bytes + float(hdr.get_data_offset())
@@ -36,22 +36,22 @@ def nifti_header_problem(img: Any, file_axis: int, file_size: int, compressed: b
     return None
 
 
-def nifti_slices(path: str, scan: ScanOptions) -> list[int]:
+def nifti_slices(path: str, scan_options: ScanOptions) -> list[int]:
     nib = import_optional("nibabel")
     img = nib.load(path)  # the header only; voxels stay on disk
-    axis, _ = _canonical_axis(img, scan.slice_axis)
-    problem = nifti_header_problem(img, axis, os.path.getsize(path), path.lower().endswith(".gz"), scan)
+    axis, _ = _canonical_axis(img, scan_options.slice_axis)
+    problem = nifti_header_problem(img, axis, os.path.getsize(path), path.lower().endswith(".gz"), scan_options)
     if problem:
         raise HeaderProblem(problem)
     n = img.shape[axis]
     fg = None
-    if scan.slices.startswith("mask"):  # mask reads the whole volume once
+    if scan_options.slices.startswith("mask"):  # mask reads the whole volume once
         vol = np.asarray(img.dataobj[..., 0] if len(img.shape) > 3 else img.dataobj, dtype=np.float32)
         fg = foreground(vol, axis)
-    return select_slices(n, scan.slices, fg)
+    return select_slices(n, scan_options.slices, fg)
 
 
-def read_nifti(fp: str | io.BytesIO, index: int | None, scan: ScanOptions, max_pixels: int | None):
+def read_nifti(fp: str | io.BytesIO, index: int | None, scan_options: ScanOptions, max_pixels: int | None):
     """(rows, cols) values of one slice along RAS ``axis`` (anterior/superior at the top), read lazily."""
     nib = import_optional("nibabel")
     voxels = None
@@ -68,11 +68,11 @@ def read_nifti(fp: str | io.BytesIO, index: int | None, scan: ScanOptions, max_p
             img = cached_volume(fp, nib.load)
         else:
             img = nib.load(fp)
-        axis = scan.slice_axis
+        axis = scan_options.slice_axis
         file_axis, flip = _canonical_axis(img, axis)
         compressed = isinstance(fp, str) and fp.lower().endswith(".gz")  # an upload is decompressed by now
         size = len(data) if isinstance(fp, io.BytesIO) else os.path.getsize(fp)
-        problem = nifti_header_problem(img, file_axis, size, compressed, scan)
+        problem = nifti_header_problem(img, file_axis, size, compressed, scan_options)
         if problem:
             raise HeaderProblem(problem)
         n = img.shape[file_axis]
