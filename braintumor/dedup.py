@@ -183,7 +183,7 @@ class DatasetSummary:
     file_bytes: np.ndarray  # (n,) int
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     sources: list[str] = field(default_factory=list)  # per image: the collection (--data folder) it came from
-    measures: list[dict] = field(default_factory=list)  # per image: what scan_split's ``measure`` returned, if any
+    measures: list[dict] = field(default_factory=list)  # per image: what the ``measure`` returned, if any
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -228,8 +228,8 @@ def _inspect(path: str, scan_options: ScanOptions = ScanOptions(), measure: Meas
     }
 
 
-def scan_listing(listing: ImageList, name: str, workers: int | None = None,
-                 reporter: Reporter | None = None, measure: Measure | None = None) -> DatasetSummary:
+def summarize_listing(listing: ImageList, name: str, workers: int | None = None,
+                      reporter: Reporter | None = None, measure: Measure | None = None) -> DatasetSummary:
     """Read every listed image once (data.map_images); unreadable files apart; ``measure`` adds per-image
     numbers from the same decoded image (DatasetSummary.measures). ``reporter`` hears a stage "reading NAME"."""
     if reporter is not None:
@@ -251,13 +251,13 @@ def scan_listing(listing: ImageList, name: str, workers: int | None = None,
     )
 
 
-def scan_split(root: str | Path | Sequence[str | Path], name: str, classes: tuple[str, ...] | None = None,
-               workers: int | None = None, reporter: Reporter | None = None,
-               scan_options: ScanOptions = ScanOptions(), measure: Measure | None = None) -> DatasetSummary:
+def summarize_folder(root: str | Path | Sequence[str | Path], name: str, classes: tuple[str, ...] | None = None,
+                     workers: int | None = None, reporter: Reporter | None = None,
+                     scan_options: ScanOptions = ScanOptions(), measure: Measure | None = None) -> DatasetSummary:
     """List and read a folder of class sub-folders, or several (each image keeps its source); a missing class is
     reported, not refused."""
     listing = list_images(root, classes, require_all=False, scan_options=scan_options)
-    return scan_listing(listing, name, workers, reporter, measure)
+    return summarize_listing(listing, name, workers, reporter, measure)
 
 
 def match(query: DatasetSummary, reference: DatasetSummary) -> Matches:
@@ -275,9 +275,9 @@ def copies_of(reference_dir: str | Path, paths: Sequence[str], classes: tuple[st
     mask (True: a copy) and one row per copy: path, copy_of (the matching reference path), distance in bits
     and kind ('exact' or 'near'). Unreadable files are never marked.
     """
-    reference = scan_split(reference_dir, "reference", classes, workers, scan_options=scan_options)
+    reference = summarize_folder(reference_dir, "reference", classes, workers, scan_options=scan_options)
     listing = ImageList(Path("."), tuple(paths), np.zeros(len(paths), np.int64), ("any",), {}, scan_options)
-    query = scan_listing(listing, "query", workers)
+    query = summarize_listing(listing, "query", workers)
     m = match(query, reference)
     hit = m.copies(threshold)
     position = {p: i for i, p in enumerate(paths)}

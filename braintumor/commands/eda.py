@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import confounds, runs
 from ..config import DEFAULT_NEAR_THRESHOLD
-from ..dedup import scan_split
+from ..dedup import summarize_folder
 from ..eda import confound_report, figures, report, stats
 from ..engine.run import Run
 from ..errors import DataError
@@ -40,9 +40,9 @@ def run_eda(data: str | Path | Sequence[str | Path], test: str | Path | None = N
         raise DataError(f"--confound-threshold {confound_threshold} is not valid; use a Cramer's V in (0, 1]")
     started = time.perf_counter()
     # 1. read every image once (before creating the run directory: a bad folder leaves nothing behind)
-    splits = [scan_split(data, "train", classes, workers, reporter, measure=confounds.measure)]
+    splits = [summarize_folder(data, "train", classes, workers, reporter, measure=confounds.measure)]
     if test is not None:
-        splits.append(scan_split(test, "test", classes, workers, reporter))
+        splits.append(summarize_folder(test, "test", classes, workers, reporter))
     for sp in splits:
         if not len(sp):
             raise DataError(f"none of the image files under {sp.root} could be read")
