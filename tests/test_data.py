@@ -250,3 +250,17 @@ def test_map_images_reports_progress_through_the_reporter_protocol():
     assert isinstance(rec, Reporter) and isinstance(Silent(), Reporter)
     out = map_images([f"p{i}" for i in range(130)], read, workers=2, reporter=rec)
     assert rec.advances == [64, 64, 2] and out[7] == "cannot read p7" and out[129] == "P129"
+
+
+def test_the_cli_rich_reporter_opens_a_bar_per_stage():
+    from braintumor.cli.progress import RichReporter, make_progress
+
+    progress = make_progress()
+    rep = RichReporter(progress, "explaining")
+    assert isinstance(rep, Reporter)
+    rep.advance(2)  # before any start: a bar of unknown length under the default label
+    rep.start(10, "reading train")
+    rep.advance(4)
+    rep.advance()
+    tasks = [(t.description, t.total, t.completed) for t in progress.tasks]
+    assert tasks == [("explaining", None, 2), ("reading train", 10, 5)]

@@ -20,7 +20,7 @@ from .common import (
     print_tracking,
     train_options,
 )
-from .progress import keras_progress, make_progress
+from .progress import RichReporter, keras_progress, make_progress
 
 Folds = Annotated[int | None, typer.Option(
     "--folds", "-k", help=f"Number of folds (default {DEFAULT_FOLDS}): 2 up to the smallest class's "
@@ -68,7 +68,8 @@ def kfold(opts: TrainOptions, folds: Folds = None, test: Test = None, resume: Re
         cfg = resume_config(resume, folds)
         console.print(f"resuming {resume}", highlight=False)
         with _FoldProgress(cfg.train.epochs) as progress:
-            result = resume_kfold(resume, test, fold_callbacks=progress.callbacks, log=progress.log, only=only_fold)
+            result = resume_kfold(resume, test, fold_callbacks=progress.callbacks,
+                                  reporter=RichReporter(progress.progress), only=only_fold)
     else:
         cfg = opts.resolve()
         what = "leave-one-collection-out" if by == "source" else \
@@ -76,8 +77,8 @@ def kfold(opts: TrainOptions, folds: Folds = None, test: Test = None, resume: Re
         console.print(f"{what} cross-validation of [bold]{cfg.model.arch}[/] on {', '.join(cfg.data_paths)} at "
                       f"{cfg.data.image_size}px, {epochs_text(cfg)} per fold", highlight=False)
         with _FoldProgress(cfg.train.epochs) as progress:
-            result = run_kfold(cfg, folds, test, fold_callbacks=progress.callbacks, log=progress.log,
-                               plan_only=plan_only, by=by)
+            result = run_kfold(cfg, folds, test, fold_callbacks=progress.callbacks,
+                               reporter=RichReporter(progress.progress), plan_only=plan_only, by=by)
     if not result.rows:  # --plan-only, or --only-fold while other folds are still to train
         done = f"trained fold {', '.join(map(str, result.trained))}; " if result.trained else ""
         console.print(f"{done}the summary is written once all {result.n_folds} folds are complete: "
@@ -120,9 +121,6 @@ class _FoldProgress:
         if self._fold_task is not None and exc[0] is None:
             self.progress.update(self._fold_task, completed=self._k, description="folds")
         return self.progress.__exit__(*exc)
-
-    def log(self, message: str) -> None:
-        self.progress.console.print(message, highlight=False)
 
     def callbacks(self, fold: int, k: int) -> tuple:
         """Called by the library before each fold it trains (folds it reuses are skipped)."""

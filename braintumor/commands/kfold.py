@@ -19,6 +19,7 @@ from ..engine.trainer import validation_steers
 from ..errors import ConfigError, RunError
 from ..groups import describe
 from ..models import get_spec
+from ..progress import Reporter, or_silent
 from ..runs import fold_complete, now, read_meta, run_status, write_meta, write_skipped
 from ..splits import (
     FoldPlan,
@@ -39,7 +40,7 @@ Log = Callable[[str], None]
 
 
 def run_kfold(cfg: Config, n_folds: int | None, test_dir: str | Path | None = None,
-              fold_callbacks: FoldCallbacks | None = None, log: Log | None = None,
+              fold_callbacks: FoldCallbacks | None = None, reporter: Reporter | None = None,
               plan_only: bool = False, by: str = "stratified") -> KFoldResult:
     """The ``kfold`` command: a new runs/kfold/<run>/ with one complete train run per fold and the summaries.
 
@@ -49,12 +50,13 @@ def run_kfold(cfg: Config, n_folds: int | None, test_dir: str | Path | None = No
     3. fit each fold with trainer.fit_and_report, then summarise (and score the test folder)
 
     ``n_folds`` None: 5, or with ``by="source"`` (leave one collection out) one fold per collection.
+    ``reporter.log`` hears what the run is doing; ``fold_callbacks`` adds Keras callbacks to each fold's fit.
     """
     get_spec(cfg.model.arch)  # fail on a bad architecture before decoding anything
     guidance.check(cfg)
     runs_dir = runs_dir_for_this_worker(cfg)
     tracking.prepare(cfg, runs_dir)  # and on a tracker's missing package
-    log = log or _quiet
+    log = or_silent(reporter).log
     plan = plan_folds(cfg, n_folds, by)
     n_folds = plan.n_folds
 
@@ -72,7 +74,7 @@ def run_kfold(cfg: Config, n_folds: int | None, test_dir: str | Path | None = No
 
 
 def resume_kfold(run_dir: str | Path, test_dir: str | Path | None = None,
-                 fold_callbacks: FoldCallbacks | None = None, log: Log | None = None,
+                 fold_callbacks: FoldCallbacks | None = None, reporter: Reporter | None = None,
                  only: int | None = None) -> KFoldResult:
     """Finish a kfold run: the same config and folds.csv, training only folds without a complete marker.
 
@@ -86,7 +88,7 @@ def resume_kfold(run_dir: str | Path, test_dir: str | Path | None = None,
         raise RunError(f"{run_dir} is not a kfold run (its meta.json says command {meta.get('command')!r})")
     cfg = build(Config, read_yaml(run_dir / "config.yaml"))
     tracking.prepare(cfg, run_dir.parent.parent)  # the runs folder holding runs/kfold/<run>
-    log = log or _quiet
+    log = or_silent(reporter).log
     loaded, _ = prepare_data(cfg)
     groups, folds = read_folds(run_dir, loaded)
     plan = FoldPlan(loaded, groups, folds, int(meta["n_folds"]), by=meta.get("by", "stratified"))
@@ -97,10 +99,6 @@ def resume_kfold(run_dir: str | Path, test_dir: str | Path | None = None,
                resumed=[*meta.get("resumed", []), now()])
     with tracking.tracked(cfg, run_dir, "kfold"), run.marking() as status:
         return _run(cfg, run_dir, plan, test_dir, fold_callbacks, log, status, only)
-
-
-def _quiet(_: str) -> None:
-    pass
 
 
 def _plan_meta(cfg: Config, plan: FoldPlan) -> dict[str, Any]:
