@@ -71,6 +71,7 @@ def test_onnx_export_agrees_and_carries_what_a_server_needs(onnx_file, run_dir):
     info = json.loads((out / "export.json").read_text())
     assert_agrees(info, run_dir)
     assert info["format"] == "onnx" and "tf2onnx" in info["converter"] and info["size_bytes"] > 0
+    assert info["tta"] is True  # the run's eval.tta: the ONNX server averages with the mirror image as predict does
     assert (out / "gates" / "0" / "gate.npz").is_file() and (out / "config.yaml").is_file()
     assert json.loads((out / "meta.json").read_text())["status"] == "complete"
 
@@ -130,6 +131,7 @@ def test_bad_options_say_what_is_valid(run_dir, tmp_path):
 
 def test_onnx_server_answers_every_endpoint_like_the_keras_server(onnx_file, run_dir):
     keras_p, onnx_p = Predictor.load(run_dir), Predictor.load_exported(onnx_file)
+    assert keras_p.backend.tta and onnx_p.backend.tta  # both follow the run's eval.tta, so they agree below
     settings = ServeSettings(concurrency=2, metrics=True)
     with TestClient(create_app(settings, onnx_p)) as c, TestClient(create_app(settings, keras_p)) as k:
         assert c.get("/health").json() == {"status": "ready", "model": "customnet"}
