@@ -110,7 +110,8 @@ def test_a_kfold_run_exports_its_ensemble_as_one_model(run_dir, tmp_path):
     assert v["max_abs_prob_diff"] <= 1e-4 and v["top1_agreement"] == 1.0 and "fold_1" in v["on"]
     exported = Predictor.load_exported(out / "model.onnx")
     image = exported.image(image_bytes(2))[0][None]
-    p1, p2 = fold_probabilities(kfold_dir, image)
+    assert exported.backend.tta  # the k-fold run's eval.tta
+    p1, p2 = fold_probabilities(kfold_dir, image, tta=True)  # the run's eval.tta, as served
     assert np.abs(p1 - p2).max() > 0.05  # the folds really differ
     raw = exported.backend.scores(image)[0]
     np.testing.assert_allclose(raw, (p1 + p2) / 2, atol=1e-4)

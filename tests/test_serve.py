@@ -550,7 +550,8 @@ def test_a_kfold_run_is_served_as_the_mean_of_its_folds(run_dir, tmp_path):
     assert ensemble.run.meta["ensemble_of"] == ["fold_1", "fold_2"]
     blob = image_bytes(label=2)
     image = ensemble.image(blob)[0][None]
-    p1, p2 = fold_probabilities(kfold_dir, image)
+    assert ensemble.backend.tta  # the k-fold run's eval.tta
+    p1, p2 = fold_probabilities(kfold_dir, image, tta=True)  # the run's eval.tta, as served
     assert np.abs(p1 - p2).max() > 0.05  # the folds really differ
     mean = (p1 + p2) / 2
     np.testing.assert_allclose(ensemble.backend.scores(image)[0], mean, atol=1e-5)
