@@ -57,6 +57,11 @@ class ExportedRun:
         return self.spec.channels
 
     @property
+    def tta(self) -> bool:
+        """The source run's eval.tta (flip averaging); exports written before it was recorded served without."""
+        return bool(self.export.get("tta", False))
+
+    @property
     def temperature(self) -> float:
         return float(self.export.get("temperature", 1.0))
 

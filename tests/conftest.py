@@ -97,12 +97,16 @@ def two_fold_run(run_dir: Path, root: Path) -> Path:
     return kfold_dir
 
 
-def fold_probabilities(kfold_dir: Path, images: np.ndarray) -> list[np.ndarray]:
-    """Each fold model's own (uncalibrated) probabilities for ``images`` (n, size, size, channels) 0-255."""
+def fold_probabilities(kfold_dir: Path, images: np.ndarray, tta: bool = False) -> list[np.ndarray]:
+    """Each fold model's own (uncalibrated) probabilities for ``images`` (n, size, size, channels) 0-255; ``tta``:
+    averaged with the mirror image, as a server does under the run's eval.tta."""
     import keras
 
-    return [np.asarray(keras.models.load_model(kfold_dir / f"fold_{i}" / "model.keras", safe_mode=True)(
-        images.astype("float32"), training=False), np.float64) for i in (1, 2)]
+    def probs(model, x):
+        return np.asarray(model(x.astype("float32"), training=False), np.float64)
+
+    models = [keras.models.load_model(kfold_dir / f"fold_{i}" / "model.keras", safe_mode=True) for i in (1, 2)]
+    return [(probs(m, images) + probs(m, images[:, :, ::-1])) / 2 if tta else probs(m, images) for m in models]
 
 
 def assert_png_figure(path: Path, min_size: tuple[int, int] = (200, 150)) -> np.ndarray:

@@ -71,6 +71,7 @@ def test_onnx_export_agrees_and_carries_what_a_server_needs(onnx_file, run_dir):
     info = json.loads((out / "export.json").read_text())
     assert_agrees(info, run_dir)
     assert info["format"] == "onnx" and "tf2onnx" in info["converter"] and info["size_bytes"] > 0
+    assert info["tta"] is True  # the run's eval.tta: the ONNX server averages with the mirror image as predict does
     assert (out / "gates" / "0" / "gate.npz").is_file() and (out / "config.yaml").is_file()
     assert json.loads((out / "meta.json").read_text())["status"] == "complete"
 
@@ -109,7 +110,8 @@ def test_a_kfold_run_exports_its_ensemble_as_one_model(run_dir, tmp_path):
     assert v["max_abs_prob_diff"] <= 1e-4 and v["top1_agreement"] == 1.0 and "fold_1" in v["on"]
     exported = Predictor.load_exported(out / "model.onnx")
     image = exported.image(image_bytes(2))[0][None]
-    p1, p2 = fold_probabilities(kfold_dir, image)
+    assert exported.backend.tta  # the k-fold run's eval.tta
+    p1, p2 = fold_probabilities(kfold_dir, image, tta=True)  # the run's eval.tta, as served
     assert np.abs(p1 - p2).max() > 0.05  # the folds really differ
     raw = exported.backend.scores(image)[0]
     np.testing.assert_allclose(raw, (p1 + p2) / 2, atol=1e-4)
@@ -130,6 +132,7 @@ def test_bad_options_say_what_is_valid(run_dir, tmp_path):
 
 def test_onnx_server_answers_every_endpoint_like_the_keras_server(onnx_file, run_dir):
     keras_p, onnx_p = Predictor.load(run_dir), Predictor.load_exported(onnx_file)
+    assert keras_p.backend.tta and onnx_p.backend.tta  # both follow the run's eval.tta, so they agree below
     settings = ServeSettings(concurrency=2, metrics=True)
     with TestClient(create_app(settings, onnx_p)) as c, TestClient(create_app(settings, keras_p)) as k:
         assert c.get("/health").json() == {"status": "ready", "model": "customnet"}

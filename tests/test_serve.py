@@ -130,10 +130,11 @@ def test_predict_matches_the_training_preprocessing(client, predictor, fmt, mode
     top = max(body["probabilities"], key=body["probabilities"].get)
     assert body["class"] == (top if body["status"] == "ok" else None) and body["answered"] == (body["status"] == "ok")
     assert body["latency_ms"] > 0
-    # the same pixels training would have seen, through predict() and the run's temperature: the served numbers
-    # are the model's numbers, calibrated
-    assert predictor.spec.size == 32
-    raw = predictor.model.predict(read_image(data, predictor.spec)[None].astype(np.float32), verbose=0)
+    # the same pixels training would have seen, through predict() and the run's temperature, averaged with the
+    # mirror image as `braintumor predict` does under the run's eval.tta: the served numbers are the CLI's numbers
+    assert predictor.spec.size == 32 and predictor.run.config.eval.tta
+    x = read_image(data, predictor.spec)[None].astype(np.float32)
+    raw = (predictor.model.predict(x, verbose=0) + predictor.model.predict(x[:, :, ::-1], verbose=0)) / 2
     expected = scale(raw, predictor.decider.temperature)[0]
     np.testing.assert_allclose(list(body["probabilities"].values()), expected, atol=1e-5)
 
@@ -549,7 +550,8 @@ def test_a_kfold_run_is_served_as_the_mean_of_its_folds(run_dir, tmp_path):
     assert ensemble.run.meta["ensemble_of"] == ["fold_1", "fold_2"]
     blob = image_bytes(label=2)
     image = ensemble.image(blob)[0][None]
-    p1, p2 = fold_probabilities(kfold_dir, image)
+    assert ensemble.backend.tta  # the k-fold run's eval.tta
+    p1, p2 = fold_probabilities(kfold_dir, image, tta=True)  # the run's eval.tta, as served
     assert np.abs(p1 - p2).max() > 0.05  # the folds really differ
     mean = (p1 + p2) / 2
     np.testing.assert_allclose(ensemble.backend.scores(image)[0], mean, atol=1e-5)

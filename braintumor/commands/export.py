@@ -214,6 +214,7 @@ def describe(run: LoadedRun, fmt: str, quantize: str | None, model_path: Path, s
         "input": "float32 (n, size, size, channels), pixels 0-255 (preprocessing is inside the model)",
         "outputs": ["probabilities (uncalibrated)", *[f"gate {i} features" for i in range(len(run.classifier.gates))]],
         "temperature": run.classifier.temperature, "gates": len(run.classifier.gates),
+        "tta": bool(run.config.eval.tta),
         "gate_modalities": run.classifier.describe()["gate_modalities"],
         "verification": v, "targets": TARGETS, "meets_targets": bool(meets), "versions": versions(),
         "exported": now(),

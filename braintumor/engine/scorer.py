@@ -37,15 +37,18 @@ def forward_of(model: Any) -> Forward:
 
 def score(model: Any, images: np.ndarray, batch_size: int = 64, tta: bool = False) -> Scores:
     """(probabilities, features per gate) of (n, h, w, c) 0-255 images, ``batch_size`` at a time (one float32
-    batch in memory, not the whole set). ``tta``: probabilities averaged with the horizontally mirrored image;
-    features always of the image as it came (the gate was fitted on those)."""
+    batch in memory, not the whole set). ``tta``: probabilities averaged with the horizontally mirrored image,
+    both in one call (a server's single image costs one call, not two); features always of the image as it came
+    (the gate was fitted on those)."""
     forward = forward_of(model)
     probs, feats = [], []
     for start in range(0, len(images), max(1, batch_size)):
         x = np.asarray(images[start:start + batch_size], dtype=np.float32)
-        p, f = outputs(forward(x))
         if tta:
-            p = (p + outputs(forward(x[:, :, ::-1]))[0]) / 2
+            p, f = outputs(forward(np.concatenate([x, x[:, :, ::-1]])))
+            p, f = (p[:len(x)] + p[len(x):]) / 2, [a[:len(x)] for a in f]
+        else:
+            p, f = outputs(forward(x))
         probs.append(p)
         feats.append(f)
     if not probs:  # no images: the shapes from one blank image, then none of it

@@ -25,9 +25,10 @@ class KerasBackend:
         # [probabilities, *features] in one forward pass when there is a gate; one trace for every batch size
         # (model(x, training=False) avoids predict()'s per-call dataset set-up)
         self._call = scorer.compiled(run.classifier.model, run.image_size, run.channels)
+        self.tta = bool(run.config.eval.tta)  # the flip average predict and evaluate apply: the same answers
 
     def scores(self, images: np.ndarray) -> scorer.Scores:
-        return scorer.score(self._call, images, batch_size=len(images))  # a request's images in one call
+        return scorer.score(self._call, images, len(images), self.tta)  # a request's images in one call
 
     def check_cam(self) -> None:
         if "ensemble_of" in self.run.meta:

@@ -90,9 +90,10 @@ class OnnxBackend:
         self.model = OnnxScorer(run.model_file, threads)
         self.decider = run.decider()
         self.file = run.model_file.name
+        self.tta = run.tta  # the source run's eval.tta, as the Keras server and predict apply it
 
     def scores(self, images: np.ndarray) -> scorer.Scores:
-        return scorer.score(self.model, images, batch_size=len(images))  # a request's images in one call
+        return scorer.score(self.model, images, len(images), self.tta)  # a request's images in one call
 
     def warm_up_cam(self) -> None:
         pass
