@@ -186,6 +186,3 @@ def class_activation_map(model, image: np.ndarray, class_index: int | None = Non
     """The (h, w) float32 heatmap in [0, 1] of one 0-255 image, at the image's size, by ``method`` (Grad-CAM,
     Grad-CAM++ or LayerCAM; see ``explain``)."""
     return explain(model, image, class_index, layer, method).heatmap
-
-
-gradcam = class_activation_map  # the old name, which said Grad-CAM whatever the method; the server still calls it

@@ -39,7 +39,7 @@ class KerasBackend:
         self.check_cam()
         size, channels = self.run.image_size, self.run.channels
         method, layers = self.explanation
-        gradcam.gradcam(self.model, np.zeros((size, size, channels), np.float32), 0, layers, method)
+        gradcam.class_activation_map(self.model, np.zeros((size, size, channels), np.float32), 0, layers, method)
 
     @cached_property
     def explanation(self) -> tuple[str, list[str]]:
@@ -58,5 +58,5 @@ class KerasBackend:
         """(size, size, 3) uint8 overlay of where the model looked for class ``index``."""
         self.check_cam()
         method, layers = self.explanation
-        heatmap = gradcam.gradcam(self.model, image.astype(np.float32), index, layers, method)
+        heatmap = gradcam.class_activation_map(self.model, image.astype(np.float32), index, layers, method)
         return render.overlay(image, heatmap)
