@@ -19,7 +19,7 @@ from ..engine.run import Run
 from ..errors import ConfigError
 from ..inference import Verdict, gate_report
 from ..input_checks import InputStats
-from ..metrics import ece
+from ..metrics import binary_from_probs, ece
 from ..models.loading import load_folder, load_run
 from ..plots import atomic_save_figure
 from ..progress import Reporter, or_silent
@@ -112,16 +112,14 @@ def input_stats(images: np.ndarray, original: Sequence[InputStats]) -> list[Inpu
 
 
 def tumour_figures(labels: np.ndarray, probs: np.ndarray, class_names: list[str]) -> dict[str, float | None]:
-    """Tumour or not, where tumour = any class but notumor and an image is called a tumour when its top class is not
-    notumor: sensitivity (tumour images called a tumour) and specificity (notumor images called notumor); None
-    where the images have no tumour, or no notumor, image, or the model has no notumor class. Written here until
-    metrics.py has a binary view (issue 20 item 3)."""
+    """Tumour or not (metrics.binary_from_probs: tumour = any class but notumor, called a tumour when the top class
+    is not notumor): sensitivity and specificity, without intervals (a stress row is one point of a curve); None
+    where the images have no tumour, or no notumor, image, or the model has no notumor class."""
     if NO_TUMOUR not in class_names:
         return {"sensitivity": None, "specificity": None}
-    k = class_names.index(NO_TUMOUR)
-    tumour, called = np.asarray(labels) != k, probs.argmax(axis=1) != k
-    return {"sensitivity": float(called[tumour].mean()) if tumour.any() else None,
-            "specificity": float((~called[~tumour]).mean()) if (~tumour).any() else None}
+    truth = np.asarray(labels) != class_names.index(NO_TUMOUR)
+    b = binary_from_probs(truth, probs, class_names, n_boot=0)
+    return {"sensitivity": b["sensitivity"], "specificity": b["specificity"]}
 
 
 def score(labels: np.ndarray, verdicts: list[Verdict], class_names: list[str]) -> dict[str, Any]:
