@@ -22,7 +22,14 @@ of gate_sets.py and on each category of the package-built non-brain set (braintu
 - ``oe_head``: outlier exposure on features (Hendrycks et al. 2019, as a small separate head): a logistic
   regression "brain MRI or not" on the standardised block ends, the training images against the far non-brain
   categories (photographs, synthetic, other medical images); CT and body MRI stay unseen, so its figures on them
-  say how it generalises to near misses it was not shown.
+  say how it generalises to near misses it was not shown;
+- ``oe_shift``: the head that ships (``eval.gate_head: oe``, braintumor/gate_head.py), read from the run's gate as
+  train (or benchmarks/refit_gate.py) fitted it: the training images and shifted copies of them (shifts.py) against
+  synthetic negatives only (nonbrain.negatives: drawn CT heads, body sections, noise, text), on the gate's pooled
+  columns; every real set here is unseen by it (``nonbrain_synthetic`` is of the kinds it was fitted on);
+- ``maha+oe``: the gate as it ships with the head: a scan is refused when either says so, ranked by
+  max(distance / its threshold, exp(head logit - its threshold)) (both thresholds the stored gate's, chosen on
+  the validation images).
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ from sklearn.metrics import roc_auc_score  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
 from braintumor.data import find_images, map_images  # noqa: E402
+from braintumor.engine import scorer  # noqa: E402
 from braintumor.models.loading import load_run  # noqa: E402
 from braintumor.nonbrain import NEAR, build  # noqa: E402
 from braintumor.ood import fit_features, mahalanobis  # noqa: E402
@@ -74,7 +82,10 @@ def forward(run, decoded: dict, batch: int = 64) -> dict[str, np.ndarray]:
     w, b = (np.asarray(v, np.float64) for v in run.model.get_layer("predictions").get_weights())
     outs = [net.predict_on_batch(images[i:i + batch].astype(np.float32)) for i in range(0, len(images), batch)]
     cols = [np.concatenate([np.asarray(o[j], np.float64) for o in outs]) for j in range(len(outs[0]))]
-    return {"probs": cols[0], "logits": cols[1] @ w + b, "layers": cols[2:], "stats": decoded["stats"],
+    gate = run.classifier.gates[0] if run.classifier.has_gate else None
+    shipped = {} if gate is None or gate.head is None else {
+        "gate": scorer.score(run.classifier.model, images, batch)[1][0]}  # the columns the shipped gate reads
+    return {"probs": cols[0], "logits": cols[1] @ w + b, "layers": cols[2:], "stats": decoded["stats"], **shipped,
             **{k: v for k, v in decoded.items() if k not in ("images", "stats")}}
 
 
@@ -120,7 +131,7 @@ def knn_distance(train: np.ndarray, x: np.ndarray, k: int) -> np.ndarray:
     return 1.0 - np.sort(sims, axis=1)[:, -k]
 
 
-def scorers(train: dict, negatives: np.ndarray) -> dict:
+def scorers(train: dict, negatives: np.ndarray, gate=None) -> dict:
     """name -> function(set dict) -> (n,) score, larger = less like the training scans. ``negatives``: the
     concatenated block ends of the far non-brain categories (the outlier-exposure head's negatives)."""
     y, src = train["labels"], train["sources"]
@@ -150,6 +161,10 @@ def scorers(train: dict, negatives: np.ndarray) -> dict:
     head = LogisticRegression(C=0.01, max_iter=3000, class_weight="balanced").fit(
         std.transform(np.r_[pos, negatives]), np.r_[np.zeros(len(pos)), np.ones(len(negatives))])
     out["oe_head"] = lambda s: head.decision_function(std.transform(np.concatenate(s["layers"], axis=1)))
+    if gate is not None and gate.head is not None:  # the head that ships, as the run stores it
+        out["oe_shift"] = lambda s: gate.head.logit(s["gate"])
+        out["maha+oe"] = lambda s: np.maximum(gate.ratio(s["gate"]),
+                                              np.exp(np.minimum(gate.head_margin(s["gate"]), 50.0)))
     return out
 
 
@@ -162,7 +177,7 @@ def take(s: dict, idx: np.ndarray) -> dict:
     return {k: ([a[idx] for a in v] if k == "layers" else v[idx]) for k, v in s.items()}
 
 
-def evaluate(data: dict, acceptance: float = 0.98, seed: int = 0) -> list[dict]:
+def evaluate(data: dict, acceptance: float = 0.98, seed: int = 0, gate=None) -> list[dict]:
     train, val = data["train"], data["val"]
     halves = np.random.default_rng(seed).permutation(len(val["labels"])) % 2
     sets = [k for k in data if k not in ("train", "val")]
@@ -170,7 +185,7 @@ def evaluate(data: dict, acceptance: float = 0.98, seed: int = 0) -> list[dict]:
     rows = []
     far = [k for k in sets if k.startswith("nonbrain_") and k[len("nonbrain_"):] not in NEAR]
     negatives = np.concatenate([np.concatenate(data[k]["layers"], axis=1) for k in far])
-    for name, fn in scorers(train, negatives).items():
+    for name, fn in scorers(train, negatives, gate).items():
         scores = {k: fn(data[k]) for k in sets}
         v = fn(val)
         near_scores = np.concatenate([scores[f"nonbrain_{c}"] for c in NEAR])
@@ -200,7 +215,7 @@ def evaluate(data: dict, acceptance: float = 0.98, seed: int = 0) -> list[dict]:
 
 
 SHOWN = ("msp", "energy", "maha_class", "maha_source", "maha_layers", "maha_layers_34", "knn10", "knn50",
-         "knn_layers", "oe_head", "maha_class/pooled", "maha_class/source_class")
+         "knn_layers", "oe_head", "oe_shift", "maha+oe", "maha_class/pooled", "maha_class/source_class")
 
 
 def tables(rows: list[dict]) -> str:
@@ -223,6 +238,31 @@ def tables(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def shipped(run_dir: str, data: dict) -> str:
+    """Markdown: the verdicts the run itself gives each set (its stored gate and temperature, the input checks):
+    out_of_distribution by the head, by the distance or an input check, and uncertain, as predict would say."""
+    from braintumor.input_checks import InputStats
+
+    classifier = load_run(run_dir).classifier
+    out = ["**the run's own verdicts (stored thresholds, chosen on all validation images), %**", "",
+           "| set | n | refused | out_of_distribution: head | ... : distance or input check | uncertain "
+           "| without the head: out_of_distribution |", "|---|---|---|---|---|---|---|"]
+    for k, s in data.items():
+        if k == "train" or "gate" not in s:
+            continue
+        stats = [InputStats(float(c), float(sp)) for c, sp in s["stats"]]
+        v = classifier.from_raw(s["probs"], [s["gate"]], stats)
+        st = np.array([x.status for x in v])
+        head = np.array(["brain-MRI-or-not head" in x.reason for x in v])
+        ood = st == "out_of_distribution"
+        alone = (np.array([x.ratio for x in v]) > 1.0) | np.array(["colour" in x.reason or "uniform" in x.reason
+                                                                    for x in v])
+        out.append(f"| {'val (all)' if k == 'val' else k} | {len(v)} | {100 * np.mean(st != 'ok'):.1f} | "
+                   f"{100 * np.mean(ood & head):.1f} | {100 * np.mean(ood & ~head):.1f} | "
+                   f"{100 * np.mean(st == 'uncertain'):.1f} | {100 * np.mean(alone):.1f} |")
+    return "\n".join(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run")
@@ -240,12 +280,15 @@ def main() -> None:
         if args.cache:
             args.cache.write_bytes(pickle.dumps(decoded))
     data = gather(args.run, decoded)
-    rows = evaluate(data, args.acceptance)
+    gates = load_run(args.run).classifier.gates
+    rows = evaluate(data, args.acceptance, gate=gates[0] if gates else None)
     with args.out.open("w") as f:
         for r in rows:
             f.write(json.dumps({"run": shown_path(args.run), **r}) + "\n")
     print(f"{len(rows)} rows in {args.out}")
     print(tables(rows))
+    if gates and gates[0].head is not None:
+        print(shipped(args.run, data))
 
 
 if __name__ == "__main__":

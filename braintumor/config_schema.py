@@ -130,6 +130,10 @@ class EvalConfig:
     gate_acceptance: float = 0.98  # share of held-out real scans the gate's threshold accepts
     gate_min_confidence: float = 0.5  # calibrated top probability below which an answer is 'uncertain'
     gate_layers: tuple[str, ...] = ()  # layers the gate reads, pooled and concatenated; () = the last feature map
+    # the brain-MRI-or-not head (gate_head.py): none, or oe (outlier exposure on the pooled features of
+    # gate_head_layers, fitted against package-built non-brain images); () = every block end the registry knows
+    gate_head: Literal["none", "oe"] = "oe"
+    gate_head_layers: tuple[str, ...] = ()
     # DICOM Modality values accepted (input_checks.py): another modality, or a BodyPartExamined that names no part
     # of the head, is refused as out_of_distribution before the model's answer counts; None turns the rule off
     gate_modalities: tuple[str, ...] | None = ("MR", "OT")

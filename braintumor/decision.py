@@ -25,10 +25,19 @@ class Verdict:
     reason: str
     probs: np.ndarray  # (classes,) calibrated probabilities
     ratio: float | None  # feature distance over the gate's threshold (None without a gate)
+    head: float | None = None  # the brain-MRI-or-not head's logit past its threshold (None without a head)
 
     @property
     def answered(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def score(self) -> float | None:
+        """One number ranking how unlike a brain MRI the gate finds the image (AUROC, histograms): the distance
+        ratio, or with a head the larger of it and exp(head margin); either passes 1 where it refuses."""
+        if self.ratio is None or self.head is None:
+            return self.ratio
+        return max(self.ratio, float(np.exp(min(self.head, 50.0))))
 
 
 def scale(probs, temperature: float) -> np.ndarray:
@@ -69,6 +78,12 @@ class Decider:
             return None
         return median([g.ratio(f) for g, f in zip(self.gates, features, strict=True)])
 
+    def head_margins(self, features: list[np.ndarray]) -> np.ndarray | None:
+        """(n,) the median over gates of the head's margin; None unless every gate has a head."""
+        if not self.gates or any(g.head is None for g in self.gates):
+            return None
+        return median([g.head_margin(f) for g, f in zip(self.gates, features, strict=True)])
+
     def from_raw(self, raw: np.ndarray, feats: list[np.ndarray], stats: list[InputStats | None] | None = None
                  ) -> list[Verdict]:
         """Verdicts from the model's own (uncalibrated) probabilities and each gate's features."""
@@ -78,7 +93,7 @@ class Decider:
                  ) -> list[Verdict]:
         """Verdicts from calibrated probabilities and each gate's features; ``stats`` are the input checks'
         figures of each decoded image (None where only the resized array is known)."""
-        ratios = self.ratios(feats)
+        ratios, heads = self.ratios(feats), self.head_margins(feats)
         stats = stats or [None] * len(probs)
         out = []
         for i, p in enumerate(probs):
@@ -89,15 +104,18 @@ class Decider:
             if ratios is None:
                 out.append(Verdict("ok", NO_GATE, p, None))
                 continue
-            status, reason = self.decide(float(ratios[i]), float(p.max()), stats[i])
-            out.append(Verdict(status, reason, p, float(ratios[i])))
+            head = None if heads is None else float(heads[i])
+            status, reason = self.decide(float(ratios[i]), float(p.max()), stats[i], head)
+            out.append(Verdict(status, reason, p, float(ratios[i]), head))
         return out
 
-    def decide(self, ratio: float, confidence: float, stats: InputStats | None) -> tuple[str, str]:
+    def decide(self, ratio: float, confidence: float, stats: InputStats | None, head: float | None = None
+               ) -> tuple[str, str]:
         g = self.gates
         return decide(ratio, confidence, stats, far_ratio=float(median([x.far_ratio for x in g])),
                       colour_limit=float(median([x.colour_limit for x in g])),
-                      flat_limit=float(median([x.flat_limit for x in g])), min_confidence=g[0].min_confidence)
+                      flat_limit=float(median([x.flat_limit for x in g])), min_confidence=g[0].min_confidence,
+                      head=head)
 
     def describe(self) -> dict:
         """What /model and export.json say about the decision: the temperature, the gate (if any) and the DICOM

@@ -19,7 +19,7 @@ from .explain.graph import check_layer, last_conv_layer
 from .input_checks import DEFAULT_MODALITIES
 from .ood import STATUSES, Gate
 
-__all__ = ["Classifier", "Verdict", "feature_layer", "gate_layers", "gate_report", "layer_widths", "scoring_model"]
+__all__ = ["Classifier", "Verdict", "feature_layer", "gate_layers", "gate_report", "head_layers", "layer_widths", "scoring_model"]
 
 
 def feature_layer(model) -> str:
@@ -34,6 +34,34 @@ def gate_layers(cfg, model) -> list[str]:
     for name in cfg.eval.gate_layers:
         check_layer(model, name)
     return list(cfg.eval.gate_layers) or [feature_layer(model)]
+
+
+def head_layers(cfg, model, taken: list[str]) -> list[str]:
+    """The layers the brain-MRI-or-not head adds to the gate's pooled features (gate_head.py), those in ``taken``
+    (the distance's) left out: ``eval.gate_head_layers`` (checked), or every block end: the last feature map
+    at each spatial resolution the network passes through (for CustomNet, each block's end)."""
+    for name in cfg.eval.gate_head_layers:
+        check_layer(model, name)
+    names = list(cfg.eval.gate_head_layers)
+    if not names:
+        ends: dict[tuple, str] = {}
+        for layer in model.layers:
+            shape = getattr(layer, "output", None) is not None and tuple(layer.output.shape)
+            if shape and len(shape) == 4 and not isinstance(layer, keras.layers.InputLayer):
+                ends[shape[1:3]] = layer.name  # later layers at the same resolution replace earlier ones
+        names = [n for n in ends.values() if n in _feature_maps(model)]
+    return [n for n in names if n not in taken]
+
+
+def _feature_maps(model) -> set[str]:
+    """Layers with weights upstream: not the input nor the preprocessing (their pooled output is the image's
+    mean gray level, which the input checks already read)."""
+    out, seen_weights = set(), False
+    for layer in model.layers:
+        seen_weights = seen_weights or bool(layer.weights) and not isinstance(layer, keras.layers.InputLayer)
+        if seen_weights:
+            out.add(layer.name)
+    return out
 
 
 def layer_widths(model, layers: list[str]) -> list[int]:

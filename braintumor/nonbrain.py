@@ -158,6 +158,71 @@ def ct_like(size: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def ct_head(size: int, rng: np.random.Generator) -> np.ndarray:
+    """(size, size) uint8: a richer synthetic head CT than ``ct_like``, one of the outlier-exposure head's
+    negatives (gate_head.py): skull of varying thickness, faint scalp, gray and white matter a few levels apart,
+    dark ventricles, sometimes the scanner table, in a brain, subdural, soft-tissue or bone window."""
+    yy, xx = (np.mgrid[0:size, 0:size] - (size - 1) / 2) / (size / 2)
+    yy = yy + rng.uniform(-0.08, 0.08)
+    xx = xx + rng.uniform(-0.08, 0.08)
+    a, b = rng.uniform(0.6, 0.9), rng.uniform(0.7, 0.95)
+    r = np.hypot(xx / a, yy / b)
+    skull = rng.uniform(0.05, 0.15)
+    hu = np.where(r < 1.06, 30.0, -1000.0)  # scalp
+    hu = np.where(r < 1.0, 1200.0, hu)  # bone
+    brain = r < 1.0 - skull
+    hu = np.where(brain, 38.0 + 6.0 * (r < 0.6), hu)  # white inside gray: a few HU apart
+    vent = np.hypot((np.abs(xx) - rng.uniform(0.05, 0.15)) / 0.07, (yy + rng.uniform(-0.1, 0.1)) / 0.25) < 1
+    hu = np.where(brain & vent, 8.0, hu)
+    if rng.random() < 0.5:  # the table under the head
+        hu = np.where((yy > 0.95) & (yy < 1.0), 300.0, hu)
+    hu = hu + rng.normal(0, rng.uniform(2, 8), hu.shape)
+    centre, width = list(CT_WINDOWS.values())[int(rng.integers(len(CT_WINDOWS)))]
+    return (np.clip((hu - centre + width / 2) / width, 0, 1) * 255).astype(np.uint8)
+
+
+def body_like(size: int, rng: np.random.Generator) -> np.ndarray:
+    """(size, size) uint8: a synthetic body cross-section (a wide trunk with a bright fat rim, organs and a
+    vertebra) or a limb (a round cross-section round a marrow-filled bone), as MR or CT might show it: the
+    outlier-exposure head's stand-in for spine, knee, shoulder and abdominal images (gate_head.py)."""
+    yy, xx = (np.mgrid[0:size, 0:size] - (size - 1) / 2) / (size / 2)
+    img = np.zeros((size, size))
+    if rng.random() < 0.6:  # trunk
+        a, b = rng.uniform(0.8, 0.98), rng.uniform(0.45, 0.7)
+        r = np.hypot(xx / a, yy / b)
+        img[r < 1] = rng.uniform(150, 255)  # fat
+        img[r < 1 - rng.uniform(0.05, 0.15)] = rng.uniform(60, 130)  # muscle and organs
+        for _ in range(int(rng.integers(2, 6))):
+            cx, cy, rad = rng.uniform(-0.5, 0.5), rng.uniform(-0.3, 0.2), rng.uniform(0.08, 0.25)
+            img[np.hypot(xx - cx, yy - cy) < rad] = rng.uniform(30, 220)
+        img[np.hypot(xx, yy - 0.6 * b) < rng.uniform(0.08, 0.13)] = rng.uniform(180, 255)  # vertebra
+    else:  # limb
+        rad = rng.uniform(0.5, 0.9)
+        r = np.hypot(xx, yy) / rad
+        img[r < 1] = rng.uniform(60, 140)
+        img[(r > 0.85) & (r < 1)] = rng.uniform(150, 255)
+        bone = np.hypot(xx - rng.uniform(-0.2, 0.2), yy - rng.uniform(-0.2, 0.2)) / (rad * rng.uniform(0.2, 0.45))
+        img[bone < 1] = rng.uniform(0, 60)  # cortex
+        img[bone < 0.75] = rng.uniform(150, 255)  # marrow
+    img = img + (img > 0) * rng.normal(0, rng.uniform(2, 10), img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def negatives(size: int, n: int, seed: int = 0) -> list[Image.Image]:
+    """``n`` package-built images that are not brain MRI, for the outlier-exposure head (gate_head.py): drawn
+    heads in CT windows (``ct_like``, ``ct_head``), body and limb cross-sections (``body_like``), noise,
+    gradients, checkerboards, text pages and shapes. Synthetic only: no photograph, no real CT or MR, so every
+    real category of ``build`` stays unseen and can judge the head."""
+    rng = np.random.default_rng(seed)
+    near = [lambda: _to_image(ct_like(size, rng)), lambda: _to_image(ct_head(size, rng)),
+            lambda: _to_image(body_like(size, rng))]
+    far = [img for name, _, _, img in _synthetic(rng, size) if not name.startswith("ct_like")]
+    out = [near[i % len(near)]() for i in range(max(0, n - len(far)))]
+    for img in out[::2]:  # mirrored and turned views, as a viewer exports them
+        img.paste(img.transpose(Image.Transpose.ROTATE_90 if rng.random() < 0.5 else Image.Transpose.FLIP_TOP_BOTTOM))
+    return out + far[:n]
+
+
 def _synthetic(rng: np.random.Generator, size: int) -> Iterator[Item]:
     s = size
     for i in range(4):

@@ -18,8 +18,8 @@ majority is not refused wholesale. Which scores were tried against it, and on wh
 
 The decision (``decide``) turns these and the calibrated confidence into ``ok | uncertain | out_of_distribution``
 with a short reason, two kinds of no kept apart:
-- ``out_of_distribution``: not a brain MRI it can read: an input check failed, or the distance is past the
-  threshold (``far`` equals ``threshold`` since per-source thresholds; gates fitted before keep their band between
+- ``out_of_distribution``: not a brain MRI it can read: an input check failed, the "brain MRI or not" head
+  (``eval.gate_head: oe``, gate_head.py) says it is not a brain MRI, or the distance is past the threshold (``far`` equals ``threshold`` since per-source thresholds; gates fitted before keep their band between
   the two, which still says ``uncertain``);
 - ``uncertain``: a brain MRI the model is unsure about: the calibrated top probability is below ``min_confidence``;
 - ``ok``: otherwise.
@@ -28,7 +28,7 @@ with a short reason, two kinds of no kept apart:
 from __future__ import annotations
 
 import io
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from sklearn.covariance import LedoitWolf
 from sklearn.metrics import roc_auc_score
 
 from .errors import RunError
+from .gate_head import GateHead
 from .input_checks import InputStats
 from .runs import atomic_write_bytes, atomic_write_json, read_json
 
@@ -60,11 +61,21 @@ class Gate:
     min_confidence: float = 0.5
     acceptance: float = DEFAULT_ACCEPTANCE
     fitted: dict[str, Any] = field(default_factory=dict)  # what it was fitted and chosen on, for the reader
+    # the "brain MRI or not" head (gate_head.py), or None; it reads every pooled column: ``layers``', then those of
+    # ``head_layers`` (pooled for the head alone, after the distance's)
+    head: GateHead | None = None
+    head_layers: list[str] = field(default_factory=list)
+    head_widths: list[int] = field(default_factory=list)
 
     @property
     def feature_layer(self) -> str | list[str]:
         """What the scorer pools: one layer name, or the list whose pooled outputs are concatenated."""
-        return self.layers[0] if len(self.layers) == 1 else list(self.layers)
+        pooled = [*self.layers, *self.head_layers]
+        return pooled[0] if len(pooled) == 1 else pooled
+
+    def head_margin(self, features: np.ndarray) -> np.ndarray | None:
+        """(n,) the head's logit past its threshold (above 0: not a brain MRI), or None without a head."""
+        return None if self.head is None else self.head.margin(features)
 
     def distance(self, features: np.ndarray) -> np.ndarray:
         """(n,) the gate's score of (n, sum of widths) features: each layer's Mahalanobis distance over its
@@ -84,8 +95,9 @@ class Gate:
 
     def summary(self) -> dict[str, Any]:
         """Everything but the arrays: what gate.json holds for a reader."""
-        d = asdict(self)
+        d = asdict(replace(self, head=None))
         del d["means"], d["precisions"]
+        d["head"] = None if self.head is None else self.head.summary()
         return d
 
     def save(self, run_dir: Path) -> None:
@@ -93,7 +105,8 @@ class Gate:
         matrix would be 90 MB of JSON)."""
         buf = io.BytesIO()
         np.savez(buf, **{f"means_{i}": m for i, m in enumerate(self.means)},
-                 **{f"precision_{i}": p for i, p in enumerate(self.precisions)})
+                 **{f"precision_{i}": p for i, p in enumerate(self.precisions)},
+                 **(self.head.arrays() if self.head is not None else {}))
         atomic_write_bytes(Path(run_dir) / "gate.npz", buf.getvalue())
         atomic_write_json(Path(run_dir) / "gate.json", self.summary())
 
@@ -113,25 +126,31 @@ class Gate:
                     n = len(info["layers"])
                     means = [arrays[f"means_{i}"] for i in range(n)]
                     precisions = [arrays[f"precision_{i}"] for i in range(n)]
+                head = None if info.get("head") is None else GateHead.from_saved(info.pop("head"), arrays)
         except (OSError, KeyError, ValueError) as e:
             raise RunError(f"{run_dir / 'gate.npz'} is missing or damaged ({e}); retrain, or delete gate.json "
                            "to use the run without a gate") from e
         if "feature_layer" in info:  # one layer, before layers/scales
             layer = info.pop("feature_layer")
             info = {**info, "layers": [layer], "widths": [int(means[0].shape[1])], "scales": [1.0]}
-        return cls(**info, means=means, precisions=precisions)
+        info.pop("head", None)
+        return cls(**info, means=means, precisions=precisions, head=head)
 
 
 def decide(ratio: float, confidence: float, stats: InputStats | None, *, far_ratio: float, colour_limit: float,
-           flat_limit: float, min_confidence: float) -> tuple[str, str]:
-    """(status, reason) for one image. ``ratio`` is the feature distance over the threshold (for an ensemble,
-    the median over its members); ``stats`` None skips the input checks."""
+           flat_limit: float, min_confidence: float, head: float | None = None) -> tuple[str, str]:
+    """(status, reason) for one image. ``ratio`` is the feature distance over the threshold, ``head`` the brain-MRI-
+    or-not head's logit past its threshold (None: no head; for an ensemble, both are medians over its members);
+    ``stats`` None skips the input checks."""
     if stats is not None and stats.spread < flat_limit:
         return "out_of_distribution", (f"the image is nearly uniform (gray-level spread {stats.spread:.1f}, under "
                                        f"the limit {flat_limit:.1f} set from the training scans): not a scan")
     if stats is not None and stats.colourfulness > colour_limit:
         return "out_of_distribution", (f"a colour image (colourfulness {stats.colourfulness:.1f}, over the limit "
                                        f"{colour_limit:.1f} set from the training scans): MRI slices are gray")
+    if head is not None and head > 0.0:
+        return "out_of_distribution", (f"not a brain MRI (the brain-MRI-or-not head's score is {head:.2f} past its "
+                                       "threshold, which drawn CT heads, body sections and noise cross)")
     if ratio > far_ratio:
         return "out_of_distribution", (f"unlike the brain MRI it was trained on (feature distance {ratio:.2f}x "
                                        f"the threshold, beyond {far_ratio:.2f}x): not a brain MRI it can read")
@@ -163,7 +182,10 @@ def fit_gate(features: np.ndarray, labels: np.ndarray, num_classes: int, fit_idx
     gate = Gate(layers, widths, [f[0] for f in fits], [f[1] for f in fits], scales, 1.0, 1.0, 0.0, 0.0,
                 min_confidence, acceptance)
     held = gate.distance(features[held_idx])
-    gate.threshold = gate.far = choose_threshold(held, held_confidence, acceptance, min_confidence, held_sources)
+    # a hair above the chosen value: the quantile can be a held-out image's own distance, and float32 runtimes
+    # (Keras, ONNX) differ in the 7th digit, so that image must not land on both sides of it
+    gate.threshold = gate.far = choose_threshold(held, held_confidence, acceptance, min_confidence,
+                                                 held_sources) * (1 + 1e-5)
     colour = np.array([s.colourfulness for s in stats])
     spread = np.array([s.spread for s in stats])
     gate.colour_limit, gate.flat_limit = float(max(8.0, 2.0 * colour.max())), float(spread.min() / 2.0)

@@ -229,3 +229,6 @@ def test_a_gate_on_several_layers_gives_the_same_verdicts_in_keras_and_onnx(tmp_
     keras_verdicts = scorer.classify(run.classifier, images)
     assert [v.status for v in onnx_verdicts] == [v.status for v in keras_verdicts]
     assert np.allclose([v.ratio for v in onnx_verdicts], [v.ratio for v in keras_verdicts], rtol=1e-4)
+    # the brain-MRI-or-not head (on by default) travels with the gate and reads the same pooled columns
+    assert gate.head is not None and gate.head_layers and exported.gates()[0].head is not None
+    assert np.allclose([v.head for v in onnx_verdicts], [v.head for v in keras_verdicts], atol=1e-3)

@@ -83,6 +83,9 @@ def test_the_gate_ranks_planted_ct_like_heads_above_the_real_scans(demo_run, tmp
     scans = [v for p, v in report.rows if "test" in Path(p).parts]
     assert len(ct) == 6 and len(scans) == 40
     assert min(v.ratio for v in ct) > np.quantile([v.ratio for v in scans], 0.9), [v.ratio for v in ct]
+    # the brain-MRI-or-not head (eval.gate_head: oe, on by default) ranks them above the scans too, and says no
+    assert all(v.head is not None for v in ct + scans)
+    assert min(v.head for v in ct) > np.quantile([v.head for v in scans], 0.9), [v.head for v in ct]
 
 
 def test_predict_writes_every_column_and_lists_unreadable_files(demo_run, tmp_path):
@@ -137,6 +140,12 @@ def test_evaluate_scores_the_gate_on_a_folder_that_must_be_refused(demo_run, not
         assert sum(f["status_counts"].values()) == f["n"] and 0.5 <= f["auroc_per_accepted"]["scans"] <= 1.0
     assert sum(f["n"] for f in o["per_folder"].values()) == o["n_ood"]
     assert o["per_collection"]["scans"]["refused"] == pytest.approx(o["refused_scans"])
+    # both kinds of no, per folder: counted apart, and the head's score written beside the distance
+    assert all(set(f["status_counts"]) == {"ok", "uncertain", "out_of_distribution"} for f in o["per_folder"].values())
+    rows_ood = list(csv.DictReader((out / "ood_predictions.csv").open()))
+    assert all(r["head_margin"] != "" for r in rows_ood)
+    head_says = [r for r in rows_ood if "not a brain MRI (the brain-MRI-or-not head" in r["reason"]]
+    assert head_says and all(float(r["head_margin"]) > 0 for r in head_says)
     rows = list(csv.DictReader((out / "predictions.csv").open()))
     assert {"status", "reason"} <= set(rows[0])
     assert m["gate"]["status_counts"]["ok"] + m["gate"]["status_counts"]["uncertain"] \

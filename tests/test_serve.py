@@ -124,7 +124,8 @@ def test_predict_matches_the_training_preprocessing(client, predictor, fmt, mode
     r = client.post("/predict", files=upload(data, f"scan.{fmt.lower()}"))
     assert r.status_code == 200, r.text
     body = r.json()
-    assert set(body) == {"status", "reason", "answered", "class", "probabilities", "distance_ratio", "latency_ms"}
+    assert set(body) == {"status", "reason", "answered", "class", "probabilities", "distance_ratio", "head_margin",
+                         "latency_ms"}
     assert list(body["probabilities"]) == list(CLASSES)
     assert sum(body["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
     top = max(body["probabilities"], key=body["probabilities"].get)

@@ -165,9 +165,9 @@ def score_refusals(run: LoadedRun, scans: list[Verdict], ood_dir: str | Path, tt
         raise DataError(f"none of the {len(paths)} files under {ood_dir} could be read")
     others = scorer.classify(run.classifier, np.stack([r[0] for r in good]), [r[1] for r in good], tta)
     read = [p for p, r in zip(paths, results) if not isinstance(r, str)]
-    write_csv(out / "ood_predictions.csv", ["path", "status", "reason", "ratio"],
-              ([p, v.status, v.reason, "" if v.ratio is None else f"{v.ratio:.4f}"]
-               for p, v in zip(read, others)))
+    write_csv(out / "ood_predictions.csv", ["path", "status", "reason", "ratio", "head_margin"],
+              ([p, v.status, v.reason, "" if v.ratio is None else f"{v.ratio:.4f}",
+                "" if v.head is None else f"{v.head:.4f}"] for p, v in zip(read, others)))
     refused = {"scans": float(np.mean([not v.answered for v in scans])),
                "ood": float(np.mean([not v.answered for v in others]))}
     result: dict[str, Any] = {"folder": str(ood_dir), "n_ood": len(others), "n_scans": len(scans),
@@ -176,15 +176,16 @@ def score_refusals(run: LoadedRun, scans: list[Verdict], ood_dir: str | Path, tt
                                   "status_counts"]}
     result.update(refusals_by_group(scans, sources, others, read, ood_dir))
     if run.classifier.has_gate:
-        # one score per image: refused outright by an input check = beyond every distance
-        score = [np.inf if (v.status == "out_of_distribution" and v.ratio is not None and v.ratio <= 1.0)
-                 else v.ratio for v in scans + others]
+        # one score per image (Verdict.score: the distance, or with a head the larger of it and the head's);
+        # refused outright by an input check or the header = beyond every score
+        score = [np.inf if (v.status == "out_of_distribution" and v.score is not None and v.score <= 1.0)
+                 else v.score for v in scans + others]
         truth = np.r_[np.zeros(len(scans)), np.ones(len(others))]
         result["auroc"] = float(roc_auc_score(truth, np.nan_to_num(np.asarray(score, float), posinf=1e9)))
         atomic_save_figure(plots.score_histogram_figure(
-            {"labelled scans (must be accepted)": [v.ratio for v in scans],
-             f"{Path(ood_dir).name} (must be refused)": [v.ratio for v in others]}, 1.0,
-            "feature distance / the gate's threshold",
+            {"labelled scans (must be accepted)": [v.score for v in scans],
+             f"{Path(ood_dir).name} (must be refused)": [v.score for v in others]}, 1.0,
+            "the gate's score / its threshold",
             f"{run.path.name}: refused {refused['scans']:.1%} of the scans, {refused['ood']:.1%} of the others"),
             out / "plots" / "ood_scores.png")
     else:
@@ -203,7 +204,7 @@ def refusals_by_group(scans: list[Verdict], sources: list[str] | None, others: l
 
     def pick(verdicts, keys, k):
         chosen = [v for v, key in zip(verdicts, keys) if key == k]
-        return [v.status for v in chosen], [v.ratio for v in chosen]
+        return [v.status for v in chosen], [v.score for v in chosen]
 
     report = refusal_report({k: pick(scans, names, k) for k in dict.fromkeys(names)},
                             {k: pick(others, folder, k) for k in sorted(set(folder))})

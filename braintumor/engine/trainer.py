@@ -21,7 +21,7 @@ from ..data import LoadedImages
 from ..distribute import configure_precision, even_for_replicas, make_strategy, scaled_lr, synchronize_batch_norm
 from ..groups import unit_name
 from ..guidance import GuidedTrainer, box_masks, guided_layers
-from ..inference import Classifier, gate_layers, gate_report, layer_widths, scoring_model
+from ..inference import Classifier, gate_layers, gate_report, head_layers, layer_widths, scoring_model
 from ..metrics import (
     ECE_BINS,
     calibration_figures,
@@ -38,6 +38,7 @@ from ..plots import atomic_save_figure
 from ..report import write_metrics, write_predictions
 from ..runs import atomic_save_model, atomic_write_json, write_meta
 from . import scorer
+from .gate_fit import fit_oe_head
 
 
 def validation_steers(cfg: Config) -> bool:
@@ -228,14 +229,20 @@ def calibrate_and_gate(cfg: Config, run_dir: Path, model, loaded: LoadedImages, 
     if cfg.eval.gate:
         n = len(train_idx)
         layers = gate_layers(cfg, model)
+        extra = head_layers(cfg, model, layers) if cfg.eval.gate_head == "oe" else []
+        widths = layer_widths(model, layers)
         features = pooled_features(model, loaded.images[np.concatenate([train_idx, held_idx])],
-                                   cfg.train.batch_size, layers)
+                                   cfg.train.batch_size, [*layers, *extra])  # the distance's columns first
         calibrated = scale(held_probs, temperature)
-        gate = fit_gate(features, np.concatenate([loaded.labels[train_idx], labels]), len(loaded.class_names),
-                        np.arange(n), np.arange(n, len(features)), calibrated.max(axis=1),
+        sources = [loaded.sources[i] for i in held_idx] if loaded.sources else None
+        gate = fit_gate(features[:, :sum(widths)], np.concatenate([loaded.labels[train_idx], labels]),
+                        len(loaded.class_names), np.arange(n), np.arange(n, len(features)), calibrated.max(axis=1),
                         [loaded.stats[i] for i in train_idx], layers, cfg.eval.gate_acceptance,
-                        cfg.eval.gate_min_confidence, widths=layer_widths(model, layers),
-                        held_sources=[loaded.sources[i] for i in held_idx] if loaded.sources else None)
+                        cfg.eval.gate_min_confidence, widths=widths, held_sources=sources)
+        if cfg.eval.gate_head == "oe":
+            gate.head = fit_oe_head(cfg, loaded.images[train_idx], features[:n], features[n:], sources, lambda x:
+                                    pooled_features(model, x, cfg.train.batch_size, [*layers, *extra]))
+            gate.head_layers, gate.head_widths = extra, layer_widths(model, extra)
         gate.save(run_dir)
         classifier = Classifier(model, temperature, [gate], modalities=cfg.eval.gate_modalities)
         verdicts = classifier.verdicts(calibrated, [features[n:]], [loaded.stats[i] for i in held_idx])

@@ -188,7 +188,8 @@ class Predictor:
         top = int(np.argmax(v.probs))
         return {"status": v.status, "reason": v.reason, "answered": v.answered,
                 "class": self.class_names[top] if v.answered else None, "probabilities": self.probabilities(v.probs),
-                "distance_ratio": None if v.ratio is None else round(v.ratio, 4)}
+                "distance_ratio": None if v.ratio is None else round(v.ratio, 4),
+                "head_margin": None if v.head is None else round(v.head, 4)}
 
     def predict(self, data: bytes) -> Verdict:
         """One upload -> its verdict (status, reason, calibrated probabilities)."""

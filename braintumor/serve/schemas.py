@@ -33,6 +33,8 @@ class Verdict(BaseModel):
     distance_ratio: float | None = Field(description="The gate's feature distance over its threshold (above 1: "
                                                      "unlike the brain MRI it was trained on); null without a "
                                                      "gate.")
+    head_margin: float | None = Field(default=None, description="The brain-MRI-or-not head's score past its "
+                                      "threshold (above 0: not a brain MRI; eval.gate_head: oe); null without one.")
 
 
 class Prediction(Verdict):
