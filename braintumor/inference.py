@@ -19,7 +19,8 @@ from .explain.graph import check_layer, last_conv_layer
 from .input_checks import DEFAULT_MODALITIES
 from .ood import STATUSES, Gate
 
-__all__ = ["Classifier", "Verdict", "feature_layer", "gate_layers", "gate_report", "head_layers", "layer_widths", "scoring_model"]
+__all__ = ["Classifier", "Verdict", "feature_layer", "gate_layers", "gate_report", "head_layers", "layer_widths",
+           "scoring_model"]
 
 
 def feature_layer(model) -> str:

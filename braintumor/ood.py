@@ -19,8 +19,9 @@ majority is not refused wholesale. Which scores were tried against it, and on wh
 The decision (``decide``) turns these and the calibrated confidence into ``ok | uncertain | out_of_distribution``
 with a short reason, two kinds of no kept apart:
 - ``out_of_distribution``: not a brain MRI it can read: an input check failed, the "brain MRI or not" head
-  (``eval.gate_head: oe``, gate_head.py) says it is not a brain MRI, or the distance is past the threshold (``far`` equals ``threshold`` since per-source thresholds; gates fitted before keep their band between
-  the two, which still says ``uncertain``);
+  (``eval.gate_head: oe``, gate_head.py) says it is not a brain MRI, or the distance is past the threshold
+  (``far`` equals ``threshold`` since per-source thresholds; gates fitted before keep their band between the two,
+  which still says ``uncertain``);
 - ``uncertain``: a brain MRI the model is unsure about: the calibrated top probability is below ``min_confidence``;
 - ``ok``: otherwise.
 """

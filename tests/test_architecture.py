@@ -18,7 +18,7 @@ LAYERS = {
     "braintumor": 0, "errors": 0, "config": 0, "config_schema": 0, "runs": 0, "progress": 0,  # foundations
     "data": 1, "pipeline": 1, "dedup": 1, "metrics": 1, "plots": 1, "models": 1, "explain": 1,  # building blocks
     "distribute": 1, "ood": 1, "inference": 1, "nonbrain": 1, "scanners": 1, "decision": 1, "exported": 1,
-    "input_checks": 1, "images": 1,
+    "input_checks": 1, "images": 1, "gate_head": 1,
     "guidance": 1, "volumes": 1, "tracking": 1, "confounds": 1, "eda": 1, "groups": 1, "report": 1, "binary": 1,
     "shifts": 1, "splits": 1,
     "engine": 2,  # a run that owns its directory, the one scorer, the fit: what the commands are made of
