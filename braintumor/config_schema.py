@@ -49,6 +49,9 @@ class AugmentConfig:
     noise: float = 0.0  # max Rician noise sigma, as a fraction of 255
     skull_strip: float = 0.0  # share of images with everything outside an estimated brain mask zeroed
     skull_strip_margin: float = 0.06  # that mask: the head mask eroded by this fraction of the side
+    # counterfactual levers (issue 20; counterfactual.py), need data.boxes: the tumour region decides the label
+    counterfactual_remove: float = 0.0  # share of boxed tumour images whose box is filled with tissue -> notumor
+    counterfactual_paste: float = 0.0  # share of notumor images given a boxed tumour of the batch -> its class
 
 
 @dataclass(frozen=True)

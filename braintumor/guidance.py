@@ -29,6 +29,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from .binary import NO_TUMOUR_CLASS
+from .data import find_class
 from .errors import ConfigError, DataError
 from .explain.gradcam import default_explanation
 from .explain.localisation import read_boxes_csv
@@ -56,8 +58,41 @@ def box_masks(boxes_csv: str | Path, paths: list[str], size: int, grow: float) -
     return masks, found
 
 
+def counterfactual_on(cfg) -> bool:
+    """Whether data.augment edits boxed images (counterfactual.py): it needs the box masks, as guidance does."""
+    return cfg.data.augment.counterfactual_remove > 0 or cfg.data.augment.counterfactual_paste > 0
+
+
+def uses_boxes(cfg) -> bool:
+    """Whether training reads data.boxes: for guidance, for the counterfactual edits, or both."""
+    return cfg.train.guidance > 0 or counterfactual_on(cfg)
+
+
+def clean_class(class_names) -> int | None:
+    """The index of the no-tumour class (notumor, no_tumor, normal, ...) among ``class_names``, or None."""
+    return find_class(NO_TUMOUR_CLASS, class_names)
+
+
+def _check_counterfactual(cfg) -> None:
+    if not counterfactual_on(cfg):
+        return
+    what = "data.augment.counterfactual_remove / counterfactual_paste"
+    if not cfg.data.boxes:
+        raise ConfigError(f"{what} need data.boxes, the CSV of tumour boxes of (some of) the training images: pass "
+                          "--set data.boxes=FILE, or set both to 0")
+    if cfg.data.crop != "none":
+        raise ConfigError(f"{what} need data.crop: none (boxes are fractions of the uncropped image)")
+    if cfg.data.augment.mixup > 0:
+        raise ConfigError(f"{what} cannot be combined with data.augment.mixup (a blend has no one box or label)")
+    if clean_class(cfg.class_names) is None:
+        raise ConfigError(f"{what} need a no-tumour class (notumor, no_tumor, normal) among the classes "
+                          f"{list(cfg.class_names)}: a removed tumour is labelled with it, a pasted one moves an "
+                          "image out of it")
+
+
 def check(cfg) -> None:
-    """Refuse settings that guidance cannot honour, before any work."""
+    """Refuse settings that guidance or the counterfactual edits cannot honour, before any work."""
+    _check_counterfactual(cfg)
     if cfg.train.guidance <= 0:
         return
     if not cfg.data.boxes:
