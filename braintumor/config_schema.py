@@ -73,7 +73,7 @@ class DataConfig:
     slices: str = "all"  # all | middle:K | range:A-B | mask[:F]
     slice_axis: int = 2  # NIfTI axis after reorienting to RAS: 0 sagittal, 1 coronal, 2 axial
     max_slices: int = 1024  # a scanner file claiming more slices (NIfTI along slice_axis, DICOM frames) is skipped
-    boxes: str | None = None  # CSV of tumour boxes of some training images (train.guidance)
+    boxes: str | tuple[str, ...] | None = None  # tumour boxes CSV(s) and/or folder(s) of mask PNGs (<image stem>.png)
     groups: str | None = None  # patients: PATH.csv:COLUMN or re:PATTERN (groups.py); joined with duplicates, volumes
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 

@@ -121,3 +121,28 @@ def test_a_training_with_the_edits_and_no_guidance_runs_and_says_so(tmp_path):
     assert meta["status"] == "complete"
     assert meta["guided_images"] == len(pd.read_csv(run / "split.csv").query("split == 'train'"))
     assert "outside_share" not in pd.read_csv(run / "history.csv")  # no guidance: a plain fit
+
+
+def test_a_mask_folder_marks_every_image_of_its_stem(tmp_path):
+    """data.boxes may be a folder of mask PNGs (LGG's masks/): an image takes the mask of its file stem, in every
+    collection that has it (one scan's FLAIR and T1c slices), and mixes with a boxes CSV."""
+    from PIL import Image
+
+    data, boxes = boxed_dataset(tmp_path / "d", per_class=2)
+    seq = tmp_path / "seq"
+    for name in ("flair", "t1ce"):
+        (seq / name / "glioma").mkdir(parents=True)
+        Image.fromarray(np.full((32, 32), 90, np.uint8)).save(seq / name / "glioma" / "case_7.jpg")
+    (tmp_path / "masks").mkdir()
+    mask = np.zeros((64, 64), np.uint8)
+    mask[8:24, 40:56] = 255  # rows 4-11, cols 20-27 at 32 px
+    Image.fromarray(mask).save(tmp_path / "masks" / "case_7.png")
+    paths = [str(seq / "flair/glioma/case_7.jpg"), str(seq / "t1ce/glioma/case_7.jpg"),
+             str(data / "glioma/img_00.png")]
+    masks, found = box_masks([str(tmp_path / "masks"), str(boxes)], paths, 32, 0.0)
+    assert found == 3
+    for m in masks[:2]:
+        assert m[4:12, 20:28].all() and m.sum() == 64  # exactly the mask, resized
+    assert 0 < masks[2].sum() < 32 * 32  # the CSV's box
+    with pytest.raises(Exception, match="mask folder"):
+        box_masks(str(tmp_path / "masks"), [str(data / "glioma/img_00.png")], 32, 0.0)
