@@ -182,21 +182,28 @@ def ct_head(size: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def body_like(size: int, rng: np.random.Generator) -> np.ndarray:
-    """(size, size) uint8: a synthetic body cross-section (a wide trunk with a bright fat rim, organs and a
-    vertebra) or a limb (a round cross-section round a marrow-filled bone), as MR or CT might show it: the
-    outlier-exposure head's stand-in for spine, knee, shoulder and abdominal images (gate_head.py)."""
+    """(size, size) uint8: a synthetic body image as MR or CT might show it: an axial trunk (a wide section with a
+    bright fat rim, organs, a vertebra, sometimes the arms beside it), a limb (a round section round a marrow-filled
+    bone) or a sagittal spine (vertebral bodies and discs along the cord), softened, shaded and with a noise floor:
+    the outlier-exposure head's stand-in for spine, knee, shoulder and abdominal images (gate_head.py)."""
+    from scipy import ndimage  # lazy: only the head's fitting draws these
+
     yy, xx = (np.mgrid[0:size, 0:size] - (size - 1) / 2) / (size / 2)
     img = np.zeros((size, size))
-    if rng.random() < 0.6:  # trunk
-        a, b = rng.uniform(0.8, 0.98), rng.uniform(0.45, 0.7)
+    kind = rng.random()
+    if kind < 0.45:  # axial trunk
+        a, b = rng.uniform(0.65, 0.9), rng.uniform(0.45, 0.7)
         r = np.hypot(xx / a, yy / b)
         img[r < 1] = rng.uniform(150, 255)  # fat
         img[r < 1 - rng.uniform(0.05, 0.15)] = rng.uniform(60, 130)  # muscle and organs
-        for _ in range(int(rng.integers(2, 6))):
-            cx, cy, rad = rng.uniform(-0.5, 0.5), rng.uniform(-0.3, 0.2), rng.uniform(0.08, 0.25)
-            img[np.hypot(xx - cx, yy - cy) < rad] = rng.uniform(30, 220)
+        for _ in range(int(rng.integers(2, 7))):
+            cx, cy, rad = rng.uniform(-0.5, 0.5), rng.uniform(-0.3, 0.2), rng.uniform(0.08, 0.3)
+            img[np.hypot((xx - cx) / rng.uniform(0.6, 1.4), yy - cy) < rad] = rng.uniform(30, 220)
         img[np.hypot(xx, yy - 0.6 * b) < rng.uniform(0.08, 0.13)] = rng.uniform(180, 255)  # vertebra
-    else:  # limb
+        if rng.random() < 0.5:  # the arms beside the trunk
+            for side in (-1, 1):
+                img[np.hypot((xx - side * (a + 0.08)) / 0.08, yy / 0.15) < 1] = rng.uniform(80, 200)
+    elif kind < 0.75:  # limb
         rad = rng.uniform(0.5, 0.9)
         r = np.hypot(xx, yy) / rad
         img[r < 1] = rng.uniform(60, 140)
@@ -204,7 +211,18 @@ def body_like(size: int, rng: np.random.Generator) -> np.ndarray:
         bone = np.hypot(xx - rng.uniform(-0.2, 0.2), yy - rng.uniform(-0.2, 0.2)) / (rad * rng.uniform(0.2, 0.45))
         img[bone < 1] = rng.uniform(0, 60)  # cortex
         img[bone < 0.75] = rng.uniform(150, 255)  # marrow
-    img = img + (img > 0) * rng.normal(0, rng.uniform(2, 10), img.shape)
+    else:  # sagittal spine: a column of vertebral bodies and discs, the cord behind, soft tissue around
+        x0, w = rng.uniform(-0.3, 0.1), rng.uniform(0.25, 0.4)
+        img[np.abs(xx - x0 - 0.1) < 0.8] = rng.uniform(50, 120)  # soft tissue
+        body, disc = rng.uniform(120, 220), rng.uniform(30, 200)
+        pitch = rng.uniform(0.25, 0.4)
+        phase = np.mod(yy / pitch + rng.random(), 1.0)
+        img[(xx > x0) & (xx < x0 + w)] = np.where(phase[(xx > x0) & (xx < x0 + w)] < 0.75, body, disc)
+        img[(xx > x0 + w + 0.04) & (xx < x0 + w + 0.14)] = rng.uniform(20, 250)  # cord and its fluid
+    img = ndimage.gaussian_filter(img, sigma=size * rng.uniform(0.002, 0.012))  # no edge is a step in a scan
+    img = img * np.exp(0.3 * rng.uniform(-1, 1) * (xx * rng.uniform(-1, 1) + yy * rng.uniform(-1, 1)))  # shading
+    noise = rng.uniform(2, 12)
+    img = np.hypot(img + rng.normal(0, noise, img.shape), rng.normal(0, noise, img.shape))  # a magnitude image
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
