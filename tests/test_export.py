@@ -141,10 +141,16 @@ def test_onnx_server_answers_every_endpoint_like_the_keras_server(onnx_file, run
         assert m["decision"] == k.get("/model").json()["decision"]  # same temperature and gate
         photo = io.BytesIO()
         Image.fromarray((np.random.default_rng(1).random((48, 48, 3)) * 255).astype(np.uint8)).save(photo, "PNG")
-        for blob in [image_bytes(i) for i in range(4)] + [image_bytes(1, "RGB"), photo.getvalue()]:
+        from braintumor.nonbrain import ct_like
+
+        ct = io.BytesIO()
+        Image.fromarray(ct_like(96, np.random.default_rng(2))).save(ct, "PNG")  # a near miss for the head
+        assert m["decision"]["gate"][0]["head"] is not None  # the head travels with the gate
+        for blob in [image_bytes(i) for i in range(4)] + [image_bytes(1, "RGB"), ct.getvalue(), photo.getvalue()]:
             a = c.post("/predict", files={"file": ("x.png", blob)}).json()
             b = k.post("/predict", files={"file": ("x.png", blob)}).json()
             assert (a["status"], a["class"], a["reason"][:12]) == (b["status"], b["class"], b["reason"][:12])
+            assert a["head_margin"] == pytest.approx(b["head_margin"], abs=1e-3)
             np.testing.assert_allclose(list(a["probabilities"].values()), list(b["probabilities"].values()),
                                        atol=1e-4)
         assert a["status"] == "out_of_distribution"  # the colour photo, on both

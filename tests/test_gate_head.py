@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from braintumor.decision import Decider
-from braintumor.engine.gate_fit import negative_images, shifted_positives
+from braintumor.engine.gate_fit import POSITIVE_SHIFTS, negative_images, shifted_positives
 from braintumor.gate_head import fit_head
 from braintumor.images import ImageSpec
 from braintumor.input_checks import InputStats
@@ -87,5 +87,5 @@ def test_shifted_positives_are_the_training_images_under_every_shift():
     yy, xx = np.mgrid[0:32, 0:32]
     images[:, (yy - 16) ** 2 + (xx - 16) ** 2 < 144] = 120
     out = shifted_positives(images, rng, per_kind=4)
-    assert out.shape == (20, 32, 32, 1) and out.dtype == np.uint8
-    assert not np.array_equal(out, images[:1].repeat(20, axis=0))  # something changed
+    assert out.shape == (4 * len(POSITIVE_SHIFTS), 32, 32, 1) and out.dtype == np.uint8
+    assert not np.array_equal(out, images[:1].repeat(len(out), axis=0))  # something changed

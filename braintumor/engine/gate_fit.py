@@ -12,10 +12,13 @@ from ..gate_head import GateHead, fit_head
 from ..images import ImageSpec
 from ..nonbrain import negatives
 
-# (shift, severity index into shifts.SHIFTS[shift].levels): brain MRI as another sequence or preparation shows it
-# (a free gray-level curve, T1 <-> T2-like inversion, skull and scalp stripped at two margins, a strong bias field)
-POSITIVE_SHIFTS = (("remap", 4), ("invert", 4), ("skull_strip", 2), ("skull_strip", 3), ("bias_field", 3))
-SHIFTED_PER_KIND = 600  # training images drawn for each shift (a few thousand forward passes in all)
+# sequences of (shift, severity index into shifts.SHIFTS[shift].levels): brain MRI as another sequence or preparation
+# shows it (a free gray-level curve, T1 <-> T2-like inversion, skull and scalp stripped at two margins, a bias field,
+# a coarser acquisition: blurred, down-sampled 4x; stripped and smoothed, as a template is); each entry is applied
+# in order to its own draw of training images
+POSITIVE_SHIFTS = ((("remap", 4),), (("invert", 4),), (("skull_strip", 2),), (("skull_strip", 3),),
+                   (("bias_field", 3),), (("blur", 3),), (("downsample", 3),), (("skull_strip", 3), ("blur", 2)))
+SHIFTED_PER_KIND = 500  # training images drawn for each shift (4,000 forward passes in all)
 NEGATIVES = 1200  # package-built non-brain images
 NEGATIVE_SIZE = 256  # drawn at this side, then prepared as every input is (framing, resizing to the run's size)
 
@@ -26,9 +29,11 @@ def shifted_positives(images: np.ndarray, rng: np.random.Generator, per_kind: in
     from ..shifts import SHIFTS  # lazy: TensorFlow, needed at fit time only
 
     out = []
-    for name, severity in POSITIVE_SHIFTS:
-        pick = rng.choice(len(images), size=min(per_kind, len(images)), replace=False)
-        out.append(SHIFTS[name].apply(images[pick], severity, seed=int(rng.integers(1 << 31))))
+    for steps in POSITIVE_SHIFTS:
+        x = images[rng.choice(len(images), size=min(per_kind, len(images)), replace=False)]
+        for name, severity in steps:
+            x = SHIFTS[name].apply(x, severity, seed=int(rng.integers(1 << 31)))
+        out.append(x)
     return np.concatenate(out)
 
 
