@@ -1,7 +1,7 @@
 """Fit a train run's calibration and gate again with this checkout's code, in place (gate.json, gate.npz,
 calibration.json), exactly as `train` fits them at its end: for runs trained before the gate changed.
 
-    python benchmarks/refit_gate.py RUN [--set eval.gate_layers=[block3_2_act,block4_2_act]]
+    python benchmarks/refit_gate.py RUN [--layers block3_2_act,block4_2_act] [--seed 1]
 
 The model is not touched. The run's own split.csv gives the training images (the class means) and the held-out
 ones with their sources (the per-source threshold), as train had them.
@@ -29,9 +29,11 @@ from braintumor.engine.trainer import calibrate_and_gate, validation_steers  # n
 from braintumor.models.loading import load_listing, load_run  # noqa: E402
 
 
-def refit(run_dir: Path, layers: list[str] | None = None) -> dict:
+def refit(run_dir: Path, layers: list[str] | None = None, seed: int | None = None) -> dict:
     run = load_run(run_dir)
     cfg = run.config
+    if seed is not None:  # the brain-MRI-or-not head's draws (shifted positives, negatives)
+        cfg = replace(cfg, seed=seed)
     if layers is not None:
         cfg = replace(cfg, eval=replace(cfg.eval, gate_layers=tuple(layers)))
     split = pd.read_csv(run_dir / "split.csv")
@@ -51,8 +53,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
     parser.add_argument("--layers", default=None, help="comma list: eval.gate_layers to fit with instead")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the head's draws (default: the run's)")
     args = parser.parse_args()
-    out = refit(args.run, args.layers.split(",") if args.layers else None)
+    out = refit(args.run, args.layers.split(",") if args.layers else None, args.seed)
     print(json.dumps({"report": out.get("gate"), "gate.json": json.loads((args.run / "gate.json").read_text())},
                      indent=2))
 

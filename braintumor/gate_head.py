@@ -3,10 +3,10 @@ with outlier exposure"), as a small separate head on the pooled block ends the s
 
 A logistic regression (scikit-learn) on standardised features, fitted at train time (engine/gate_fit.py) with
 - positives: the training images and shifted copies of them (braintumor/shifts.py: gray levels remapped, the head
-  inverted, skull and scalp stripped, a bias field), so brain MRI of another sequence or preparation stays a
-  brain MRI to it;
+  inverted, skull and scalp stripped, a bias field, blurred, down-sampled), so brain MRI of another sequence,
+  preparation or resolution stays a brain MRI to it;
 - negatives: package-built images that are not brain MRI (braintumor/nonbrain.negatives: drawn CT heads in CT
-  windows, body and limb cross-sections, noise, text, shapes): synthetic only, so the real CT, body MRI and
+  windows, body, limb and spine sections, noise, text, shapes): synthetic only, so the real CT, body MRI and
   photographs of the development sets judge it unseen (benchmarks/ood.md).
 Its threshold is chosen on held-out brain MRI of every training source, as the Mahalanobis gate's is. What it
 says is the second kind of no: ``out_of_distribution`` because the image is not a brain MRI at all.
