@@ -49,6 +49,9 @@ class AugmentConfig:
     noise: float = 0.0  # max Rician noise sigma, as a fraction of 255
     skull_strip: float = 0.0  # share of images with everything outside an estimated brain mask zeroed
     skull_strip_margin: float = 0.06  # that mask: the head mask eroded by this fraction of the side
+    # counterfactual levers (issue 20; counterfactual.py), need data.boxes: the tumour region decides the label
+    counterfactual_remove: float = 0.0  # share of boxed tumour images whose box is filled with tissue -> notumor
+    counterfactual_paste: float = 0.0  # share of notumor images given a boxed tumour of the batch -> its class
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,7 @@ class DataConfig:
     slices: str = "all"  # all | middle:K | range:A-B | mask[:F]
     slice_axis: int = 2  # NIfTI axis after reorienting to RAS: 0 sagittal, 1 coronal, 2 axial
     max_slices: int = 1024  # a scanner file claiming more slices (NIfTI along slice_axis, DICOM frames) is skipped
-    boxes: str | None = None  # CSV of tumour boxes of some training images (train.guidance)
+    boxes: str | tuple[str, ...] | None = None  # tumour boxes CSV(s) and/or folder(s) of mask PNGs (<image stem>.png)
     groups: str | None = None  # patients: PATH.csv:COLUMN or re:PATTERN (groups.py); joined with duplicates, volumes
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 

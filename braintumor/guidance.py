@@ -1,8 +1,8 @@
 """Annotation guidance ("right for the right reasons"), opt-in: on training slices that have a tumour box, penalise
 the share of the explained feature map's activation that lies outside the box.
 
-``train.guidance: W`` (0 = off) with ``data.boxes: FILE`` (the ``path,class,x_center,y_center,width,height`` CSV
-that ``cam --boxes`` reads). The penalty, per annotated image, is
+``train.guidance: W`` (0 = off) with ``data.boxes`` (the ``path,class,x_center,y_center,width,height`` CSV that
+``cam --boxes`` reads, and/or a folder of mask PNGs named like the images; box_masks). The penalty, per annotated image, is
 
     outside share = sum over the map of s * (1 - m) / sum of s,   s = (mean over channels of relu(A)) ** p
 
@@ -29,20 +29,45 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from .binary import NO_TUMOUR_CLASS
+from .data import find_class
 from .errors import ConfigError, DataError
 from .explain.gradcam import default_explanation
-from .explain.localisation import read_boxes_csv
+from .explain.localisation import Region, read_boxes_csv
 from .models import build_model
+from .scanners import split_id
 
 
-def box_masks(boxes_csv: str | Path, paths: list[str], size: int, grow: float) -> tuple[np.ndarray, int]:
-    """(n, size, size) uint8 masks, 1 inside an image's boxes (grown by ``grow`` of the side) and 0 outside;
-    all ones for an image without a box. Returns the masks and how many images have a box."""
-    if not Path(boxes_csv).is_file():
-        raise DataError(f"data.boxes {boxes_csv} does not exist; pass the path,class,x_center,y_center,width,height "
-                        "CSV of your tumour boxes")
-    ann = read_boxes_csv(boxes_csv)
-    regions = {str(Path(p).resolve()): r for p, r in ann.regions.items()}
+def _regions(entry: str | Path, paths: list[str]) -> dict[str, Region]:
+    """Regions by resolved image path from one data.boxes entry: a boxes CSV, or a folder of mask PNGs whose
+    ``<stem>.png`` / ``<stem>_mask.png`` names an image of ``paths`` by its file stem (every image of that stem:
+    the FLAIR and T1c slices of one scan share one mask)."""
+    entry = Path(entry)
+    if entry.is_file() and entry.suffix.lower() == ".csv":
+        return {str(Path(p).resolve()): r for p, r in read_boxes_csv(entry).regions.items()}
+    if not entry.is_dir():
+        raise DataError(f"data.boxes {entry} does not exist; pass the path,class,x_center,y_center,width,height "
+                        "CSV of your tumour boxes or a folder of mask PNGs named like the images (<stem>.png)")
+    masks = {}
+    for m in sorted(entry.rglob("*.png")):
+        masks.setdefault(m.stem[:-5] if m.stem.endswith("_mask") else m.stem, str(m))
+    out = {}
+    for p in paths:
+        found = masks.get(Path(split_id(p)[0]).stem)
+        if found is not None:
+            out[str(Path(p).resolve())] = Region(mask_path=found)
+    return out
+
+
+def box_masks(boxes, paths: list[str], size: int, grow: float) -> tuple[np.ndarray, int]:
+    """(n, size, size) uint8 masks, 1 inside an image's boxes or mask (grown by ``grow`` of the side) and 0 outside;
+    all ones for an image without one. ``boxes`` is data.boxes: one entry or several (boxes CSVs, mask folders;
+    the first entry naming an image wins). Returns the masks and how many images have a region."""
+    entries = [boxes] if isinstance(boxes, (str, Path)) else list(boxes)
+    regions: dict[str, Region] = {}
+    for entry in entries:
+        for key, region in _regions(entry, paths).items():
+            regions.setdefault(key, region)
     masks = np.ones((len(paths), size, size), np.uint8)
     found = 0
     for i, p in enumerate(paths):
@@ -51,13 +76,47 @@ def box_masks(boxes_csv: str | Path, paths: list[str], size: int, grow: float) -
             masks[i] = region.mask(size, size, grow)
             found += 1
     if not found:
-        raise DataError(f"none of the {len(ann.regions)} images in {boxes_csv} is among the training images; "
-                        "its paths (relative to the CSV's folder) must name files under a --data folder")
+        raise DataError(f"none of the {len(regions)} annotated images in data.boxes ({', '.join(map(str, entries))}) "
+                        "is among the training images; a CSV's paths (relative to the CSV's folder) must name files "
+                        "under a --data folder, a mask folder's PNGs must be named like the images")
     return masks, found
 
 
+def counterfactual_on(cfg) -> bool:
+    """Whether data.augment edits boxed images (counterfactual.py): it needs the box masks, as guidance does."""
+    return cfg.data.augment.counterfactual_remove > 0 or cfg.data.augment.counterfactual_paste > 0
+
+
+def uses_boxes(cfg) -> bool:
+    """Whether training reads data.boxes: for guidance, for the counterfactual edits, or both."""
+    return cfg.train.guidance > 0 or counterfactual_on(cfg)
+
+
+def clean_class(class_names) -> int | None:
+    """The index of the no-tumour class (notumor, no_tumor, normal, ...) among ``class_names``, or None."""
+    return find_class(NO_TUMOUR_CLASS, class_names)
+
+
+def _check_counterfactual(cfg) -> None:
+    if not counterfactual_on(cfg):
+        return
+    what = "data.augment.counterfactual_remove / counterfactual_paste"
+    if not cfg.data.boxes:
+        raise ConfigError(f"{what} need data.boxes, the CSV of tumour boxes of (some of) the training images: pass "
+                          "--set data.boxes=FILE, or set both to 0")
+    if cfg.data.crop != "none":
+        raise ConfigError(f"{what} need data.crop: none (boxes are fractions of the uncropped image)")
+    if cfg.data.augment.mixup > 0:
+        raise ConfigError(f"{what} cannot be combined with data.augment.mixup (a blend has no one box or label)")
+    if clean_class(cfg.class_names) is None:
+        raise ConfigError(f"{what} need a no-tumour class (notumor, no_tumor, normal) among the classes "
+                          f"{list(cfg.class_names)}: a removed tumour is labelled with it, a pasted one moves an "
+                          "image out of it")
+
+
 def check(cfg) -> None:
-    """Refuse settings that guidance cannot honour, before any work."""
+    """Refuse settings that guidance or the counterfactual edits cannot honour, before any work."""
+    _check_counterfactual(cfg)
     if cfg.train.guidance <= 0:
         return
     if not cfg.data.boxes:

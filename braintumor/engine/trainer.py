@@ -20,7 +20,7 @@ from ..config import Config
 from ..data import LoadedImages
 from ..distribute import configure_precision, even_for_replicas, make_strategy, scaled_lr, synchronize_batch_norm
 from ..groups import unit_name
-from ..guidance import GuidedTrainer, box_masks, guided_layers
+from ..guidance import GuidedTrainer, box_masks, clean_class, guided_layers, uses_boxes
 from ..inference import Classifier, gate_layers, gate_report, layer_widths, scoring_model
 from ..metrics import (
     ECE_BINS,
@@ -116,14 +116,15 @@ def _pipelines(cfg: Config, loaded: LoadedImages, parts: FitParts, replicas: int
     fit_idx = even_for_replicas(fit_idx, replicas, cfg.seed)
     fit_val_idx = even_for_replicas(parts.val, replicas, cfg.seed)
     masks = None
-    if tcfg.guidance > 0:  # train.guidance: the box masks of the training images (all ones where no box)
+    if uses_boxes(cfg):  # train.guidance, the counterfactual edits: the training images' box masks (all ones: no box)
         fit_paths = [loaded.paths[i] for i in fit_idx]
         masks, boxed = box_masks(cfg.data.boxes, fit_paths, loaded.images.shape[1], tcfg.guidance_grow)
         write_meta(run_dir, guided_images=boxed)
     fit_sources = [loaded.sources[i] for i in fit_idx] if loaded.sources else None  # data.balance draws by these
     train_ds = make_dataset(loaded.images[fit_idx], labels[fit_idx], k, tcfg.batch_size, training=True,
                             augment=cfg.data.augment, seed=cfg.seed, masks=masks, sources=fit_sources,
-                            balance=cfg.data.balance)
+                            balance=cfg.data.balance, guided=tcfg.guidance > 0,
+                            clean_class=clean_class(loaded.class_names))
     val_ds = make_dataset(loaded.images[fit_val_idx], labels[fit_val_idx], k, tcfg.batch_size)
     weights = class_weights(labels[parts.train], k) if cfg.data.class_weight == "balanced" else None
     return fit_idx, train_ds, val_ds, weights
