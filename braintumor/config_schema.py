@@ -61,7 +61,7 @@ class DataConfig:
     image_size: int = 128
     color_mode: Literal["rgb", "grayscale"] = "rgb"
     val_split: float = 0.2
-    group_duplicates: Literal["none", "exact", "near"] = "near"
+    group_duplicates: Literal["none", "exact", "near"] = "near"  # near: pHash links, never across named patients
     near_threshold: int = DEFAULT_NEAR_THRESHOLD
     class_weight: Literal["none", "balanced"] = "none"
     oversample: bool = False

@@ -14,6 +14,7 @@ from typing import Any
 import imagehash
 import numpy as np
 from PIL import Image
+from scipy.cluster.hierarchy import DisjointSet
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -93,9 +94,58 @@ def groups_from_pairs(n: int, pairs: np.ndarray, exact: np.ndarray | None = None
     return _components(n, pairs)
 
 
-def near_groups(hashes: np.ndarray, threshold: int, exact: np.ndarray | None = None) -> np.ndarray:
-    """Group id per image joining every pair within ``threshold`` bits (transitively), plus exact groups."""
-    return groups_from_pairs(len(hashes), near_pairs(hashes, threshold), exact)
+def near_groups(hashes: np.ndarray, threshold: int, exact: np.ndarray | None = None,
+                owners: Sequence[str | None] | None = None, blank: np.ndarray | None = None) -> np.ndarray:
+    """Group id per image joining every pair within ``threshold`` bits (transitively), plus exact groups.
+
+    ``owners`` (per image, e.g. the patient data.groups names; None where unknown): a near link never puts two
+    owners in one group, not even through a chain of images without one, and nor do identical ``blank``
+    (uniform) images (owned_groups).
+    """
+    if owners is None:
+        return groups_from_pairs(len(hashes), near_pairs(hashes, threshold), exact)
+    pairs, dist = pairs_within(hashes, threshold)
+    return owned_groups(len(hashes), pairs[np.argsort(dist, kind="stable")], owners, exact, blank)
+
+
+def owned_groups(n: int, pairs: np.ndarray, owners: Sequence[str | None], exact: np.ndarray | None = None,
+                 blank: np.ndarray | None = None) -> np.ndarray:
+    """Group id per image (numbered by first appearance): every exact group joined, then each pair in the given
+    order (closest first) unless it would bring an owner into a group that holds a different one.
+
+    Two patients' scans are different scans however alike their pHashes, so a near link is no evidence that
+    two patients' images are copies; a chain of near links (slice ~ slice ~ slice, through unowned images
+    too) joined 28 patients into one group on the LGG slices (benchmarks/split_groups.md). Identical pixels
+    are a copy whoever they are filed under, so exact groups join across owners, except ``blank`` ones
+    (``uniform`` images, one value throughout: empty slices are identical because nothing is in them; 21 black
+    LGG slices of 12 patients would otherwise join those 12), which are held to the owner rule too.
+    Union-find by hand on scipy's DisjointSet: connected_components cannot refuse an edge.
+    """
+    sets = DisjointSet(range(n))
+    held = {i: frozenset() if o is None else frozenset([o]) for i, o in enumerate(owners)}  # owners per root
+
+    def join(a: int, b: int, check: bool) -> None:
+        ra, rb = sets[a], sets[b]
+        if ra == rb or (check and not (held[ra] <= held[rb] or held[rb] <= held[ra])):
+            return
+        sets.merge(ra, rb)
+        held[sets[ra]] = held.pop(ra) | held.pop(rb)
+
+    if exact is not None:
+        for members in repeated(exact):
+            for b in members[1:]:
+                join(members[0], b, check=blank is not None and bool(blank[members[0]]))
+    for a, b in np.asarray(pairs, dtype=np.int64).reshape(-1, 2):
+        join(int(a), int(b), check=True)
+    return exact_groups([sets[i] for i in range(n)])
+
+
+def repeated(ids: np.ndarray) -> list[np.ndarray]:
+    """The indices of every id that occurs more than once, one array per id (in first-appearance order)."""
+    ids = np.asarray(ids)
+    order = np.argsort(ids, kind="stable")
+    cuts = np.flatnonzero(np.diff(ids[order])) + 1
+    return [m for m in np.split(order, cuts) if len(m) > 1]
 
 
 def nearest(query: np.ndarray, reference: np.ndarray | None = None,
@@ -129,14 +179,16 @@ def exact_matches(query: Sequence[str], reference: Sequence[str]) -> np.ndarray:
     return np.asarray([first.get(d, -1) for d in query], dtype=np.int64)
 
 
-def duplicate_groups(digests: Sequence[str], images: np.ndarray, mode: str, threshold: int = 2) -> np.ndarray:
-    """Group ids for splitting: 'none' (every image alone), 'exact' or 'near' (exact plus perceptual)."""
+def duplicate_groups(digests: Sequence[str], images: np.ndarray, mode: str, threshold: int = 2,
+                     owners: Sequence[str | None] | None = None) -> np.ndarray:
+    """Group ids for splitting: 'none' (every image alone), 'exact' or 'near' (exact plus perceptual; with
+    ``owners``, the patient per image or None, a near link never joins two patients: near_groups)."""
     if mode == "none":
         return np.arange(len(digests), dtype=np.int64)
     exact = exact_groups(digests)
     if mode == "exact":
         return exact
-    return near_groups(phashes(images), threshold, exact)
+    return near_groups(phashes(images), threshold, exact, owners, None if owners is None else uniform(images))
 
 
 def join_groups(groups: np.ndarray, keys: Sequence[str]) -> np.ndarray:
@@ -146,6 +198,52 @@ def join_groups(groups: np.ndarray, keys: Sequence[str]) -> np.ndarray:
     order = np.argsort(groups, kind="stable")
     same = groups[order][1:] == groups[order][:-1]
     return groups_from_pairs(len(groups), np.stack([order[:-1][same], order[1:][same]], axis=1), codes)
+
+
+def uniform(images: np.ndarray) -> np.ndarray:
+    """(n,) bool: the image has one pixel value throughout (an empty slice), for (n, h, w, c) images."""
+    flat = np.asarray(images).reshape(len(images), -1)
+    return flat.min(axis=1, initial=0) == flat.max(axis=1, initial=0)
+
+
+def copies_across_owners(exact: np.ndarray, owners: Sequence[str | None],
+                         blank: np.ndarray | None = None) -> list[list[int]]:
+    """The exact groups (identical pixels) whose images name more than one owner (patient), as index lists;
+    ``blank`` (uniform) groups left out (owned_groups does not join them)."""
+    return [m.tolist() for m in repeated(exact) if len({owners[i] for i in m} - {None}) > 1
+            and not (blank is not None and blank[m[0]])]
+
+
+# A chain guard: one duplicate group above both bounds is taken for near links chained transitively, not copies.
+# 50 is more copies of one image than a collection republishes (at 2 bits the largest group of the Kaggle training
+# set holds 22 images, of the four shared collections together 52; at 4 bits 350: benchmarks/split_groups.md); 2%
+# is where one group alone moves a 20% validation share by a tenth of itself, so the bound grows with the dataset
+# (3,000 images: 60; 12,000: 240).
+CHAIN_MIN_IMAGES, CHAIN_SHARE = 50, 0.02
+
+
+def largest_group(groups: np.ndarray) -> tuple[int, int]:
+    """(id, size) of the largest group; (-1, 0) when there are no images."""
+    if len(groups) == 0:
+        return -1, 0
+    counts = np.bincount(groups)
+    return int(counts.argmax()), int(counts.max())
+
+
+CHAIN_FIX = ("lower data.near_threshold, or set data.group_duplicates: exact (identical pixels only), or name the "
+             "patients with data.groups (a near link never joins two named patients)")
+
+
+def chain_warning(groups: np.ndarray, fix: str = CHAIN_FIX) -> str | None:
+    """A plain sentence when the largest duplicate group holds more than CHAIN_MIN_IMAGES images and more than
+    CHAIN_SHARE of them (near links chained into one group, which a split can only keep on one side), ending
+    with ``fix`` (what to change); None otherwise."""
+    _, size = largest_group(groups)
+    if size <= CHAIN_MIN_IMAGES or size <= CHAIN_SHARE * len(groups):
+        return None
+    return (f"one duplicate group holds {size} of the {len(groups)} images ({size / len(groups):.0%}): pHash "
+            "neighbours chained into one group (a ~ b ~ c ...), not copies of one image, and every split keeps "
+            f"the whole group on one side, which skews what is held out; {fix}")
 
 
 def count_groups(groups: np.ndarray) -> tuple[int, int]:

@@ -24,7 +24,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .dedup import duplicate_groups, join_groups
+from .dedup import (
+    chain_warning,
+    copies_across_owners,
+    duplicate_groups,
+    exact_groups,
+    join_groups,
+    largest_group,
+    uniform,
+)
 from .errors import ConfigError, DataError
 from .scanners import split_id
 from .volumes import volume_of
@@ -125,15 +133,52 @@ def join_patients(groups: np.ndarray, found: Patients | None) -> np.ndarray:
     return join_groups(groups, keys)
 
 
+@dataclass
+class Grouping:
+    """How the images were grouped: the unit splits never cut, and what went into it."""
+
+    groups: np.ndarray  # (n,) the unit: duplicates, volumes and patients joined
+    found: Patients | None  # the patients of data.groups, or None without it
+    duplicates: np.ndarray  # (n,) duplicate groups alone (exact, or near: pHash links), before the joins
+    crossing: list[list[int]]  # exact copies (index lists) whose images name different patients
+
+    def largest(self) -> dict[str, int]:
+        """The largest group (the unit): its images and, with data.groups, the patients it holds."""
+        g, size = largest_group(self.groups)
+        keys = [] if self.found is None else [self.found.keys[i] for i in np.flatnonzero(self.groups == g)]
+        return {"images": size, "patients": len(set(keys) - {None})}
+
+    def warnings(self, paths: Sequence[str]) -> list[str]:
+        """Plain sentences for the terminal and meta.json: a chained duplicate group, copies across patients."""
+        out = [w for w in [chain_warning(self.duplicates)] if w]
+        if self.crossing:
+            a, b = (Path(split_id(str(paths[i]))[0]).name for i in self.crossing[0][:2])
+            out.append(f"{len(self.crossing)} set(s) of identical pixels name different patients (data.groups), "
+                       f"e.g. {a} and {b}; identical pixels are one image, so those patients are kept together: "
+                       "check the patient names")
+        return out
+
+
 def split_groups(data_cfg, loaded, strict: bool = True,
                  spec: str | None = None) -> tuple[np.ndarray, Patients | None]:
-    """The unit splits never cut: duplicate groups (data.group_duplicates), scanner volumes and the patients of
-    ``spec`` (default data.groups), joined transitively. Returns (group id per image, the patients found or None).
-    """
-    groups = duplicate_groups(loaded.digests, loaded.images, data_cfg.group_duplicates, data_cfg.near_threshold)
-    groups = join_groups(groups, [volume_of(p) for p in loaded.paths])
+    """The unit splits never cut (grouping: duplicates, volumes and patients joined). Returns (group id per
+    image, the patients found or None)."""
+    found = grouping(data_cfg, loaded, strict, spec)
+    return found.groups, found.found
+
+
+def grouping(data_cfg, loaded, strict: bool = True, spec: str | None = None) -> Grouping:
+    """Duplicate groups (data.group_duplicates), scanner volumes and the patients of ``spec`` (default
+    data.groups), joined transitively. A near (pHash) link never joins two images of different named patients:
+    two patients' scans are different scans; identical pixels join whoever they are filed under."""
     found = patients(spec or getattr(data_cfg, "groups", None), loaded.paths, strict)
-    return join_patients(groups, found), found
+    owners = None if found is None else found.keys
+    duplicates = duplicate_groups(loaded.digests, loaded.images, data_cfg.group_duplicates,
+                                  data_cfg.near_threshold, owners)
+    groups = join_patients(join_groups(duplicates, [volume_of(p) for p in loaded.paths]), found)
+    crossing = [] if owners is None or data_cfg.group_duplicates == "none" else \
+        copies_across_owners(exact_groups(loaded.digests), owners, uniform(loaded.images))
+    return Grouping(groups, found, duplicates, crossing)
 
 
 def unit_name(data_cfg) -> str:
@@ -158,13 +203,18 @@ def sides_summary(groups: np.ndarray, sides: dict[str, np.ndarray]) -> dict[str,
     return out
 
 
-def describe(data_cfg, paths: Sequence[str], groups: np.ndarray) -> dict[str, object]:
+def describe(data_cfg, paths: Sequence[str], groups: np.ndarray,
+             made: Grouping | None = None) -> dict[str, object]:
     """meta.json's account of the grouping: the unit, how many groups, and (with data.groups) patients found and
-    images no row or pattern named."""
+    images no row or pattern named; with ``made`` (the Grouping behind ``groups``) also the largest group and
+    the warnings (a chained duplicate group, copies across patients)."""
     out: dict[str, object] = {"unit": unit_name(data_cfg), "groups": int(len(np.unique(groups)))}
-    found = patients(getattr(data_cfg, "groups", None), paths)
+    found = made.found if made is not None else patients(getattr(data_cfg, "groups", None), paths)
     if found is not None:
         out.update(spec=data_cfg.groups, patients=found.n_patients, unmatched=found.unmatched)
+    if made is not None:
+        out.update(largest_group=made.largest(), largest_duplicate_group=largest_group(made.duplicates)[1],
+                   copies_across_patients=len(made.crossing), warnings=made.warnings(paths))
     return out
 
 

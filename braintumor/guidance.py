@@ -1,8 +1,9 @@
 """Annotation guidance ("right for the right reasons"), opt-in: on training slices that have a tumour box, penalise
 the share of the explained feature map's activation that lies outside the box.
 
-``train.guidance: W`` (0 = off) with ``data.boxes`` (the ``path,class,x_center,y_center,width,height`` CSV that
-``cam --boxes`` reads, and/or a folder of mask PNGs named like the images; box_masks). The penalty, per annotated image, is
+``train.guidance: W`` (0 = off) with ``data.boxes`` (the ``path,class,x_center,y_center,width,height`` CSV
+that ``cam --boxes`` reads, and/or a folder of mask PNGs named like the images; box_masks). The penalty, per
+annotated image, is
 
     outside share = sum over the map of s * (1 - m) / sum of s,   s = (mean over channels of relu(A)) ** p
 

@@ -18,7 +18,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from .config import DEFAULT_FOLDS, Config
 from .data import ImageSpec, LoadedImages, list_images, load_images
 from .errors import ConfigError, DataError, RunError
-from .groups import split_groups
+from .groups import Grouping, grouping
 from .runs import write_csv
 from .scanners import ScanOptions
 
@@ -26,20 +26,39 @@ from .scanners import ScanOptions
 def prepare_data(cfg: Config) -> tuple[LoadedImages, np.ndarray]:
     """Decode the configured folder(s) once and group duplicate images (the unit that splits never cut), across
     folders too: a copy of one image in two collections is one group."""
+    loaded, made = prepare_grouped(cfg)
+    return loaded, made.groups
+
+
+def prepare_grouped(cfg: Config) -> tuple[LoadedImages, Grouping]:
+    """prepare_data with the whole Grouping (its warnings and largest group, for the terminal and meta.json)."""
     if not cfg.data_paths:
         raise ConfigError("no data folder: pass --data DIR (a folder with one sub-folder per class)")
     listing = list_images(cfg.data_paths, cfg.data.classes, scan_options=ScanOptions.from_config(cfg.data))
     loaded = load_images(listing, ImageSpec.of(cfg.data))
     # the slices of one scanner volume (NIfTI, multi-frame DICOM, DICOM series) and of one patient (data.groups)
     # stay together too
-    return loaded, split_groups(cfg.data, loaded)[0]
+    return loaded, grouping(cfg.data, loaded)
+
+
+def strata(labels: np.ndarray, sources: Sequence[str] | None, n_splits: int) -> np.ndarray:
+    """What a split stratifies by: collection x class when there are several collections (so each collection's
+    classes are held out in proportion, not only the pooled classes), else the class alone. Falls back to the
+    class when no collection x class cell could appear in every split (scikit-learn would refuse)."""
+    labels = np.asarray(labels)
+    if sources is None or len(set(sources)) < 2:
+        return labels
+    codes = np.unique(np.asarray(sources, dtype=object).astype(str), return_inverse=True)[1].ravel()
+    cells = codes * (int(labels.max(initial=0)) + 1) + labels
+    return cells if np.bincount(cells).max() >= n_splits else labels
 
 
 def split_train_val(labels: np.ndarray, groups: np.ndarray, val_split: float, seed: int,
-                    class_names: Sequence[str] = ()):
+                    class_names: Sequence[str] = (), sources: Sequence[str] | None = None):
     """Stratified train/validation indices that never put two copies of one image on both sides.
 
-    ``class_names`` (index order) lets an error name a class that has no images.
+    ``class_names`` (index order) lets an error name a class that has no images. ``sources`` (the collection of
+    each image) stratifies by collection x class (strata); without it, or with one collection, by class.
     """
     n_splits = max(2, round(1 / val_split))
     names = list(class_names) or [f"class {i}" for i in range(int(labels.max(initial=-1)) + 1)]
@@ -61,7 +80,7 @@ def split_train_val(labels: np.ndarray, groups: np.ndarray, val_split: float, se
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "least populated class has only N members"
-        train_idx, val_idx = next(splitter.split(np.zeros(len(labels)), labels, groups))
+        train_idx, val_idx = next(splitter.split(np.zeros(len(labels)), strata(labels, sources, n_splits), groups))
     return np.sort(train_idx), np.sort(val_idx)
 
 
@@ -74,6 +93,7 @@ class FoldPlan:
     folds: np.ndarray  # (n,) int in 1..n_folds
     n_folds: int
     by: str = "stratified"  # stratified: seeded StratifiedGroupKFold; source: fold i holds out collection i
+    grouping: Grouping | None = None  # how ``groups`` were made (warnings, largest group); None: read back
 
     def fold_name(self, fold: int) -> str:
         """How reports name a fold: fold_3, or with --by source the collection it holds out."""
@@ -104,12 +124,17 @@ def check_n_folds(n_folds: int, labels: np.ndarray | None = None, groups: np.nda
                               f"{max(distinct, 2)} or fewer")
 
 
-def assign_folds(labels: np.ndarray, groups: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
-    """Fold number (1..k) per image from StratifiedGroupKFold: a group never straddles two folds."""
+def assign_folds(labels: np.ndarray, groups: np.ndarray, n_folds: int, seed: int,
+                 sources: Sequence[str] | None = None) -> np.ndarray:
+    """Fold number (1..k) per image from StratifiedGroupKFold: a group never straddles two folds. ``sources``
+    (the collection of each image) stratifies by collection x class (strata)."""
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     folds = np.zeros(len(labels), dtype=np.int64)
-    for i, (_, held_out) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups), start=1):
-        folds[held_out] = i
+    y = strata(labels, sources, n_folds)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a small collection x class cell: fewer members than folds
+        for i, (_, held_out) in enumerate(splitter.split(np.zeros(len(labels)), y, groups), start=1):
+            folds[held_out] = i
     empty = [i for i in range(1, n_folds + 1) if not (folds == i).any()]
     if empty:
         raise DataError(f"fold(s) {empty} came out empty; use fewer --folds")
@@ -125,7 +150,7 @@ def plan_folds(cfg: Config, n_folds: int | None, by: str = "stratified") -> Fold
     if by not in BY:
         raise ConfigError(f"--by {by!r}: choose one of {', '.join(BY)}")
     if by == "source":
-        loaded, groups = prepare_data(cfg)
+        loaded, made = prepare_grouped(cfg)
         names = loaded.source_names
         if len(names) < 2:
             raise ConfigError("kfold --by source holds out one collection at a time and needs at least two: "
@@ -134,12 +159,13 @@ def plan_folds(cfg: Config, n_folds: int | None, by: str = "stratified") -> Fold
             raise ConfigError(f"--folds {n_folds}: --by source makes one fold per collection ({len(names)}: "
                               f"{', '.join(names)}); drop --folds")
         folds = np.asarray([names.index(s) + 1 for s in loaded.sources], dtype=np.int64)
-        return FoldPlan(loaded, groups, folds, len(names), by="source")
+        return FoldPlan(loaded, made.groups, folds, len(names), by="source", grouping=made)
     n_folds = DEFAULT_FOLDS if n_folds is None else n_folds
     check_n_folds(n_folds)
-    loaded, groups = prepare_data(cfg)
-    check_n_folds(n_folds, loaded.labels, groups, loaded.class_names)
-    return FoldPlan(loaded, groups, assign_folds(loaded.labels, groups, n_folds, cfg.seed), n_folds)
+    loaded, made = prepare_grouped(cfg)
+    check_n_folds(n_folds, loaded.labels, made.groups, loaded.class_names)
+    folds = assign_folds(loaded.labels, made.groups, n_folds, cfg.seed, loaded.sources)
+    return FoldPlan(loaded, made.groups, folds, n_folds, grouping=made)
 
 
 def training_side(plan: FoldPlan, fold: int) -> tuple[np.ndarray, np.ndarray]:

@@ -137,6 +137,46 @@ def test_split_is_stratified_and_keeps_copies_together():
     assert np.array_equal(va, va2)  # seeded
 
 
+
+def _two_collections(seed: int = 0):
+    """Two collections with different class mixes (b has no class 2), copies in pairs, the order shuffled."""
+    counts = {"a": [300, 60, 200, 40], "b": [40, 200, 0, 300]}
+    labels = np.concatenate([np.repeat(np.arange(4), c) for c in counts.values()])
+    sources = np.concatenate([[s] * sum(c) for s, c in counts.items()])
+    order = np.random.default_rng(seed).permutation(len(labels))
+    return labels[order], np.arange(len(labels)) // 2, sources[order].tolist()  # groups: pairs of neighbours
+
+
+def test_split_holds_out_every_collection_x_class_in_proportion():
+    labels, groups, sources = _two_collections()
+    for seed in (0, 1, 2):
+        tr, va = split_train_val(labels, groups, 0.2, seed, sources=sources)
+        assert set(groups[tr]).isdisjoint(groups[va])
+        on_val = np.isin(np.arange(len(labels)), va)
+        src = np.asarray(sources)
+        for s in ("a", "b"):
+            for c in range(4):
+                cell = (src == s) & (labels == c)
+                if cell.any():
+                    assert abs(on_val[cell].mean() - 0.2) <= 0.04, (seed, s, c, on_val[cell].mean())
+
+
+def test_one_collection_splits_and_folds_exactly_as_before():
+    from braintumor.splits import assign_folds
+
+    labels, groups, _ = _two_collections(1)
+    one = ["only"] * len(labels)
+    for seed in (0, 7):
+        old, new = split_train_val(labels, groups, 0.2, seed), split_train_val(labels, groups, 0.2, seed, sources=one)
+        assert all(np.array_equal(a, b) for a, b in zip(old, new, strict=True))
+        assert np.array_equal(assign_folds(labels, groups, 5, seed), assign_folds(labels, groups, 5, seed, one))
+
+
+def test_collection_cells_too_small_to_stratify_fall_back_to_the_class():
+    labels = np.tile(np.repeat(np.arange(2), 3), 2)  # 2 collections x 2 classes x 3 images: no cell reaches 5
+    tr, va = split_train_val(labels, np.arange(12), 0.2, 0, ("x", "y"), ["a"] * 6 + ["b"] * 6)
+    assert len(va) and len(tr) + len(va) == 12
+
 def test_class_weights_and_oversampling():
     labels = np.array([0] * 6 + [1] * 2 + [2] * 4)
     w = class_weights(labels, 4)

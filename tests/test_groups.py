@@ -4,12 +4,14 @@ kfold's folds (issue 20, item 2)."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from conftest import CLASSES, blob_image
 from PIL import Image
 
+from braintumor import dedup
 from braintumor.config import load_config
 from braintumor.errors import ConfigError, DataError
 from braintumor.groups import join_patients, parse_spec, patient_keys, patients, sides_summary
@@ -111,3 +113,91 @@ def test_bad_specs_say_what_to_do(tmp_path):
         patient_keys(f"{tmp_path / 's.csv'}:subject", ["x.png"])
     with pytest.raises(DataError, match="none of the 2 images"):
         patients(f"{tmp_path / 's.csv'}:patient", ["x.png", "y.png"])
+
+
+# --- near links never join two patients; a chained group is warned about (issue 20, "patients stay together")
+
+def _grouping(paths, images, digests, spec, threshold=2):
+    from braintumor.groups import grouping
+
+    data_cfg = SimpleNamespace(group_duplicates="near", near_threshold=threshold, groups=spec)
+    loaded = SimpleNamespace(paths=paths, images=np.stack(images)[..., None], digests=digests)
+    return grouping(data_cfg, loaded)
+
+
+def test_near_slices_of_two_named_patients_stay_apart_but_join_without_names():
+    rng = np.random.default_rng(3)
+    a = blob_image(0, 64, rng)
+    b, x = a.copy(), a.copy()
+    b[0, 0], x[5, 5] = a[0, 0] + 1, a[5, 5] + 1  # other pixels, pHash neighbours of a
+    h = dedup.phashes(np.stack([a, b, x])[..., None])
+    assert dedup.hamming(h[:1], h).max() <= 2
+    paths = ["d/PA_0.png", "d/PA_1.png", "d/PB_0.png", "d/PB_1.png", "d/other.png"]
+    images = [a, blob_image(1, 64, rng), b, blob_image(2, 64, rng), x]
+    digests = ["a", "a1", "b", "b1", "x"]
+    plain = _grouping(paths, images, digests, None).groups
+    assert plain[0] == plain[2] == plain[4]  # without names a near link joins the two patients' slices
+    named = _grouping(paths, images, digests, r"re:^(P[AB])_")
+    g = named.groups
+    assert g[0] == g[1] and g[2] == g[3] and g[0] != g[2]  # each patient whole, the two apart
+    assert g[4] in (g[0], g[2])  # the unnamed near copy joins one of them, never bridging both
+    assert named.warnings(paths) == [] and len(np.unique(g)) == 2
+
+
+def test_a_chain_through_unnamed_images_never_joins_two_patients_but_identical_pixels_do():
+    pairs = np.array([[0, 1], [1, 2], [2, 3]])  # A ~ unnamed ~ unnamed ~ B
+    owners = ["A", None, None, "B"]
+    assert dedup.groups_from_pairs(4, pairs).tolist() == [0, 0, 0, 0]
+    g = dedup.owned_groups(4, pairs, owners)
+    assert g[0] == g[1] == g[2] and g[3] != g[0]
+    exact = np.array([0, 1, 2, 0])  # images 0 and 3 have identical pixels: one image filed under two patients
+    assert len(set(dedup.owned_groups(4, pairs, owners, exact).tolist())) == 1
+    blank = np.array([True, False, False, True])  # ... unless they are blank: empty slices of two heads
+    assert dedup.owned_groups(4, np.zeros((0, 2), np.int64), owners, exact, blank).tolist() == [0, 1, 2, 3]
+    assert dedup.copies_across_owners(exact, owners) == [[0, 3]]
+    assert dedup.copies_across_owners(exact, owners, blank) == []
+
+
+def test_identical_pixels_across_patients_are_joined_and_warned_about():
+    rng = np.random.default_rng(4)
+    a = blob_image(0, 64, rng)
+    paths = ["d/PA_0.png", "d/PB_0.png", "d/PC_0.png"]
+    made = _grouping(paths, [a, a, blob_image(3, 64, rng)], ["same", "same", "c"], r"re:^(P[A-C])_")
+    assert made.groups[0] == made.groups[1] != made.groups[2]
+    (warning,) = made.warnings(paths)
+    assert "PA_0.png and PB_0.png" in warning and "different patients" in warning
+
+
+def _chain(n: int) -> np.ndarray:
+    """n pHashes, each 2 bits from the one before (a walk), far from random hashes."""
+    h, out = 0, []
+    for i in range(n):
+        h ^= (1 << (i % 64)) ^ (1 << ((i + 7) % 64))
+        out.append(h)
+    return np.asarray(out, dtype=np.uint64)
+
+
+def test_the_chain_guard_fires_on_a_planted_chain_and_names_what_to_change():
+    rng = np.random.default_rng(5)
+    chain = _chain(60)
+    assert (dedup.hamming(chain[1:], chain[:-1]).diagonal() == 2).all()
+    for others, fires in ((2000, True), (4000, False)):  # 60 images: 2.9% of 2,060, 1.5% of 4,060
+        hashes = np.concatenate([chain, rng.integers(0, 2**63, others, dtype=np.uint64)])
+        groups = dedup.near_groups(hashes, 2)
+        assert dedup.largest_group(groups)[1] == 60
+        warning = dedup.chain_warning(groups)
+        assert (warning is not None) == fires
+    assert dedup.chain_warning(dedup.near_groups(chain[:50], 2)) is None  # 50 images: at most the floor
+    warning = dedup.chain_warning(dedup.near_groups(np.concatenate([chain, chain[:1] ^ np.uint64(2**63 - 1)]), 2))
+    assert "60 of the 61 images" in warning and "data.near_threshold" in warning
+    assert "data.group_duplicates: exact" in warning
+
+
+def test_meta_grouping_carries_the_chain_warning_and_the_largest_group():
+    from braintumor.groups import Grouping, describe
+
+    groups = np.r_[np.zeros(60, np.int64), np.arange(1, 41)]
+    made = Grouping(groups, None, groups, [])
+    info = describe(SimpleNamespace(groups=None), [f"x{i}.png" for i in range(100)], groups, made)
+    assert info["largest_group"] == {"images": 60, "patients": 0} and info["largest_duplicate_group"] == 60
+    assert len(info["warnings"]) == 1 and "one duplicate group holds 60 of the 100 images" in info["warnings"][0]

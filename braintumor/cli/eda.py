@@ -75,6 +75,8 @@ def print_summary(s: dict) -> None:
                       "(data.group_duplicates: near, the default, at data.near_threshold: "
                       f"{DEFAULT_NEAR_THRESHOLD}; this report used {s['near_threshold']})",
                       highlight=False)
+    if s.get("duplicate_chain"):
+        console.print(f"[bold yellow]warning:[/] {s['duplicate_chain']}", highlight=False)
     console.print(f"took {s['duration_s']:.1f} s", highlight=False)
 
 

@@ -6,7 +6,7 @@ import json
 
 from .app import command
 from .common import TrainOptions, console, epochs_text, metrics_table, print_run_dir, print_tracking, train_options
-from .progress import keras_progress, make_progress
+from .progress import RichReporter, keras_progress, make_progress
 
 
 @command("train")
@@ -23,7 +23,8 @@ def train(opts: TrainOptions) -> None:
     console.print(f"training [bold]{cfg.model.arch}[/] on {', '.join(cfg.data_paths)} at {cfg.data.image_size}px, "
                   f"{epochs_text(cfg)}", highlight=False)
     with make_progress() as progress:
-        run_dir, metrics = run_train(cfg, callbacks=(keras_progress(progress, cfg.train.epochs),))
+        run_dir, metrics = run_train(cfg, callbacks=(keras_progress(progress, cfg.train.epochs),),
+                                     reporter=RichReporter(progress))
     if uses_boxes(cfg):
         meta = json.loads((run_dir / "meta.json").read_text())
         aug = cfg.data.augment

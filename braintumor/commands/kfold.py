@@ -59,6 +59,8 @@ def run_kfold(cfg: Config, n_folds: int | None, test_dir: str | Path | None = No
     log = or_silent(reporter).log
     plan = plan_folds(cfg, n_folds, by)
     n_folds = plan.n_folds
+    for warning in plan.grouping.warnings(plan.loaded.paths):
+        log(f"warning: {warning}")
 
     run = Run.create(runs_dir, "kfold", cfg.model.arch, cfg.name, cfg=cfg, n_folds=n_folds,
                      test_dir=str(test_dir) if test_dir else None, by=plan.by)
@@ -111,7 +113,8 @@ def _plan_meta(cfg: Config, plan: FoldPlan) -> dict[str, Any]:
                 group_duplicates=cfg.data.group_duplicates,
                 duplicate_groups=groups, images_in_duplicate_groups=images,
                 fold_sizes={str(i): int((plan.folds == i).sum()) for i in range(1, plan.n_folds + 1)},
-                grouping=describe(cfg.data, loaded.paths, plan.groups), groups_per_fold=groups_per_fold(plan))
+                grouping=describe(cfg.data, loaded.paths, plan.groups, plan.grouping),
+                groups_per_fold=groups_per_fold(plan))
 
 
 def _run(cfg: Config, run_dir: Path, plan: FoldPlan, test_dir, fold_callbacks, log: Log, status: run_status,
@@ -172,8 +175,9 @@ def fit_fold(cfg: Config, run_dir: Path, fold_dir: Path, plan: FoldPlan, fold: i
     copies = int((plan.folds != fold).sum() - len(train_idx))
     tune_idx = None
     if validation_steers(cfg):
+        sources = [plan.loaded.sources[i] for i in train_idx] if plan.loaded.sources else None
         inner_fit, inner_tune = split_train_val(plan.loaded.labels[train_idx], plan.groups[train_idx],
-                                                cfg.data.val_split, cfg.seed, plan.loaded.class_names)
+                                                cfg.data.val_split, cfg.seed, plan.loaded.class_names, sources)
         train_idx, tune_idx = train_idx[inner_fit], train_idx[inner_tune]
     fold_run = Run(fold_dir)
     fold_run.start("train", cfg, kfold_run=str(run_dir), fold=fold, n_folds=plan.n_folds,

@@ -88,7 +88,10 @@ def _duplicate_lines(s: dict[str, Any], names: list[str]) -> list[str]:
               "lists every member of every group (group, path, split, kind, class).", "",
               f"Over all splits together: **{s['exact_duplicate_groups']} exact groups** "
               f"({s['exact_duplicate_images']} images), **{s['near_duplicate_groups']} near groups at "
-              f"distance <= {t}** ({s['near_duplicate_images']} images).", ""]
+              f"distance <= {t}** ({s['near_duplicate_images']} images), the largest holding "
+              f"{s.get('largest_near_group', '-')} images.", ""]
+    if s.get("duplicate_chain"):
+        lines += [f"**Warning:** {s['duplicate_chain']}.", ""]
     for n in names:
         w = s["within_split"][n]
         lines += [f"**within {n}**: {w['exact_groups']} exact groups ({w['exact_images']} images), "

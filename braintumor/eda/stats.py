@@ -173,6 +173,9 @@ def example_pairs(c: Combined, distances: Sequence[int], per_distance: int, seed
     return out
 
 
+EDA_CHAIN_FIX = (f"try a lower --near-threshold here; for train and kfold {dedup.CHAIN_FIX}")
+
+
 def summarize(splits: list[DatasetSummary], threshold: int, distances: Sequence[int] = REPORT_DISTANCES,
               combined: Combined | None = None) -> dict[str, Any]:
     """Everything summary.json holds (the test split, if any, is the second)."""
@@ -196,6 +199,8 @@ def summarize(splits: list[DatasetSummary], threshold: int, distances: Sequence[
     # groups over all splits together: what a de-duplicated dataset would keep one image of
     s["exact_duplicate_groups"], s["exact_duplicate_images"] = dedup.count_groups(combined.exact)
     s["near_duplicate_groups"], s["near_duplicate_images"] = dedup.count_groups(combined.near)
+    s["largest_near_group"] = dedup.largest_group(combined.near)[1]
+    s["duplicate_chain"] = dedup.chain_warning(combined.near, fix=EDA_CHAIN_FIX)
     s["within_split"] = {sp.name: within_duplicates(sp, threshold, distances) for sp in splits}
     if len(splits) > 1:
         s.update(cross_split(splits[1], splits[0], threshold, distances))

@@ -292,7 +292,7 @@ def summary_markdown(result: KFoldResult, cfg: Config, plan: FoldPlan) -> str:
         f"- data: {', '.join(f'`{p}`' for p in cfg.data_paths)}, {result.n_images} images, "
         f"classes {', '.join(class_names)}"
         + (f"; collections {', '.join(f'{n} ({c})' for n, c in sources.items())}" if len(sources) > 1 else ""),
-        folds_line, *_groups_line(describe(cfg.data, loaded.paths, plan.groups), groups_per_fold(plan)),
+        folds_line, *_groups_line(describe(cfg.data, loaded.paths, plan.groups, plan.grouping), groups_per_fold(plan)),
         f"- every fold: a fresh model trained as `train` trains ({_recipe(cfg)}), scored on the held-out fold",
         "- the held-out fold never steers training: " + (
             f"an inner split ({cfg.data.val_split:g} of each fold's training part, duplicate groups kept "
@@ -353,7 +353,8 @@ def _groups_line(g: dict[str, Any], per: dict[str, Any]) -> list[str]:
     return [f"- groups: {g['groups']} {who}; groups per fold "
             + ", ".join(f"{k}: {v['groups']} ({v['images']} images)" for k, v in per.items())
             + f"; groups also found in another fold, summed over folds: {shared}"
-            + (" (only --by source can leave any: a copy published in two collections)" if shared else "")]
+            + (" (only --by source can leave any: a copy published in two collections)" if shared else "")] + [
+        f"- **warning:** {w}" for w in g.get("warnings", [])]
 
 
 def _recipe(cfg: Config) -> str:
