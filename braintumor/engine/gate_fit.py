@@ -20,7 +20,7 @@ POSITIVE_SHIFTS = ((("remap", 4),), (("invert", 4),), (("skull_strip", 2),), (("
                    (("bias_field", 3),), (("blur", 3),), (("downsample", 3),), (("skull_strip", 3), ("blur", 2)))
 SHIFTED_PER_KIND = 500  # training images drawn for each shift (4,000 forward passes in all)
 NEGATIVES = 1200  # package-built non-brain images
-NEGATIVE_SIZE = 256  # drawn at this side, then prepared as every input is (framing, resizing to the run's size)
+NEGATIVE_SIZE = 256  # drawn at up to this side (4x the run's), then prepared as every input is (framing, resizing)
 
 
 def shifted_positives(images: np.ndarray, rng: np.random.Generator, per_kind: int = SHIFTED_PER_KIND
@@ -39,7 +39,8 @@ def shifted_positives(images: np.ndarray, rng: np.random.Generator, per_kind: in
 
 def negative_images(spec: ImageSpec, n: int = NEGATIVES, seed: int = 0) -> np.ndarray:
     """(n, size, size, channels) uint8: nonbrain.negatives prepared exactly as an upload would be."""
-    return np.stack([spec.prepare(img)[0] for img in negatives(NEGATIVE_SIZE, n, seed)])
+    side = min(NEGATIVE_SIZE, 4 * spec.size)  # drawing at 256 px for a 32 px run only costs time
+    return np.stack([spec.prepare(img)[0] for img in negatives(side, n, seed)])
 
 
 def fit_oe_head(cfg: Config, images: np.ndarray, train_features: np.ndarray, held_features: np.ndarray,
