@@ -181,14 +181,20 @@ def grouping(data_cfg, loaded, strict: bool = True, spec: str | None = None) -> 
     return Grouping(groups, found, duplicates, crossing)
 
 
-def unit_name(data_cfg) -> str:
-    """What one resampled group is, in words, for the sentence next to an interval."""
+def unit_name(data_cfg, paths: Sequence[str] | None = None) -> str:
+    """What one resampled group is, in words, for the sentence next to an interval; with ``paths``, whether
+    data.groups names the patient of every one of them (unit_of)."""
+    if paths is not None:
+        return unit_of(patients(getattr(data_cfg, "groups", None), paths, strict=False))
     return "patients" if getattr(data_cfg, "groups", None) else "duplicate/volume groups"
 
 
 def unit_of(found: Patients | None) -> str:
-    """unit_name for images whose patients were looked up: 'patients' only when some were found."""
-    return "patients" if found is not None and found.n_patients else "duplicate/volume groups"
+    """unit_name for images whose patients were looked up: 'patients' when every image has one, 'patients and
+    duplicate/volume groups' when only some do (a collection without patient names beside one with them)."""
+    if found is None or not found.n_patients:
+        return "duplicate/volume groups"
+    return "patients and duplicate/volume groups" if found.unmatched else "patients"
 
 
 def sides_summary(groups: np.ndarray, sides: dict[str, np.ndarray]) -> dict[str, dict[str, int]]:
@@ -208,8 +214,8 @@ def describe(data_cfg, paths: Sequence[str], groups: np.ndarray,
     """meta.json's account of the grouping: the unit, how many groups, and (with data.groups) patients found and
     images no row or pattern named; with ``made`` (the Grouping behind ``groups``) also the largest group and
     the warnings (a chained duplicate group, copies across patients)."""
-    out: dict[str, object] = {"unit": unit_name(data_cfg), "groups": int(len(np.unique(groups)))}
     found = made.found if made is not None else patients(getattr(data_cfg, "groups", None), paths)
+    out: dict[str, object] = {"unit": unit_of(found), "groups": int(len(np.unique(groups)))}
     if found is not None:
         out.update(spec=data_cfg.groups, patients=found.n_patients, unmatched=found.unmatched)
     if made is not None:
@@ -239,7 +245,7 @@ def evaluation_groups(data_cfg, loaded, split_csv: Path | None = None,
     if split_csv is not None:
         recorded = from_split_csv(split_csv, loaded.paths)
         if recorded is not None:
-            return recorded, unit_name(data_cfg)
+            return recorded, unit_name(data_cfg, loaded.paths)
     groups, found = split_groups(data_cfg, loaded, strict=spec is not None, spec=spec)
     return groups, unit_of(found)
 

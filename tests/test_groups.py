@@ -201,3 +201,17 @@ def test_meta_grouping_carries_the_chain_warning_and_the_largest_group():
     info = describe(SimpleNamespace(groups=None), [f"x{i}.png" for i in range(100)], groups, made)
     assert info["largest_group"] == {"images": 60, "patients": 0} and info["largest_duplicate_group"] == 60
     assert len(info["warnings"]) == 1 and "one duplicate group holds 60 of the 100 images" in info["warnings"][0]
+
+
+def test_the_unit_says_when_only_some_images_have_a_patient():
+    """An interval over a Kaggle folder (no patient names) beside LGG (named) resamples patients and duplicate groups,
+    and says so; all named: patients; none: duplicate/volume groups."""
+    from types import SimpleNamespace
+
+    from braintumor.groups import unit_name
+
+    cfg = SimpleNamespace(groups=r"re:^(P[0-9]+)_")
+    assert unit_name(cfg, ["a/P1_0.png", "a/P2_3.png"]) == "patients"
+    assert unit_name(cfg, ["a/P1_0.png", "b/Tr-gl_0001.jpg"]) == "patients and duplicate/volume groups"
+    assert unit_name(cfg, ["b/Tr-gl_0001.jpg"]) == "duplicate/volume groups"
+    assert unit_name(SimpleNamespace(groups=None), ["a/P1_0.png"]) == "duplicate/volume groups"

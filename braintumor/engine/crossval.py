@@ -99,7 +99,7 @@ def summarize(cfg: Config, run_dir: Path, plan: FoldPlan) -> tuple[list[dict[str
         fold_rows.append(_row(plan.fold_name(i), "val", m))
     probs = read_oof(run_dir, plan)
     pooled = compute_metrics(plan.loaded.labels, probs, names, cfg.eval.bootstrap, cfg.seed, plan.groups,
-                             unit_name(cfg.data))
+                             unit_name(cfg.data, plan.loaded.paths))
     if len(plan.loaded.source_names) > 1:
         pooled["per_source"] = per_source_metrics(plan.loaded.labels, probs, plan.loaded.sources, names)
     add_tumour_or_not(pooled, cfg, plan, probs)
@@ -131,7 +131,7 @@ def add_tumour_or_not(pooled: dict[str, Any], cfg: Config, plan: FoldPlan, probs
     truth = truth_of_classes(loaded.labels, loaded.class_names)
     if truth is None:
         return
-    unit, args = unit_name(cfg.data), (cfg.eval.bootstrap, cfg.seed)
+    unit, args = unit_name(cfg.data, loaded.paths), (cfg.eval.bootstrap, cfg.seed)
     pooled["binary"] = binary_from_probs(truth, probs, loaded.class_names, None, plan.groups, unit, *args)
     if len(loaded.source_names) > 1:
         pooled["binary_per_source"] = binary_per_source(truth, probs, loaded.class_names, loaded.sources, None,

@@ -187,7 +187,7 @@ def _score(cfg: Config, run_dir: Path, loaded: LoadedImages, parts: FitParts) ->
     labels = loaded.labels[score_idx]
     groups = None if parts.groups is None else parts.groups[score_idx]  # intervals resample these, not slices
     metrics = compute_metrics(labels, probs, loaded.class_names, cfg.eval.bootstrap, cfg.seed, groups,
-                              unit_name(cfg.data))
+                              unit_name(cfg.data, [loaded.paths[i] for i in score_idx]))
     sources = [loaded.sources[i] for i in score_idx] if len(loaded.source_names) > 1 else None
     if sources is not None:
         metrics["per_source"] = per_source_metrics(labels, probs, sources, loaded.class_names)
