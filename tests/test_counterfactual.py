@@ -20,7 +20,7 @@ from braintumor.config import AugmentConfig, load_config
 from braintumor.data import ImageSpec, list_images, load_images
 from braintumor.errors import ConfigError
 from braintumor.guidance import box_masks, check, clean_class
-from braintumor.pipeline import make_dataset
+from braintumor.pipeline import augmenter, make_dataset
 
 runner = CliRunner()
 S, CLEAN = 64, 2  # side; notumor's index among glioma, meningioma, notumor, pituitary
@@ -146,3 +146,17 @@ def test_a_mask_folder_marks_every_image_of_its_stem(tmp_path):
     assert 0 < masks[2].sum() < 32 * 32  # the CSV's box
     with pytest.raises(Exception, match="mask folder"):
         box_masks(str(tmp_path / "masks"), [str(data / "glioma/img_00.png")], 32, 0.0)
+
+
+def test_rotation_and_zoom_do_not_turn_an_image_without_a_box_into_a_boxed_one():
+    """The affine step fills the corners of an all-ones (no box) mask with zeros; the edits must still leave a
+    tumour image without a box alone (a first version filled its whole head and called it notumor)."""
+    x, y, m = batch()
+    m[1] = 1.0  # tumour image 1 has no box
+    aug = AugmentConfig(flip_horizontal=False, rotation=0.05, zoom=0.2, brightness=0.0, contrast=0.0,
+                        counterfactual_remove=1.0, counterfactual_paste=0.0)
+    tf.random.set_seed(3)
+    ex, em, ey = (t.numpy() for t in augmenter(aug, 0, CLEAN)(tf.constant(x), tf.constant(m), tf.constant(y)))
+    assert (em[1] == 1).all() and ey[1].argmax() == 1  # still no box, still meningioma
+    assert ex[1, 20:30, 20:30].mean() > 150  # its bright square survived (moved a little by the affine step)
+    assert ey[0].argmax() == CLEAN and ey[2].argmax() == CLEAN  # the boxed ones were edited
