@@ -87,8 +87,12 @@ def paste(recipient, donor, region):
     return tf.clip_by_value(recipient * (1.0 - alpha) + donor * scale * alpha, 0.0, 255.0)
 
 
-def apply(x, y, masks, remove: float, paste_share: float, clean_class: int):
+def apply(x, y, masks, remove: float, paste_share: float, clean_class: int, boxed=None):
     """One batch's counterfactual edits: (images, one-hot labels, box masks) -> the same three, edited.
+
+    ``boxed`` ((b,) bool) says which images have a box; by default has_box(masks), which is only right before any
+    affine resampling (it fills an unboxed image's all-ones mask with zeros at the corners: pipeline.augmenter
+    decides before it and passes ``boxed``).
 
     ``remove`` of the boxed tumour images lose their tumour (label ``clean_class``, no box); ``paste_share`` of the
     ``clean_class`` images gain the box of a boxed tumour image drawn from the batch (its label and box). Images with
@@ -96,7 +100,7 @@ def apply(x, y, masks, remove: float, paste_share: float, clean_class: int):
     """
     b = tf.shape(x)[0]
     clean = y[:, clean_class] > 0.5
-    boxed = has_box(masks) & ~clean
+    boxed = (has_box(masks) if boxed is None else boxed) & ~clean
     # masks are 1 inside a box and 0 outside (all ones without a box): the region is the mask of a boxed image
     region = tf.where(tf.reshape(boxed, [-1, 1, 1, 1]), masks, tf.zeros_like(masks))
     clean_y = tf.one_hot(tf.fill([b], clean_class), tf.shape(y)[1], dtype=y.dtype)

@@ -63,9 +63,9 @@ def augmenter(cfg: AugmentConfig, seed: int, clean_class: int | None = None):
     def apply(x, masks=None, labels=None):
         channels = tf.shape(x)[-1]
         if masks is not None:
-            # an image without a box has an all-ones mask; the affine step fills what it brings in with zeros, which
-            # would turn that into a box over the whole image: such masks are set back to ones after it
-            boxless = tf.reduce_min(masks, axis=[1, 2, 3], keepdims=True) > 0.5
+            # an image without a box has an all-ones mask, but the affine step fills what it brings in with zeros:
+            # which images have a box is decided here, before it (guidance still reads the moved masks, see guidance.py)
+            boxed = tf.reduce_min(masks, axis=[1, 2, 3]) < 0.5
             x = tf.concat([x, masks], axis=-1)
         if rotation > 0 or zoom > 0 or shift > 0:
             x = _random_affine(x, rotation, zoom, shift)
@@ -73,10 +73,9 @@ def augmenter(cfg: AugmentConfig, seed: int, clean_class: int | None = None):
             x = flip(x, training=True)
         if masks is not None:
             x, masks = x[..., :channels], x[..., channels:]
-            masks = tf.where(boxless, tf.ones_like(masks), masks)
             if edits and labels is not None:
                 x, labels, masks = counterfactual.apply(x, labels, masks, cfg.counterfactual_remove,
-                                                        cfg.counterfactual_paste, clean_class)
+                                                        cfg.counterfactual_paste, clean_class, boxed)
         x = _sequence_and_skull(x, cfg)
         for layer in layers:
             x = layer(x, training=True)
