@@ -13,10 +13,10 @@ CustomNet's end of block 2; the guided recipe, configs/recipes/customnet-guided.
 resolution and p ``train.guidance_power`` (the map scaled to a peak of 1 first when p > 1); the loss adds W x its
 mean over the annotated images of the batch. Images without a box get m = 1 everywhere, so nothing of theirs is outside.
 As measured (every guided figure in benchmarks/localisation.md and external.md): rotation and zoom fill the corners of
-an unboxed image's mask with zeros, so outside_share counts nearly every image as annotated, with a near-zero share
-(background corners); the mean is then over (almost) the whole batch and W acts as about W x the boxed share per boxed
-image. Counting only images boxed before the affine step (as the counterfactual edits do) would change the recipe;
-it is left for a round that re-measures it.
+an unboxed image's mask with zeros, so outside_share counts about 87% of the unboxed images as annotated (the guided
+recipe's augmentation, 256 all-ones masks), each with a near-zero share (background corners); the mean then runs over
+most of the batch and W acts as about W x the boxed share per boxed image. Counting only images boxed before the
+affine step (as the counterfactual edits do) would change the recipe; it is left for a round that re-measures it.
 It is a cheap, single-pass relative of Ross et al. (2017), who penalise input gradients outside the region, and of
 attention-mining losses (GAIN, Li et al. 2018): a CAM is a positive mix of exactly these activations, so activation
 kept inside the box keeps the heatmap there; guiding only the explained layer left the deeper ones unmoved
