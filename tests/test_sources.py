@@ -115,6 +115,15 @@ def test_train_on_two_sources_reports_per_source_and_groups_copies_across_them(t
         part = preds[preds["source"] == name]
         assert v["accuracy"] == pytest.approx((part["true"] == part["predicted"]).mean())
 
+    # evaluate on the run's own validation split: the collections come from split.csv, with the gate's status
+    r = runner.invoke(app, ["evaluate", str(run), "--runs-dir", str(runs), "--name", "own"])
+    assert r.exit_code == 0, r.output
+    (own,) = (runs / "evaluate").glob("*own")
+    m = json.loads((own / "metrics.json").read_text())
+    assert {k: v["n"] for k, v in m["per_source"].items()} == val["source"].value_counts().to_dict()
+    preds = pd.read_csv(own / "predictions.csv")
+    assert preds["source"].tolist() == val["source"].tolist() and preds["status"].notna().all()
+
 
 def test_eda_reports_each_source(tmp_path):
     a, b = two_sources(tmp_path, per_class=3, b_classes=("glioma", "meningioma", "pituitary"))

@@ -35,14 +35,16 @@ from ..volumes import has_volumes, pool, volume_labels, volume_metrics, write_vo
 from .tumour import add_binary, evaluate_binary
 
 
-def read_split(run_dir: Path, which: str = "val") -> tuple[list[str], np.ndarray]:
-    """Paths and labels of one side of a train run's split.csv."""
+def read_split(run_dir: Path, which: str = "val") -> tuple[list[str], np.ndarray, list[str]]:
+    """Paths, labels and collection names (empty for a split.csv of one unnamed collection) of one side of a
+    train run's split.csv."""
     path = Path(run_dir) / "split.csv"
     if not path.is_file():
         raise RunError(f"{run_dir} has no split.csv; pass --data DIR to evaluate on a folder")
     df = pd.read_csv(path)
     df = df[df["split"] == which]
-    return df["path"].tolist(), df["label"].to_numpy(dtype=np.int64)
+    sources = df["source"].astype(str).tolist() if "source" in df else []
+    return df["path"].tolist(), df["label"].to_numpy(dtype=np.int64), sources
 
 
 def run_evaluate(run_dir: str | Path, data: str | Path | Sequence[str | Path] | None = None, *,
@@ -112,7 +114,8 @@ def validation_listing(run: LoadedRun) -> LoadedImages:
     if "ensemble_of" in run.meta:
         raise RunError(f"{run.path} is a k-fold ensemble: every image of its folder trained one of its "
                        "models, so pass --data TEST_DIR (a folder it never saw)")
-    return load_listing(run, *read_split(run.path, "val"))
+    paths, labels, sources = read_split(run.path, "val")
+    return load_listing(run, paths, labels, sources)
 
 
 def one_or_many(data: str | Path | Sequence[str | Path] | None) -> tuple[Any, str | Path | None]:

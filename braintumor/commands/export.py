@@ -87,7 +87,7 @@ def verification_images(run: LoadedRun, data: str | Path | None, limit: int) -> 
         where = str(data)
     else:
         split_dir = run.path / run.meta["ensemble_of"][0] if "ensemble_of" in run.meta else run.path
-        paths, labels = read_split(split_dir, "val")
+        paths, labels, _ = read_split(split_dir, "val")
         listing = ImageList(Path("."), tuple(paths), np.asarray(labels), tuple(run.class_names), {})
         where = f"the validation split of {split_dir.name}"
     images = _subsample(load_images(listing, run.spec).images, limit)
@@ -99,7 +99,7 @@ def verification_images(run: LoadedRun, data: str | Path | None, limit: int) -> 
 def training_images(run: LoadedRun, limit: int) -> np.ndarray:
     """Training images for int8 calibration (the run's own training split)."""
     split_dir = run.path / run.meta["ensemble_of"][0] if "ensemble_of" in run.meta else run.path
-    paths, labels = read_split(split_dir, "train")
+    paths, labels, _ = read_split(split_dir, "train")
     listing = ImageList(Path("."), tuple(paths), np.asarray(labels), tuple(run.class_names), {})
     return _subsample(load_images(listing, run.spec).images, limit)
 

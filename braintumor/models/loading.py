@@ -120,7 +120,10 @@ def load_folder(run: LoadedRun, data_dir: str | Path | Sequence[str | Path]) -> 
     return load_images(listing, run.spec)
 
 
-def load_listing(run: LoadedRun, paths: list[str], labels: np.ndarray) -> LoadedImages:
-    """Like load_folder, for an explicit list of files (a run's own validation split)."""
-    listing = ImageList(Path("."), tuple(paths), np.asarray(labels), tuple(run.class_names), {}, run.spec.scan)
+def load_listing(run: LoadedRun, paths: list[str], labels: np.ndarray,
+                 sources: list[str] | tuple[str, ...] = ()) -> LoadedImages:
+    """Like load_folder, for an explicit list of files (a run's own validation split), with each file's
+    collection name when the run trained on several (split.csv's ``source``), so reports break down by it."""
+    listing = ImageList(Path("."), tuple(paths), np.asarray(labels), tuple(run.class_names), {}, run.spec.scan,
+                        tuple(sources) if len(set(sources)) > 1 else ())
     return load_images(listing, run.spec)
