@@ -11,6 +11,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from PIL import Image
@@ -440,3 +441,35 @@ def test_cam_boxes_scores_a_model_that_localises_and_a_control_that_must_fail(bl
     assert s["model"]["energy"] > 2.0, s["model"]
     assert s["model"]["energy"] > 2 * c["model"]["energy"], (s["model"], c["model"])
     assert s["model"]["pointing_tol"] > c["model"]["pointing_tol"]
+
+
+def test_cam_boxes_says_which_scored_images_the_run_trained_on(blob_run, tmp_path):
+    """Boxes over held-out blobs and over five of the run's own training blobs: the report counts the five and
+    quotes a row without them, whose n is the held-out count."""
+    boxes, _ = write_boxed_blobs(tmp_path / "boxed", n=12)
+    split = pd.read_csv(blob_run / "split.csv")
+    trained = [p for p, s in zip(split["path"], split["split"]) if s == "train" and Path(p).parent.name == "blob"][:5]
+    rows = []
+    for p in trained:
+        gray = np.asarray(Image.open(p).convert("L"))
+        ys, xs = np.nonzero(gray >= 200)
+        h, w = gray.shape
+        rows.append(f"{Path(p).resolve()},blob,{(xs.min() + xs.max() + 1) / 2 / w:.4f},"
+                    f"{(ys.min() + ys.max() + 1) / 2 / h:.4f},{(xs.max() - xs.min() + 1) / w:.4f},"
+                    f"{(ys.max() - ys.min() + 1) / h:.4f}")
+    assert len(rows) == 5
+    boxes.write_text(boxes.read_text() + "\n".join(rows) + "\n")
+    runs = tmp_path / "runs"
+    res = runner.invoke(app, ["cam", "--boxes", str(boxes), "--run", str(blob_run), "--runs-dir", str(runs)])
+    assert res.exit_code == 0, res.output
+    out = only_cam_run(runs)
+    s = json.loads((out / "localisation.json").read_text())
+    assert s["model"]["n"] == 17 and s["training_images"] == 5 and s["unseen"]["model"]["n"] == 12
+    assert "5 of these 17 images are training images" in (out / "localisation.md").read_text()
+    assert "not trained on" in (out / "localisation.md").read_text()
+    # held-out blobs alone: nothing to flag, no extra row
+    held, _ = write_boxed_blobs(tmp_path / "held", n=6)
+    res = runner.invoke(app, ["cam", "--boxes", str(held), "--run", str(blob_run), "--runs-dir", str(tmp_path / "r2")])
+    assert res.exit_code == 0, res.output
+    s = json.loads((only_cam_run(tmp_path / "r2") / "localisation.json").read_text())
+    assert s["training_images"] == 0 and "unseen" not in s

@@ -64,6 +64,10 @@ def cam(
                          reporter=RichReporter(progress, "explaining"))
     if report.localisation is not None:
         console.print(_localisation_table(report.localisation, run_dir.name))
+        seen = report.localisation.summary.get("training_images", 0)
+        if seen:
+            err_console.print(f"[yellow]{seen} of the scored images are training images of this run[/] (its "
+                              "split.csv): quote the 'not trained on' row", highlight=False, soft_wrap=True)
         for where, why in report.localisation.problems[:20]:
             err_console.print(f"[yellow]not used[/] {where}: {why}", highlight=False, soft_wrap=True)
         print_run_dir(report.out_dir)
@@ -82,7 +86,8 @@ def _localisation_table(loc, source: str) -> Table:
     for col in ("images", "n", "accuracy", "pointing", "pointing (tol.)", "energy", "prior pointing (tol.)",
                 "prior energy"):
         t.add_column(col, justify="left" if col == "images" else "right")
-    for label, b in [("all", s), *s["per_class"].items()]:
+    unseen = [("not trained on", s["unseen"])] if "unseen" in s else []
+    for label, b in [("all", s), *unseen, *s["per_class"].items()]:
         m, p = b["model"], b["prior"]
         t.add_row(label, str(m["n"]), f"{b['accuracy']:.3f}", f"{m['pointing']:.3f}", f"{m['pointing_tol']:.3f}",
                   f"{m['energy']:.2f}", f"{p['pointing_tol']:.3f}", f"{p['energy']:.2f}")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from .. import plots, runs
 from ..data import decode, find_class
@@ -61,6 +62,17 @@ class LocalisationReport:
     problems: list[tuple[str, str]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     groups_spec: str | None = None  # data.groups: the patients the intervals resample
+    trained_on: frozenset[str] = frozenset()  # resolved paths of the run's training images (its split.csv)
+
+
+def training_paths(run_dir: Path) -> frozenset[str]:
+    """The resolved paths on the training side of a run's split.csv (none when it has no split.csv): maps scored
+    on images the model trained on, with their boxes under guidance, say little about images it has not seen."""
+    split = Path(run_dir) / "split.csv"
+    if not split.is_file():
+        return frozenset()
+    df = pd.read_csv(split, usecols=["path", "split"])
+    return frozenset(str(Path(p).resolve()) for p in df.loc[df["split"] == "train", "path"])
 
 
 def read_annotations(boxes: str | Path, images: Sequence[str | Path], class_names: Sequence[str]) -> Annotations:
@@ -96,7 +108,7 @@ def run_localisation(run: LoadedRun, out: Path, annotations: Annotations, method
     for name in layers:
         explainer(run.model, name)  # a wrong --layer fails here, listing the valid names
     report = LocalisationReport(out, method, layers, problems=list(annotations.problems),
-                                groups_spec=run.config.data.groups)
+                                groups_spec=run.config.data.groups, trained_on=training_paths(run.path))
     classes = run.class_names
     worst: list[tuple[float, str, np.ndarray, np.ndarray, str, bool]] = []
     for path, region in sorted(annotations.regions.items()):
@@ -146,10 +158,15 @@ def summary(report: LocalisationReport, explain_true: bool) -> dict[str, Any]:
                 "accuracy": float(np.mean([r.true == r.predicted for r in rows])) if rows else None}
 
     per_class = {c: block([r for r in report.rows if r.true == c]) for c in sorted({r.true for r in report.rows})}
-    return {"method": report.method, "layers": report.layers,
-            "explained": "true class" if explain_true else "predicted class",
-            "tolerance": TOLERANCE, "prior_sigma": PRIOR_SIGMA, **block(report.rows), "per_class": per_class,
-            "problems": len(report.problems)}
+    trained = getattr(report, "trained_on", frozenset())
+    seen = [r for r in report.rows if str(Path(r.path).resolve()) in trained]
+    out = {"method": report.method, "layers": report.layers,
+           "explained": "true class" if explain_true else "predicted class",
+           "tolerance": TOLERANCE, "prior_sigma": PRIOR_SIGMA, **block(report.rows), "per_class": per_class,
+           "problems": len(report.problems), "training_images": len(seen)}
+    if seen and len(seen) < len(report.rows):  # the figure to quote: the images the run did not train on
+        out["unseen"] = block([r for r in report.rows if str(Path(r.path).resolve()) not in trained])
+    return out
 
 
 def write_localisation(report: LocalisationReport, annotations: Annotations, worst: list) -> None:
@@ -190,6 +207,9 @@ def _ci(m: dict[str, Any]) -> str:
 def localisation_markdown(report: LocalisationReport) -> str:
     s = report.summary
     rows = [["all", s["model"]["n"], s["accuracy"], s["model"], s["prior"]]]
+    if "unseen" in s:
+        u = s["unseen"]
+        rows.append(["not trained on", u["model"]["n"], u["accuracy"], u["model"], u["prior"]])
     rows += [[c, v["model"]["n"], v["accuracy"], v["model"], v["prior"]] for c, v in s["per_class"].items()]
     table = [[name, n, f"{acc:.4f}", f"{m['pointing']:.3f}", f"{m['pointing_tol']:.3f}{_ci(m)}",
               f"{m['energy']:.2f}", f"{p['pointing_tol']:.3f}", f"{p['energy']:.2f}"] for name, n, acc, m, p in rows]
@@ -208,6 +228,12 @@ def localisation_markdown(report: LocalisationReport) -> str:
          "**The model does not beat the centre prior on both figures**: its maps are no better evidence of "
          "where the tumour is than a fixed blob in the middle of the image."),
     ]
+    if s.get("training_images"):
+        lines += ["", f"**{s['training_images']} of these {s['model']['n']} images are training images of the run** "
+                      "(its split.csv): maps on images the model learned from, with their boxes when it was "
+                      "guided, are not evidence of where it looks on new scans. "
+                      + ("Quote the 'not trained on' row." if "unseen" in s else
+                         "Score annotated images it did not train on.")]
     if report.problems:
         lines += ["", f"{len(report.problems)} annotation rows or files could not be used; see "
                       "localisation_problems.txt."]
