@@ -64,12 +64,7 @@ def cam(
                          reporter=RichReporter(progress, "explaining"))
     if report.localisation is not None:
         console.print(_localisation_table(report.localisation, run_dir.name))
-        seen = report.localisation.summary.get("training_images", 0)
-        if seen:
-            err_console.print(f"[yellow]{seen} of the scored images are training images of this run[/] (its "
-                              "split.csv): quote the 'not trained on' row", highlight=False, soft_wrap=True)
-        for where, why in report.localisation.problems[:20]:
-            err_console.print(f"[yellow]not used[/] {where}: {why}", highlight=False, soft_wrap=True)
+        _localisation_warnings(report.localisation)
         print_run_dir(report.out_dir)
         return
     console.print(_table(report, run_dir.name))
@@ -77,6 +72,16 @@ def cam(
     for figure in report.figures:
         console.print(f"gallery: {report.out_dir / figure}", highlight=False)
     print_run_dir(report.out_dir)
+
+
+def _localisation_warnings(loc) -> None:
+    """Scored images the run trained on (quote the 'not trained on' row), then annotations that were not used."""
+    seen = loc.summary.get("training_images", 0)
+    if seen:
+        err_console.print(f"[yellow]{seen} of the scored images are training images of this run[/] (its "
+                          "split.csv): quote the 'not trained on' row", highlight=False, soft_wrap=True)
+    for where, why in loc.problems[:20]:
+        err_console.print(f"[yellow]not used[/] {where}: {why}", highlight=False, soft_wrap=True)
 
 
 def _localisation_table(loc, source: str) -> Table:
