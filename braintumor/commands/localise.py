@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from .. import plots, runs
 from ..data import decode, find_class
@@ -37,6 +36,7 @@ from ..groups import path_groups
 from ..models.loading import LoadedRun
 from ..plots import figure_png
 from ..progress import Reporter
+from .evaluate import read_split
 
 GALLERY = 16  # worst cases drawn
 
@@ -68,11 +68,10 @@ class LocalisationReport:
 def training_paths(run_dir: Path) -> frozenset[str]:
     """The resolved paths on the training side of a run's split.csv (none when it has no split.csv): maps scored
     on images the model trained on, with their boxes under guidance, say little about images it has not seen."""
-    split = Path(run_dir) / "split.csv"
-    if not split.is_file():
+    if not (Path(run_dir) / "split.csv").is_file():
         return frozenset()
-    df = pd.read_csv(split, usecols=["path", "split"])
-    return frozenset(str(Path(p).resolve()) for p in df.loc[df["split"] == "train", "path"])
+    paths, _, _ = read_split(Path(run_dir), "train")
+    return frozenset(str(Path(p).resolve()) for p in paths)
 
 
 def read_annotations(boxes: str | Path, images: Sequence[str | Path], class_names: Sequence[str]) -> Annotations:
