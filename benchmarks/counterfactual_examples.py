@@ -1,5 +1,6 @@
-"""The counterfactual edits (data.augment.counterfactual_remove / counterfactual_paste, braintumor/counterfactual.py)
-on real slices: figshare box slices with their tumour removed, and Kaggle notumor slices given one of those tumours
+"""The counterfactual edits (data.augment.counterfactual_remove / counterfactual_paste / counterfactual_lesion,
+braintumor/counterfactual.py) on real slices: figshare box slices with their tumour removed, Kaggle notumor slices
+given one of those tumours, and the same notumor slices given a synthetic lesion instead (third row; red: its box)
 (benchmarks/counterfactual_examples.png), and the augmenter's cost per 32-image batch at 64 px with the edits off and
 on. Run with `nice -n 10 python benchmarks/counterfactual_examples.py` (needs /work/shared/data)."""
 
@@ -53,22 +54,31 @@ def main() -> None:
     tf.random.set_seed(0)
     edit = augmenter(AugmentConfig(**QUIET, counterfactual_remove=1.0, counterfactual_paste=1.0), 0, CLEAN)
     ex, _, ey = (t.numpy() for t in edit(tf.constant(x), tf.constant(m), tf.constant(y)))
-    fig, axes = plt.subplots(2, 2 * args.n, figsize=(2 * args.n * 1.6, 2 * 2.0))
+    draw = augmenter(AugmentConfig(**QUIET, counterfactual_lesion=1.0), 0, CLEAN, CLASSES.index("glioma"))
+    lx, lm, ly = (t.numpy() for t in draw(tf.constant(x), tf.constant(m), tf.constant(y)))
+    fig, axes = plt.subplots(3, 2 * args.n, figsize=(2 * args.n * 1.6, 3 * 2.0))
+    rows = (("as read: ", x, y, None), ("edited: ", ex, ey, None), ("lesion: ", lx, ly, lm))
     for i in range(2 * args.n):
-        for row, (img, lab) in enumerate(((x[i], y[i]), (ex[i], ey[i]))):
+        for row, (what, xs_, ys_, ms_) in enumerate(rows):
             ax = axes[row, i]
-            ax.imshow(img[..., 0], cmap="gray", vmin=0, vmax=255)
-            ax.set_title(("as read: " if row == 0 else "edited: ") + CLASSES[int(lab.argmax())], fontsize=7)
             ax.axis("off")
-    fig.suptitle("counterfactual edits: box slices lose their tumour (left), notumor slices gain one (right)",
-                 fontsize=9)
+            if row == 2 and i < args.n:
+                continue  # the lesions go into clean slices only
+            ax.imshow(xs_[i, ..., 0], cmap="gray", vmin=0, vmax=255)
+            if ms_ is not None and ms_[i].min() < 0.5:
+                ax.contour(ms_[i, ..., 0], [0.5], colors="r", linewidths=0.5)
+            ax.set_title(what + CLASSES[int(ys_[i].argmax())], fontsize=7)
+    fig.suptitle("counterfactual edits: box slices lose their tumour (left), notumor slices gain one (right) "
+                 "or a synthetic lesion (bottom)", fontsize=9)
     fig.tight_layout()
     fig.savefig(args.out, dpi=110)
     print(f"wrote {args.out}")
     xs, ys, ms = sample(64, 16)
     for name, cfg in (("off", AugmentConfig()),
-                      ("on (0.3 / 0.3)", AugmentConfig(counterfactual_remove=0.3, counterfactual_paste=0.3))):
-        fn = tf.function(augmenter(cfg, 0, CLEAN))
+                      ("on (0.3 / 0.3)", AugmentConfig(counterfactual_remove=0.3, counterfactual_paste=0.3)),
+                      ("on with lesions (0.3 / 0.3 / 0.3)", AugmentConfig(
+                          counterfactual_remove=0.3, counterfactual_paste=0.3, counterfactual_lesion=0.3))):
+        fn = tf.function(augmenter(cfg, 0, CLEAN, CLASSES.index("glioma")))
         args_ = (tf.constant(xs), tf.constant(ms), tf.constant(ys))
         fn(*args_)
         t0 = time.perf_counter()

@@ -293,7 +293,8 @@ def _validate_data(obj: DataConfig, prefix: str) -> None:
 def _validate_augment(obj: AugmentConfig, prefix: str) -> None:
     """data.augment: range checks that types alone cannot express."""
     for name in ("rotation", "zoom", "brightness", "contrast", "erasing", "translate", "remap", "remap_monotone",
-                 "invert", "noise", "skull_strip", "counterfactual_remove", "counterfactual_paste"):
+                 "invert", "noise", "skull_strip", "counterfactual_remove", "counterfactual_paste",
+                 "counterfactual_lesion"):
         v = getattr(obj, name)
         _check(0.0 <= v <= 1.0, prefix + name, v, "use a fraction from 0 to 1")
     _check(2 <= obj.remap_points <= 64, prefix + "remap_points", obj.remap_points, "use 2 to 64 knots")

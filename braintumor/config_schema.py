@@ -52,6 +52,7 @@ class AugmentConfig:
     # counterfactual levers (issue 20; counterfactual.py), need data.boxes: the tumour region decides the label
     counterfactual_remove: float = 0.0  # share of boxed tumour images whose box is filled with tissue -> notumor
     counterfactual_paste: float = 0.0  # share of notumor images given a boxed tumour of the batch -> its class
+    counterfactual_lesion: float = 0.0  # share of notumor images left clean given a synthetic lesion -> glioma
 
 
 @dataclass(frozen=True)

@@ -90,7 +90,8 @@ def box_masks(boxes, paths: list[str], size: int, grow: float) -> tuple[np.ndarr
 
 def counterfactual_on(cfg) -> bool:
     """Whether data.augment edits boxed images (counterfactual.py): it needs the box masks, as guidance does."""
-    return cfg.data.augment.counterfactual_remove > 0 or cfg.data.augment.counterfactual_paste > 0
+    aug = cfg.data.augment
+    return aug.counterfactual_remove > 0 or aug.counterfactual_paste > 0 or aug.counterfactual_lesion > 0
 
 
 def uses_boxes(cfg) -> bool:
@@ -103,10 +104,15 @@ def clean_class(class_names) -> int | None:
     return find_class(NO_TUMOUR_CLASS, class_names)
 
 
+def lesion_class(class_names) -> int | None:
+    """The index of the class a synthetic lesion takes (counterfactual.lesion): glioma (glioma_tumor, ...), or None."""
+    return find_class("glioma", class_names)
+
+
 def _check_counterfactual(cfg) -> None:
     if not counterfactual_on(cfg):
         return
-    what = "data.augment.counterfactual_remove / counterfactual_paste"
+    what = "data.augment.counterfactual_remove / counterfactual_paste / counterfactual_lesion"
     if not cfg.data.boxes:
         raise ConfigError(f"{what} need data.boxes, the CSV of tumour boxes of (some of) the training images: pass "
                           "--set data.boxes=FILE, or set both to 0")
@@ -118,6 +124,9 @@ def _check_counterfactual(cfg) -> None:
         raise ConfigError(f"{what} need a no-tumour class (notumor, no_tumor, normal) among the classes "
                           f"{list(cfg.class_names)}: a removed tumour is labelled with it, a pasted one moves an "
                           "image out of it")
+    if cfg.data.augment.counterfactual_lesion > 0 and lesion_class(cfg.class_names) is None:
+        raise ConfigError("data.augment.counterfactual_lesion needs a glioma class among the classes "
+                          f"{list(cfg.class_names)}: a synthetic lesion is labelled with it (or set it to 0)")
 
 
 def check(cfg) -> None:

@@ -33,7 +33,7 @@ def oversample(indices: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray
     return np.sort(np.concatenate(out))
 
 
-def augmenter(cfg: AugmentConfig, seed: int, clean_class: int | None = None):
+def augmenter(cfg: AugmentConfig, seed: int, clean_class: int | None = None, lesion_class: int | None = None):
     """A function (batch float32 0-255[, masks[, labels]]) -> augmented batch[, masks moved with it[, labels]].
 
     Rotation and zoom are one combined affine resampling (two Keras layers would resample twice, and resampling
@@ -41,7 +41,8 @@ def augmenter(cfg: AugmentConfig, seed: int, clean_class: int | None = None):
     (box masks for train.guidance) ride as extra channels through the geometric steps and skip the photometric
     ones. The shift levers (issue 20: remap, invert, skull_strip, bias_field, noise; shifts.py) come after the
     geometry, so the head mask they share is found on the image as the model will see it. The counterfactual edits
-    (counterfactual.py; need masks, one-hot labels and ``clean_class``, the no-tumour class) come between the two,
+    (counterfactual.py; need masks, one-hot labels and ``clean_class``, the no-tumour class, and for the synthetic
+    lesions ``lesion_class``, the class they take) come between the two,
     so a pasted or filled box gets the same contrast change as the rest of its image.
     """
     layers = []
@@ -58,7 +59,8 @@ def augmenter(cfg: AugmentConfig, seed: int, clean_class: int | None = None):
                                        value_range=(0, 255), seed=seed + 6) if cfg.erasing > 0 else None
     rotation, zoom, shift = cfg.rotation, cfg.zoom, cfg.translate
 
-    edits = clean_class is not None and (cfg.counterfactual_remove > 0 or cfg.counterfactual_paste > 0)
+    edits = clean_class is not None and (cfg.counterfactual_remove > 0 or cfg.counterfactual_paste > 0
+                                         or cfg.counterfactual_lesion > 0)
 
     def apply(x, masks=None, labels=None):
         channels = tf.shape(x)[-1]
@@ -75,7 +77,8 @@ def augmenter(cfg: AugmentConfig, seed: int, clean_class: int | None = None):
             x, masks = x[..., :channels], x[..., channels:]
             if edits and labels is not None:
                 x, labels, masks = counterfactual.apply(x, labels, masks, cfg.counterfactual_remove,
-                                                        cfg.counterfactual_paste, clean_class, boxed)
+                                                        cfg.counterfactual_paste, clean_class, boxed,
+                                                        cfg.counterfactual_lesion, lesion_class)
         x = _sequence_and_skull(x, cfg)
         for layer in layers:
             x = layer(x, training=True)
@@ -185,13 +188,15 @@ def make_dataset(
     balance: str = "none",
     guided: bool = True,
     clean_class: int | None = None,
+    lesion_class: int | None = None,
 ):
     """Batches of (float32 0-255 images, one-hot labels); shuffled and augmented when training. ``masks``
     ((n, h, w) 0/1, train.guidance's boxes): batches are (images, labels, (b, h, w, 1) masks moved as the images
     were). ``balance`` (data.balance; training only, needs ``sources``, each image's collection): ``source`` draws
     every collection equally often, ``source_class`` every collection equally and, within it, each of its classes
     equally (see balanced_indices). ``guided`` False: the masks serve the counterfactual edits only (data.augment.
-    counterfactual_*, with ``clean_class``, the no-tumour class's index) and batches are (images, labels)."""
+    counterfactual_*, with ``clean_class``, the no-tumour class's index, and ``lesion_class``, the class a synthetic
+    lesion takes) and batches are (images, labels)."""
     # The uint8 array is the cache. Shuffle and batch indices, then gather each batch: a shuffle buffer of
     # images would hold a second copy of the whole dataset.
     images_t = tf.convert_to_tensor(images)
@@ -205,7 +210,7 @@ def make_dataset(
     ds = ds.batch(batch_size)
     if masks is not None:
         return _with_masks(ds, images_t, labels_t, num_classes, masks, augment if training else None,
-                           seed, guided, clean_class).prefetch(tf.data.AUTOTUNE)
+                           seed, guided, clean_class, lesion_class).prefetch(tf.data.AUTOTUNE)
     ds = ds.map(lambda i: (tf.cast(tf.gather(images_t, i), tf.float32),
                            tf.one_hot(tf.gather(labels_t, i), num_classes)), num_parallel_calls=tf.data.AUTOTUNE)
     if training and augment is not None:
@@ -224,11 +229,11 @@ def make_dataset(
 
 
 def _with_masks(ds, images_t, labels_t, num_classes: int, masks: np.ndarray, augment: AugmentConfig | None,
-                seed: int, guided: bool = True, clean_class: int | None = None):
+                seed: int, guided: bool = True, clean_class: int | None = None, lesion_class: int | None = None):
     """Index batches -> (images, labels, masks): each mask gathered with its image and augmented (and, with the
     counterfactual edits, edited) with it; (images, labels) when not ``guided``."""
     masks_t = tf.convert_to_tensor(np.asarray(masks, dtype=np.uint8))
-    aug = augmenter(augment, seed, clean_class) if augment is not None else None
+    aug = augmenter(augment, seed, clean_class, lesion_class) if augment is not None else None
 
     def attach(i):
         x = tf.cast(tf.gather(images_t, i), tf.float32)

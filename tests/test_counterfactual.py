@@ -1,5 +1,7 @@
-"""Counterfactual edits (issue 20, data.augment.counterfactual_remove / counterfactual_paste): a removed tumour
-leaves tissue like its surroundings and the label notumor; a pasted one brings the donor's region, class and box;
+"""Counterfactual edits (issue 20, data.augment.counterfactual_remove / counterfactual_paste / counterfactual_lesion):
+a removed tumour leaves tissue like its surroundings and the label notumor; a pasted one brings the donor's region,
+class and box; a synthetic lesion lies inside the brain, differs from the tissue around it and takes glioma and its
+region as box;
 settings that cannot be honoured are refused before any work; a training with the edits and no guidance runs."""
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from braintumor.cli import app
 from braintumor.config import AugmentConfig, load_config
 from braintumor.data import ImageSpec, list_images, load_images
 from braintumor.errors import ConfigError
-from braintumor.guidance import box_masks, check, clean_class
+from braintumor.guidance import box_masks, check, clean_class, lesion_class
 from braintumor.pipeline import augmenter, make_dataset
 
 runner = CliRunner()
@@ -71,6 +73,38 @@ def test_paste_brings_the_donor_region_its_class_and_its_box():
         assert ex[i, 20:30, 20:30].mean() > 180  # the bright square arrived (scaled to tissue ~80: ~x1)
         assert em[i].min() == 0 and em[i, 18:32, 18:32].min() == 1  # with its box, for guidance
     np.testing.assert_array_equal(ex[:3], x[:3])  # tumour images untouched (no removal asked)
+
+
+def test_a_synthetic_lesion_lies_in_the_brain_stands_out_and_is_labelled_glioma_with_its_region():
+    x = heads(32, seed=3)
+    tf.random.set_seed(2)
+    ex, region, inside = (t.numpy() for t in counterfactual.lesion(tf.constant(x)))
+    assert inside.mean() > 0.5  # most draws fit in a 48 x 56 px head
+    yy, xx = np.mgrid[:S, :S]
+    brain = ((yy - 32) ** 2 / 22 ** 2 + (xx - 32) ** 2 / 18 ** 2) < 1  # the head less a generous skull margin
+    for i in np.flatnonzero(inside):
+        r = region[i, ..., 0] > 0.5
+        assert r.sum() >= 4 and not (r & ~brain).any()  # a region of its own, inside the brain
+        # brighter or darker than the tissue (~80): at least 1.15x or at most 0.6x its level, less the soft edge
+        assert abs(ex[i, ..., 0][r].mean() - x[i, ..., 0][r].mean()) > 10
+        assert (ex[i, ..., 0][yy < 2] == 0).all()  # the background stays black
+    levels = [ex[i, ..., 0][region[i, ..., 0] > 0.5].mean() for i in np.flatnonzero(inside)]
+    assert min(levels) < 70 and max(levels) > 100  # both kinds drawn: hypo- and hyperintense
+    x, y, m = batch()
+    tf.random.set_seed(3)
+    ex, ey, em = (t.numpy() for t in counterfactual.apply(tf.constant(x), tf.constant(y), tf.constant(m), 0.0,
+                                                          0.0, CLEAN, lesion_share=1.0, lesion_class=0))
+    changed = [i for i in range(3, 6) if not np.array_equal(ex[i], x[i])]
+    assert changed  # the clean heads gained a lesion (where it fit) ...
+    for i in changed:
+        assert ey[i].argmax() == 0 and em[i].min() == 0 and 0 < em[i].mean() < 0.5  # glioma, boxed by its region
+    for i in set(range(3, 6)) - set(changed):
+        np.testing.assert_array_equal(ey[i], y[i])
+    np.testing.assert_array_equal(ex[:3], x[:3])  # ... and the tumour images are left as they were
+    assert lesion_class(("glioma_tumor", "no_tumor")) == 0 and lesion_class(("meningioma", "notumor")) is None
+    with pytest.raises(ConfigError, match="glioma class"):
+        check(load_config("customnet", sets=["data.augment.counterfactual_lesion=0.3", "data.boxes=x.csv",
+                                             "data.classes=[meningioma,notumor]"]))
 
 
 def test_nothing_changes_at_zero_or_without_a_donor():

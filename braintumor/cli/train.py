@@ -29,7 +29,8 @@ def train(opts: TrainOptions) -> None:
         meta = json.loads((run_dir / "meta.json").read_text())
         aug = cfg.data.augment
         uses = ([f"guidance weight {cfg.train.guidance:g}"] if cfg.train.guidance > 0 else []) + \
-            ([f"counterfactual edits remove {aug.counterfactual_remove:g} / paste {aug.counterfactual_paste:g}"]
+            ([f"counterfactual edits remove {aug.counterfactual_remove:g} / paste {aug.counterfactual_paste:g}"
+              + (f" / lesion {aug.counterfactual_lesion:g}" if aug.counterfactual_lesion > 0 else "")]
              if counterfactual_on(cfg) else [])
         console.print(f"annotation guidance: {meta.get('guided_images', 0)} training images had a box "
                       f"(data.boxes); {', '.join(uses)}", highlight=False)

@@ -20,7 +20,7 @@ from ..config import Config
 from ..data import LoadedImages
 from ..distribute import configure_precision, even_for_replicas, make_strategy, scaled_lr, synchronize_batch_norm
 from ..groups import unit_name
-from ..guidance import GuidedTrainer, box_masks, clean_class, guided_layers, uses_boxes
+from ..guidance import GuidedTrainer, box_masks, clean_class, guided_layers, lesion_class, uses_boxes
 from ..inference import Classifier, gate_layers, gate_report, head_layers, layer_widths, scoring_model
 from ..metrics import (
     ECE_BINS,
@@ -125,7 +125,8 @@ def _pipelines(cfg: Config, loaded: LoadedImages, parts: FitParts, replicas: int
     train_ds = make_dataset(loaded.images[fit_idx], labels[fit_idx], k, tcfg.batch_size, training=True,
                             augment=cfg.data.augment, seed=cfg.seed, masks=masks, sources=fit_sources,
                             balance=cfg.data.balance, guided=tcfg.guidance > 0,
-                            clean_class=clean_class(loaded.class_names))
+                            clean_class=clean_class(loaded.class_names),
+                            lesion_class=lesion_class(loaded.class_names))
     val_ds = make_dataset(loaded.images[fit_val_idx], labels[fit_val_idx], k, tcfg.batch_size)
     weights = class_weights(labels[parts.train], k) if cfg.data.class_weight == "balanced" else None
     return fit_idx, train_ds, val_ds, weights
