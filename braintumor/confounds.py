@@ -1,5 +1,6 @@
-"""Properties of an image that should not predict its class (collection, MRI contrast, plane, skull, size, frame,
-colour, brightness), estimated per image, and how strongly each one does predict the class.
+"""Properties of an image that should not predict its class (collection, MRI contrast, plane, skull, frame, the
+head's share of the image, colour, size, brightness), estimated per image, and how strongly each one does predict
+the class.
 
 A model that scores 98% may have learned that one collection's no-tumour images are T2-weighted and its tumours
 post-contrast T1. These estimators are cheap physics-flavoured rules on a 128-pixel gray copy of the decoded image
@@ -49,6 +50,7 @@ FAT_BRIGHT = 1.25  # scalp pixels above this multiple of the brain median count 
 SYMMETRY_MIN = 0.80  # left-right correlation below which a slice is sagittal
 BASE_WIDTH = 0.55  # coronal when the head's lowest rows are at least this share of its widest row (the neck)
 SKULL_RATIO = 1.25  # scalp (90th percentile) over brain median below which the skull is called stripped
+HEAD_CUTS = (0.30, 0.50)  # head's share of the image: small below the first, large from the second
 BORDER_LEVEL = 24  # 0-255: a frame whose outermost ring is brighter than this (median) is not black
 
 
@@ -186,6 +188,19 @@ def brightness_values(means: np.ndarray) -> tuple[list[str], list[float]]:
     names = np.where(means < cuts[0], f"dark (<{cuts[0]:.0f})",
                      np.where(means < cuts[1], f"mid ({cuts[0]:.0f}-{cuts[1]:.0f})", f"bright (>={cuts[1]:.0f})"))
     return names.tolist(), cuts
+
+
+def head_values(shares: Sequence[float] | np.ndarray) -> tuple[list[str], list[float]]:
+    """The share of the image the head fills (features' ``head_share``): 'small' / 'mid' / 'large' at HEAD_CUTS.
+
+    A slice near the top or the bottom of a head, or a head framed with a wide margin, fills little of the image;
+    where one class's images are framed tighter than another's, the head's size in the frame tells the class. Fixed
+    cuts, not tertiles: a dataset whose heads all fill about the same share has nothing to report."""
+    shares = np.asarray(shares, dtype=np.float64)
+    lo, hi = HEAD_CUTS
+    names = np.where(np.isnan(shares), "unknown", np.where(
+        shares < lo, f"small (<{lo:.2f})", np.where(shares < hi, f"mid ({lo:.2f}-{hi:.2f})", f"large (>={hi:.2f})")))
+    return names.tolist(), list(HEAD_CUTS)
 
 
 # ----------------------------------------------------------------------------------------------------

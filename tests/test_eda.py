@@ -221,13 +221,15 @@ def test_nearest_and_pairs_within():
 # Confounds: properties that should not predict the class
 
 
-def phantom(contrast: str, size: int = 64, skull: bool = True, frame: bool = False, seed: int = 0) -> np.ndarray:
+def phantom(contrast: str, size: int = 64, skull: bool = True, frame: bool = False, seed: int = 0,
+            scale: float = 1.0) -> np.ndarray:
     """An axial head: fat-bright scalp, dark bone, brain tissue and two ventricles of CSF (dark on T1, bright on
-    T2), left-right symmetric; ``skull=False`` keeps only the brain, ``frame`` draws a white border."""
+    T2), left-right symmetric; ``skull=False`` keeps only the brain, ``frame`` draws a white border, ``scale``
+    shrinks the head in the frame."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[:size, :size]
     c = size / 2
-    r = np.sqrt(((y - c) / (0.42 * size)) ** 2 + ((x - c) / (0.34 * size)) ** 2)
+    r = np.sqrt(((y - c) / (0.42 * scale * size)) ** 2 + ((x - c) / (0.34 * scale * size)) ** 2)
     fat, tissue, csf = (200, 110, 30) if contrast == "T1" else (150, 90, 230)
     img = np.zeros((size, size))
     if skull:
@@ -288,6 +290,23 @@ def scipy_association(table: np.ndarray) -> float:
     return float(association(table, method="cramer", correction=False))
 
 
+def test_a_head_framed_smaller_in_one_class_is_a_confound_the_head_share_finds(tmp_path):
+    """notumor heads fill a third of the frame less (wider margins, or slices nearer the top of the head): the
+    head-share estimate sorts them into the 'small' tertile, and the table warns."""
+    shares = {c: [] for c in CLASSES}
+    for c in CLASSES:
+        for i in range(6):
+            img = phantom("T1", seed=i, scale=0.7 if c == "notumor" else 1.0)
+            shares[c].append(confounds.measure(img)["head_share"])
+    assert max(shares["notumor"]) < 0.6 * min(min(v) for c, v in shares.items() if c != "notumor")
+    labels = [k for k, c in enumerate(CLASSES) for _ in shares[c]]
+    values, _ = confounds.head_values([s for c in CLASSES for s in shares[c]])
+    assert all(v.startswith("small") for v, y in zip(values, labels) if CLASSES[y] == "notumor")
+    out = confounds.associate(list(CLASSES), labels, {"head": values})
+    assert out["properties"]["head"]["v"] > 0.5
+    assert "notumor images are 100% small" in out["warnings"][0]
+
+
 def test_warning_names_the_class_the_value_and_the_shares():
     labels = [0] * 10 + [1] * 10 + [2] * 10
     values = {"contrast": ["T2-like"] * 7 + ["T1/FLAIR-like"] * 3 + ["T1/FLAIR-like"] * 19 + ["T2-like"],
@@ -336,6 +355,7 @@ def test_planted_confound_is_found_and_warned(confounded):
     md = (out / "confounds.md").read_text()
     assert "notumor images are 100% T2-like" in md and "| notumor | 8 | 100% | 0% |" in md
     assert "## Confounds" in (out / "report.md").read_text()
+    assert props["head"]["v"] is None  # every head the same size: one value, nothing to say
     rows = list(csv.DictReader((out / "confounds.csv").open()))
     assert len(rows) == 48 and {"path", "class", "source", "contrast", "csf_bright"} <= set(rows[0])
     for prop in props:

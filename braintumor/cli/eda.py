@@ -31,15 +31,16 @@ def eda(
         "--samples", min=1, max=20, help="Images per class in samples.png.")] = 6,
     confound_threshold: Annotated[float, typer.Option(
         "--confound-threshold", min=0.01, max=1.0,
-        help="Cramer's V (bias-corrected) from which a property (collection, contrast, plane, skull, frame, colour, "
-        "size, brightness) is said to predict the class.")] = 0.3,  # confounds.WARN_V (scipy stays out of start-up)
+        help="Cramer's V (bias-corrected) from which a property (collection, contrast, plane, skull, frame, "
+        "head share, colour, size, brightness) is said to predict the class.")] = 0.3,  # confounds.WARN_V
     seed: Annotated[int, typer.Option("--seed", help="Seed for the sample grid and the example pairs.")] = 0,
     name: Name = None,
     runs_dir: RunsDir = None,
 ) -> None:
     """Report on a dataset: classes, pixel statistics, image properties, confounds, duplicates and leakage.
 
-    Confounds: collection, contrast, plane, skull, frame, colour, size, brightness; warns when one predicts the class.
+    Confounds: collection, contrast, plane, skull, frame, head share, colour, size, brightness; warns when one
+    predicts the class.
 
     Writes runs/eda/<timestamp>/ (report.md, summary.json, confounds.md, duplicates.csv and figures).
 

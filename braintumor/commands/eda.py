@@ -1,5 +1,6 @@
 """`eda`: a dataset report: class counts, pixel statistics, image properties, confounds (properties that predict
-the class: collection, contrast, plane, skull, frame, colour, size, brightness), duplicates within and across splits.
+the class: collection, contrast, plane, skull, frame, head share, colour, size, brightness), duplicates within and
+across splits.
 
 Every image is read once at full size: the decoded pixels give the exact-copy digest, the mean pixel value, the
 colour check, the perceptual hash (imagehash.phash) and the confound estimates (confounds.measure). Everything

@@ -13,7 +13,7 @@ from ..dedup import DatasetSummary
 from ..runs import atomic_write_json, atomic_write_text, markdown_table, write_csv_dicts
 
 # the order of the table; 'source' only when the data came from several --data folders
-PROPERTIES = ("source", "contrast", "plane", "skull", "border", "colour", "size", "brightness")
+PROPERTIES = ("source", "contrast", "plane", "skull", "border", "head", "colour", "size", "brightness")
 HOW = {
     "source": "the --data folder (collection) an image came from",
     "contrast": "T2-like: bright CSF (at least 3% of the brain's pixels above 1.6 x its median, and 8 times as "
@@ -22,6 +22,7 @@ HOW = {
              "else axial",
     "skull": "skull: the scalp is brighter than the brain inside it; stripped: the edge is no brighter",
     "border": "frame: the outermost ring of the image is not black",
+    "head": "share of the image the head fills (the head mask): small under 0.30, large from 0.50",
     "colour": "any pixel whose channels differ (grayscale stored as RGB counts as grayscale)",
     "size": "original width x height in pixels (the 5 most common; the rest 'other')",
     "brightness": "mean pixel value, in tertiles of the whole dataset",
@@ -37,6 +38,7 @@ def property_values(split: DatasetSummary) -> dict[str, list[str]]:
     if split.measures:
         for p in MEASURED:
             out[p] = [m[p] for m in split.measures]
+        out["head"] = confounds.head_values([m["head_share"] for m in split.measures])[0]
     out["colour"] = list(split.colour)
     out["size"] = confounds.size_values(split.sizes)
     out["brightness"] = confounds.brightness_values(split.means)[0]
