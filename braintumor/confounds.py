@@ -50,6 +50,7 @@ FAT_BRIGHT = 1.25  # scalp pixels above this multiple of the brain median count 
 SYMMETRY_MIN = 0.80  # left-right correlation below which a slice is sagittal
 BASE_WIDTH = 0.55  # coronal when the head's lowest rows are at least this share of its widest row (the neck)
 SKULL_RATIO = 1.25  # scalp (90th percentile) over brain median below which the skull is called stripped
+SPOKEN = {"head": "head's share of the image"}  # a property's name in a warning's sentence, where it differs
 HEAD_CUTS = (0.30, 0.50)  # head's share of the image: small below the first, large from the second
 BORDER_LEVEL = 24  # 0-255: a frame whose outermost ring is brighter than this (median) is not black
 
@@ -280,7 +281,7 @@ def warning_text(prop: str, v: float, cell: dict[str, Any]) -> str:
     the contrast instead of the tumour.'"""
     strength = "strong" if v >= STRONG_V else "moderate"
     return (f"{prop} (V {v:.2f}, {strength}): {cell['class']} images are {cell_text(prop, cell)}: a model can "
-            f"learn the {prop} instead of the tumour.")
+            f"learn the {SPOKEN.get(prop, prop)} instead of the tumour.")
 
 
 def cell_text(prop: str, cell: dict[str, Any]) -> str:

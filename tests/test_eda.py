@@ -305,6 +305,7 @@ def test_a_head_framed_smaller_in_one_class_is_a_confound_the_head_share_finds(t
     out = confounds.associate(list(CLASSES), labels, {"head": values})
     assert out["properties"]["head"]["v"] > 0.5
     assert "notumor images are 100% small" in out["warnings"][0]
+    assert out["warnings"][0].endswith("a model can learn the head's share of the image instead of the tumour.")
 
 
 def test_warning_names_the_class_the_value_and_the_shares():
