@@ -2,9 +2,13 @@
 calibration.json), exactly as `train` fits them at its end: for runs trained before the gate changed.
 
     python benchmarks/refit_gate.py RUN [--layers block3_2_act,block4_2_act] [--seed 1]
+    python benchmarks/refit_gate.py COPY --extra-negatives DIR [--extra-positives DIR]   # a probe (ood.md)
 
 The model is not touched. The run's own split.csv gives the training images (the class means) and the held-out
-ones with their sources (the per-source threshold), as train had them.
+ones with their sources (the per-source threshold), as train had them. ``--extra-positives`` / ``--extra-negatives``:
+every image under a folder (e.g. benchmarks/synth_brains.py's) joins the brain-MRI-or-not head's positives /
+negatives, read as an upload is; a probe of what the head could be fitted on, not a config option: refit a copy
+(``cp -r RUN COPY``), the run's own gate is replaced in place.
 """
 
 from __future__ import annotations
@@ -24,13 +28,33 @@ quiet_tensorflow()
 
 import pandas as pd  # noqa: E402
 
+import braintumor.engine.gate_fit as gate_fit  # noqa: E402
+from braintumor.data import find_images, map_images  # noqa: E402
 from braintumor.engine.scorer import probabilities as predict  # noqa: E402
 from braintumor.engine.trainer import calibrate_and_gate, validation_steers  # noqa: E402
 from braintumor.models.loading import load_listing, load_run  # noqa: E402
 
 
-def refit(run_dir: Path, layers: list[str] | None = None, seed: int | None = None) -> dict:
+def add_extra(run, positives: Path | None, negatives: Path | None) -> None:
+    """Wrap gate_fit's two draws so the images under ``positives`` / ``negatives`` join them (this process only)."""
+    def images(folder: Path) -> np.ndarray:
+        read = [r for r in map_images(find_images([folder]), run.spec.read) if not isinstance(r, str)]
+        return np.stack([r[0] for r in read])
+
+    if positives is not None:
+        pos, draw_pos = images(positives), gate_fit.shifted_positives
+        gate_fit.shifted_positives = lambda imgs, rng, per_kind=gate_fit.SHIFTED_PER_KIND: np.concatenate(
+            [draw_pos(imgs, rng, per_kind), pos])
+    if negatives is not None:
+        neg, draw_neg = images(negatives), gate_fit.negative_images
+        gate_fit.negative_images = lambda spec, n=gate_fit.NEGATIVES, seed=0: np.concatenate(
+            [draw_neg(spec, n, seed), neg])
+
+
+def refit(run_dir: Path, layers: list[str] | None = None, seed: int | None = None,
+          extra: tuple[Path | None, Path | None] = (None, None)) -> dict:
     run = load_run(run_dir)
+    add_extra(run, *extra)
     cfg = run.config
     if seed is not None:  # the brain-MRI-or-not head's draws (shifted positives, negatives)
         cfg = replace(cfg, seed=seed)
@@ -54,8 +78,11 @@ def main() -> None:
     parser.add_argument("run", type=Path)
     parser.add_argument("--layers", default=None, help="comma list: eval.gate_layers to fit with instead")
     parser.add_argument("--seed", type=int, default=None, help="seed of the head's draws (default: the run's)")
+    parser.add_argument("--extra-positives", type=Path, default=None, help="folder: more brain MRI for the head")
+    parser.add_argument("--extra-negatives", type=Path, default=None, help="folder: more non-brain for the head")
     args = parser.parse_args()
-    out = refit(args.run, args.layers.split(",") if args.layers else None, args.seed)
+    out = refit(args.run, args.layers.split(",") if args.layers else None, args.seed,
+                (args.extra_positives, args.extra_negatives))
     print(json.dumps({"report": out.get("gate"), "gate.json": json.loads((args.run / "gate.json").read_text())},
                      indent=2))
 

@@ -16,6 +16,12 @@ on any collection.
     python benchmarks/synth_brains.py OUT_DIR [--n 1500] [--size 224] [--seed 0]   # needs: nilearn (pip)
 
 writes OUT_DIR/notumor/synth_00000.png ... and OUT_DIR/README.md (what it is, the template's licence).
+
+Two more kinds, for the gate's brain-MRI-or-not head (issue 21, benchmarks/ood.md; `refit_gate.py --extra-*`):
+``--kind mri`` keeps the contrasts physical (cortical bone dark in every sequence, background dark, grey and white
+matter apart by at least 0.08) and strips skull and scalp from ``--strip-share`` of the slices, as research data
+is; ``--kind ct`` renders the same anatomy as a head CT would show it (Hounsfield units per tissue, CT noise, one
+of four reading windows, no bias field), written to OUT_DIR/ct/.
 """
 
 from __future__ import annotations
@@ -95,6 +101,12 @@ def take(volume, plane: str, index: int) -> np.ndarray:
     return np.rot90(volume[..., index, :, :])
 
 
+# Hounsfield units per tissue (ranges drawn from) and reading windows (centre, width), for --kind ct
+HOUNSFIELD = {"background": (-1000, -1000), "csf": (0, 15), "gm": (35, 45), "wm": (22, 32), "skull": (600, 1600),
+              "scalp": (-120, 40)}
+CT_WINDOWS = ((40, 80), (75, 215), (40, 400), (600, 2800))  # brain, subdural, soft tissue, bone
+
+
 def intensities(rng) -> np.ndarray:
     if rng.random() < FREE_SHARE:
         means = rng.uniform(0.05, 1.0, size=len(TISSUES))
@@ -104,18 +116,19 @@ def intensities(rng) -> np.ndarray:
     return np.clip(np.array(PROTOTYPES[name]) + rng.normal(0, 0.06, size=len(TISSUES)), 0.0, 1.0)
 
 
-def render(maps: np.ndarray, rng, size: int) -> np.ndarray:
-    """One 8-bit slice from (6, h, w) tissue maps: random intensities and texture, bias field, blur, noise, a
-    random rotation, zoom and shift, padded to a square of ``size``."""
-    means = intensities(rng)
-    h, w = maps.shape[1:]
-    image = np.zeros((h, w), np.float32)
-    for k in range(len(TISSUES)):
-        texture = ndimage.gaussian_filter(rng.normal(0, 1, (h, w)).astype(np.float32), rng.uniform(0.5, 2.0))
-        image += maps[k] * (means[k] + rng.uniform(0.0, 0.05) * texture / (texture.std() + 1e-6))
-    coarse = rng.normal(0, 1, (4, 4))
-    field = np.exp(rng.uniform(0.0, 0.35) * ndimage.zoom(coarse, (h / 4, w / 4), order=3)[:h, :w])
-    image = ndimage.gaussian_filter(image * field, rng.uniform(0.3, 1.5))
+def mri_intensities(rng) -> np.ndarray:
+    """intensities() as MRI physics allows them: bone dark, background dark, grey and white matter apart."""
+    while True:
+        means = intensities(rng)
+        means[4] = rng.uniform(0.0, 0.12)  # cortical bone gives no signal in any conventional sequence
+        means[0] = min(means[0], 0.08)
+        if abs(means[2] - means[3]) >= 0.08:
+            return means
+
+
+def turned(image: np.ndarray, rng) -> np.ndarray:
+    """``image`` padded to a square, then a random zoom, rotation and shift."""
+    h, w = image.shape
     side = max(h, w)
     square = np.zeros((side, side), np.float32)
     square[(side - h) // 2:(side - h) // 2 + h, (side - w) // 2:(side - w) // 2 + w] = image
@@ -124,19 +137,68 @@ def render(maps: np.ndarray, rng, size: int) -> np.ndarray:
     rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]) / zoom
     centre = np.array([side / 2, side / 2])
     offset = centre - rot @ centre + rng.uniform(-0.05, 0.05, 2) * side
-    square = ndimage.affine_transform(square, rot, offset=offset, order=1, mode="constant")
-    sigma = rng.uniform(0.005, 0.04)
-    square = np.hypot(square + rng.normal(0, sigma, square.shape), rng.normal(0, sigma, square.shape))  # Rician
-    square = square / max(np.quantile(square, 0.995), 1e-6)
-    out = Image.fromarray((np.clip(square, 0, 1) * 255).astype(np.uint8))
+    return ndimage.affine_transform(square, rot, offset=offset, order=1, mode="constant")
+
+
+def to_uint8(image: np.ndarray, size: int) -> np.ndarray:
+    out = Image.fromarray((np.clip(image, 0, 1) * 255).astype(np.uint8))
     return np.asarray(out.resize((size, size), Image.BILINEAR))
 
 
-def generate(out: Path, n: int, size: int, seed: int) -> list[str]:
+def render_ct(maps: np.ndarray, rng, size: int) -> np.ndarray:
+    """One 8-bit head-CT slice from (6, h, w) tissue maps: Hounsfield units, noise, a reading window."""
+    h, w = maps.shape[1:]
+    hu = np.zeros((h, w), np.float32)
+    for k, tissue in enumerate(TISSUES):
+        hu += maps[k] * rng.uniform(*HOUNSFIELD[tissue])
+    hu += rng.normal(0, rng.uniform(2, 8), (h, w))  # in place: float32, as measured in benchmarks/ood.md
+    hu = ndimage.gaussian_filter(hu, rng.uniform(0.3, 1.0))
+    centre, width = CT_WINDOWS[rng.integers(len(CT_WINDOWS))]
+    centre, width = centre * rng.uniform(0.8, 1.2), width * rng.uniform(0.8, 1.2)
+    return to_uint8(turned(np.clip((hu - (centre - width / 2)) / width, 0, 1), rng), size)
+
+
+def render(maps: np.ndarray, rng, size: int, draw=intensities) -> np.ndarray:
+    """One 8-bit slice from (6, h, w) tissue maps: random intensities (``draw``) and texture, bias field, blur,
+    noise, a random rotation, zoom and shift, padded to a square of ``size``."""
+    means = draw(rng)
+    h, w = maps.shape[1:]
+    image = np.zeros((h, w), np.float32)
+    for k in range(len(TISSUES)):
+        texture = ndimage.gaussian_filter(rng.normal(0, 1, (h, w)).astype(np.float32), rng.uniform(0.5, 2.0))
+        image += maps[k] * (means[k] + rng.uniform(0.0, 0.05) * texture / (texture.std() + 1e-6))
+    coarse = rng.normal(0, 1, (4, 4))
+    field = np.exp(rng.uniform(0.0, 0.35) * ndimage.zoom(coarse, (h / 4, w / 4), order=3)[:h, :w])
+    image = ndimage.gaussian_filter(image * field, rng.uniform(0.3, 1.5))
+    square = turned(image, rng)
+    sigma = rng.uniform(0.005, 0.04)
+    square = np.hypot(square + rng.normal(0, sigma, square.shape), rng.normal(0, sigma, square.shape))  # Rician
+    return to_uint8(square / max(np.quantile(square, 0.995), 1e-6), size)
+
+
+def stripped(maps: np.ndarray) -> np.ndarray:
+    """The maps with skull and scalp made background, as skull-stripped research data shows a brain."""
+    maps = maps.copy()
+    maps[0] += maps[4] + maps[5]
+    maps[4:] = 0
+    return maps
+
+
+def draw_slice(maps: np.ndarray, rng, size: int, kind: str, strip_share: float) -> np.ndarray:
+    if kind == "ct":
+        return render_ct(maps, rng, size)
+    if kind == "mri":
+        if rng.random() < strip_share:
+            maps = stripped(maps)
+        return render(maps, rng, size, mri_intensities)
+    return render(maps, rng, size)
+
+
+def generate(out: Path, n: int, size: int, seed: int, kind: str = "any", strip_share: float = 0.0) -> list[str]:
     rng = np.random.default_rng(seed)
     gm, wm, brain, hull, outside = load_volumes()
     spans = {p: positions(brain, p) for p in PLANES}
-    folder = out / "notumor"
+    folder = out / ("ct" if kind == "ct" else "notumor")
     folder.mkdir(parents=True, exist_ok=True)
     names = []
     for i in range(n):
@@ -145,7 +207,7 @@ def generate(out: Path, n: int, size: int, seed: int) -> list[str]:
         shells = [rng.uniform(*SHELLS_MM[k]) for k in ("csf", "skull", "scalp")]
         sl = tuple(take(v, plane, index) for v in (gm, wm, brain, hull, outside))
         maps = tissue_maps(*sl, shells)
-        image = render(maps, rng, size)
+        image = draw_slice(maps, rng, size, kind, strip_share)
         if rng.random() < 0.5:
             image = image[:, ::-1]
         name = f"synth_{i:05d}.png"
@@ -156,7 +218,9 @@ def generate(out: Path, n: int, size: int, seed: int) -> list[str]:
 
 README = """# Synthetic clean brain slices (benchmarks/synth_brains.py)
 
-{n} slices ({size} px, seed {seed}), class `notumor` only: a random-contrast rendering (SynthSeg-style) of the
+{n} slices ({size} px, seed {seed}, kind {kind}: `any` free contrasts, `mri` physical MRI contrasts with
+{strip:.0%} skull-stripped, `ct` head CT in a reading window, in `ct/`), class `notumor` only (kinds any and mri):
+a random-contrast rendering (SynthSeg-style) of the
 MNI152 2009c nonlinear symmetric templates bundled with nilearn (grey and white matter probability maps, brain
 mask), with extra-axial CSF, skull and scalp drawn as shells around the brain. Not any patient's scan.
 Template: Fonov et al., NeuroImage 2011; Copyright (C) 1993-2009 Louis Collins, McConnell Brain Imaging Centre,
@@ -171,11 +235,13 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1500)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--kind", choices=("any", "mri", "ct"), default="any")
+    ap.add_argument("--strip-share", type=float, default=0.0, help="--kind mri: share of skull-stripped slices")
     a = ap.parse_args()
-    rows = generate(a.out, a.n, a.size, a.seed)
+    rows = generate(a.out, a.n, a.size, a.seed, a.kind, a.strip_share)
     (a.out / "slices.csv").write_text("name,plane,index\n" + "\n".join(rows) + "\n")
-    (a.out / "README.md").write_text(README.format(n=a.n, size=a.size, seed=a.seed))
-    print(f"{len(rows)} slices in {a.out / 'notumor'}")
+    (a.out / "README.md").write_text(README.format(n=a.n, size=a.size, seed=a.seed, kind=a.kind, strip=a.strip_share))
+    print(f"{len(rows)} slices in {a.out / ('ct' if a.kind == 'ct' else 'notumor')}")
 
 
 if __name__ == "__main__":
