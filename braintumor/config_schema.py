@@ -76,6 +76,9 @@ class DataConfig:
     max_slices: int = 1024  # a scanner file claiming more slices (NIfTI along slice_axis, DICOM frames) is skipped
     boxes: str | tuple[str, ...] | None = None  # tumour boxes CSV(s) and/or folder(s) of mask PNGs (<image stem>.png)
     groups: str | None = None  # patients: PATH.csv:COLUMN or re:PATTERN (groups.py); joined with duplicates, volumes
+    # a train run (its directory or split.csv): images it lists keep their side, so a lever that adds a collection
+    # is judged on the control's validation images; the rest join their group's side or are split as usual
+    split_from: str | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 

@@ -84,6 +84,60 @@ def split_train_val(labels: np.ndarray, groups: np.ndarray, val_split: float, se
     return np.sort(train_idx), np.sort(val_idx)
 
 
+def previous_sides(split_from: str | Path) -> dict[str, str]:
+    """path -> "train" / "val" from a train run's split.csv (``split_from``: the run directory or the file)."""
+    path = Path(split_from)
+    path = path / "split.csv" if path.is_dir() else path
+    if not path.is_file():
+        raise ConfigError(f"data.split_from: {path} not found: give a train run's directory or its split.csv")
+    table = pd.read_csv(path)
+    if not {"path", "split"} <= set(table.columns) or not set(table["split"]) <= {"train", "val"}:
+        raise ConfigError(f"data.split_from: {path} is not a train run's split.csv (path and split columns, "
+                          "sides train and val); a kfold run's split cannot be reused")
+    return {str(Path(p).resolve()): str(s) for p, s in zip(table["path"].astype(str), table["split"])}
+
+
+def split_like(split_from: str | Path, paths: Sequence[str], labels: np.ndarray, groups: np.ndarray,
+               val_split: float, seed: int, sources: Sequence[str] | None = None
+               ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Train/validation indices that keep every image a previous train run listed on the side it had there, so
+    a lever that adds images (a collection, synthetic slices) is judged on its control's validation images.
+    An image it does not list joins its group's side when the group has a listed image; the others are held
+    out as split_train_val holds out (``val_split``, seeded, stratified, groups whole) among themselves.
+    Returns the indices and counts (reused, joined, new) for meta.json."""
+    before = previous_sides(split_from)
+    side = np.array([before.get(str(Path(p).resolve()), "") for p in paths], dtype=object)
+    reused = int((side != "").sum())
+    if not reused:
+        raise DataError(f"data.split_from: none of the {len(paths)} images is listed in {split_from}: it splits "
+                        "other data (paths are matched as absolute paths)")
+    for g in np.unique(groups[side != ""]):
+        members = groups == g
+        had = sorted(set(side[members & (side != "")]))
+        if len(had) > 1:
+            raise DataError(f"data.split_from: images grouped together here (a patient, a volume or copies) were on "
+                            f"both sides in {split_from}, e.g. {paths[int(np.flatnonzero(members)[0])]}; the "
+                            "grouping changed since (data.groups, data.group_duplicates): drop data.split_from")
+        side[members & (side == "")] = had[0]
+    joined = int((side != "").sum()) - reused
+    new = np.flatnonzero(side == "")
+    n_splits = max(2, round(1 / val_split))
+    if len(np.unique(groups[new])) >= n_splits:
+        src = None if sources is None else [sources[i] for i in new]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            cells = strata(labels[new], src, n_splits)
+            if np.bincount(cells).max() < n_splits:  # too few of every class to stratify: groups alone
+                cells = np.zeros(len(new), dtype=int)
+            splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+            tr, va = next(splitter.split(new, cells, groups[new]))
+        side[new[tr]], side[new[va]] = "train", "val"
+    else:  # too few to hold out a share of: they train
+        side[new] = "train"
+    counts = {"reused": reused, "joined_their_group": joined, "new": int(len(new))}
+    return np.flatnonzero(side == "train"), np.flatnonzero(side == "val"), counts
+
+
 @dataclass
 class FoldPlan:
     """The decoded images, their duplicate groups and the fold (1..k) each image is held out in."""

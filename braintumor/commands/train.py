@@ -15,7 +15,17 @@ from ..groups import describe, sides_summary
 from ..models import get_spec
 from ..progress import Reporter, or_silent
 from ..runs import write_meta, write_skipped
-from ..splits import prepare_grouped, split_train_val, write_split
+from ..splits import prepare_grouped, split_like, split_train_val, write_split
+
+
+def split(cfg: Config, loaded, groups) -> tuple[Any, Any, dict[str, Any]]:
+    """The validation split: seeded and stratified, or (``data.split_from``) a previous run's, extended."""
+    if cfg.data.split_from is None:
+        return (*split_train_val(loaded.labels, groups, cfg.data.val_split, cfg.seed, loaded.class_names,
+                                 loaded.sources), {})
+    train_idx, val_idx, counts = split_like(cfg.data.split_from, loaded.paths, loaded.labels, groups,
+                                            cfg.data.val_split, cfg.seed, loaded.sources)
+    return train_idx, val_idx, {"split_from": {"run": cfg.data.split_from, **counts}}
 
 
 def run_train(cfg: Config, callbacks: tuple = (), reporter: Reporter | None = None) -> tuple[Path, dict[str, Any]]:
@@ -33,11 +43,10 @@ def run_train(cfg: Config, callbacks: tuple = (), reporter: Reporter | None = No
         for warning in grouping["warnings"]:
             or_silent(reporter).log(f"warning: {warning}")
         write_skipped(run_dir, loaded.skipped)
-        train_idx, val_idx = split_train_val(loaded.labels, groups, cfg.data.val_split, cfg.seed,
-                                             loaded.class_names, loaded.sources)
+        train_idx, val_idx, reuse = split(cfg, loaded, groups)
         write_split(run_dir, loaded, train_idx, val_idx, groups=groups)
         write_meta(run_dir, n_images=len(loaded.paths), skipped=len(loaded.skipped),
-                   duplicate_groups=multi_member_groups(groups), grouping=grouping,
+                   duplicate_groups=multi_member_groups(groups), grouping=grouping, **reuse,
                    groups_per_side=sides_summary(groups, {"train": train_idx, "val": val_idx}))
         metrics = fit_and_report(cfg, run_dir, loaded, FitParts(train_idx, val_idx, groups=groups),
                                  callbacks + tracked_callbacks)
