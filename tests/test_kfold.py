@@ -361,3 +361,11 @@ def test_folds_as_separate_jobs_plan_train_one_each_then_assemble(tmp_path):
     assert bad.exit_code == 2 and "has folds 1 to 2" in bad.output
     alone = runner.invoke(app, ["kfold", "--only-fold", "1", "--data", str(data)])
     assert alone.exit_code == 2 and "--plan-only" in alone.output
+
+
+def test_kfold_says_that_it_does_not_reuse_a_train_split(tmp_path, no_training):
+    data = make_dataset(tmp_path / "data", per_class=4)
+    result = kfold("--data", str(data), "--folds", "2", "--runs-dir", str(tmp_path / "runs"),
+                   "--set", f"data.split_from={tmp_path / 'some_run'}")
+    out = " ".join(result.output.split())
+    assert "data.split_from" in out and "kfold draws its own folds" in out

@@ -61,6 +61,9 @@ def run_kfold(cfg: Config, n_folds: int | None, test_dir: str | Path | None = No
     n_folds = plan.n_folds
     for warning in plan.grouping.warnings(plan.loaded.paths):
         log(f"warning: {warning}")
+    if cfg.data.split_from is not None:
+        log(f"warning: data.split_from ({cfg.data.split_from}) is for train's validation split; kfold draws its own "
+            "folds (seeded, groups whole)")
 
     run = Run.create(runs_dir, "kfold", cfg.model.arch, cfg.name, cfg=cfg, n_folds=n_folds,
                      test_dir=str(test_dir) if test_dir else None, by=plan.by)
