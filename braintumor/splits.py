@@ -76,12 +76,16 @@ def split_train_val(labels: np.ndarray, groups: np.ndarray, val_split: float, se
         fewest = int(counts.argmin())
         raise DataError(f"too few images: class {names[fewest]!r} has {int(counts[fewest])} and no class has "
                         f"{n_splits}; {need}, or raise data.val_split")
-    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    train_idx, val_idx = held_out(strata(labels, sources, n_splits), groups, n_splits, seed)
+    return np.sort(train_idx), np.sort(val_idx)
 
+
+def held_out(cells: np.ndarray, groups: np.ndarray, n_splits: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first of ``n_splits`` seeded stratified group folds (stratified by ``cells``): train and held-out indices."""
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "least populated class has only N members"
-        train_idx, val_idx = next(splitter.split(np.zeros(len(labels)), strata(labels, sources, n_splits), groups))
-    return np.sort(train_idx), np.sort(val_idx)
+        return next(splitter.split(np.zeros(len(cells)), cells, groups))
 
 
 def previous_sides(split_from: str | Path) -> dict[str, str]:
@@ -111,30 +115,28 @@ def split_like(split_from: str | Path, paths: Sequence[str], labels: np.ndarray,
     if not reused:
         raise DataError(f"data.split_from: none of the {len(paths)} images is listed in {split_from}: it splits "
                         "other data (paths are matched as absolute paths)")
-    for g in np.unique(groups[side != ""]):
-        members = groups == g
-        had = sorted(set(side[members & (side != "")]))
-        if len(had) > 1:
-            raise DataError(f"data.split_from: images grouped together here (a patient, a volume or copies) were on "
-                            f"both sides in {split_from}, e.g. {paths[int(np.flatnonzero(members)[0])]}; the "
-                            "grouping changed since (data.groups, data.group_duplicates): drop data.split_from")
-        side[members & (side == "")] = had[0]
-    joined = int((side != "").sum()) - reused
+    listed = side != ""
+    per_group = pd.Series(side[listed]).groupby(groups[listed])
+    straddling = per_group.nunique() > 1
+    if straddling.any():
+        example = paths[int(np.flatnonzero(groups == straddling.index[straddling][0])[0])]
+        raise DataError(f"data.split_from: images grouped together here (a patient, a volume or copies) were on "
+                        f"both sides in {split_from}, e.g. {example}; the grouping changed since (data.groups, "
+                        "data.group_duplicates): drop data.split_from")
+    group_side = per_group.first()
+    follow = ~listed & np.isin(groups, group_side.index)
+    side[follow] = group_side.reindex(groups[follow]).to_numpy()
     new = np.flatnonzero(side == "")
     n_splits = max(2, round(1 / val_split))
     if len(np.unique(groups[new])) >= n_splits:
-        src = None if sources is None else [sources[i] for i in new]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            cells = strata(labels[new], src, n_splits)
-            if np.bincount(cells).max() < n_splits:  # too few of every class to stratify: groups alone
-                cells = np.zeros(len(new), dtype=int)
-            splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-            tr, va = next(splitter.split(new, cells, groups[new]))
+        cells = strata(labels[new], None if sources is None else [sources[i] for i in new], n_splits)
+        if np.bincount(cells).max() < n_splits:  # too few of every class to stratify: groups alone
+            cells = np.zeros(len(new), dtype=int)
+        tr, va = held_out(cells, groups[new], n_splits, seed)
         side[new[tr]], side[new[va]] = "train", "val"
     else:  # too few to hold out a share of: they train
         side[new] = "train"
-    counts = {"reused": reused, "joined_their_group": joined, "new": int(len(new))}
+    counts = {"reused": reused, "joined_their_group": int(follow.sum()), "new": int(len(new))}
     return np.flatnonzero(side == "train"), np.flatnonzero(side == "val"), counts
 
 
