@@ -124,6 +124,15 @@ def patients(spec: str | None, paths: Sequence[str], strict: bool = True) -> Pat
     return Patients(keys)
 
 
+def patient_ids(spec: str | None, paths: Sequence[str]) -> np.ndarray | None:
+    """A patient key per image (None where ``spec`` names none), or None without a spec or when it names no image:
+    for the per-patient tumour-or-not figures (metrics.patient_figures)."""
+    found = patients(spec, paths, strict=False)
+    if found is None or not found.n_patients:
+        return None
+    return np.asarray(found.keys, dtype=object)
+
+
 def join_patients(groups: np.ndarray, found: Patients | None) -> np.ndarray:
     """Group ids that also join every image of one patient; images without a patient keep their group."""
     if found is None:

@@ -255,14 +255,15 @@ def calibration_report(y_true, probs, fitted_on: str, seed: int = 0) -> tuple[fl
 # --- tumour or not ----------------------------------------------------------------------------------------
 
 def binary_metrics(truth, tumour_prob, said_tumour, accepted=None, groups=None, unit: str = "images",
-                   n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+                   n_boot: int = 1000, seed: int = 0, patients=None) -> dict[str, Any]:
     """Tumour-or-not figures, each with a 95% bootstrap interval resampling ``groups`` (ratio_ci, weighted_ci):
 
     - sensitivity: tumour images answered with a tumour class / tumour images;
     - specificity: no-tumour images answered 'no tumour' / no-tumour images;
     - missed_accepted: tumour images answered 'no tumour' with the gate's status ok / tumour images accepted
       (``accepted``: per image, the gate said ok; None: every answer counts as accepted);
-    - auc: ROC AUC of ``tumour_prob`` (1 - p(notumor)) against ``truth``.
+    - auc: ROC AUC of ``tumour_prob`` (1 - p(notumor)) against ``truth``;
+    - per_patient: patient_figures, where ``patients`` (a patient key per image) names any.
     A figure whose denominator is empty (no tumour image, say) is None, as are its interval's ends."""
     truth = np.asarray(truth, dtype=bool)
     said = np.asarray(said_tumour, dtype=bool)
@@ -285,7 +286,38 @@ def binary_metrics(truth, tumour_prob, said_tumour, accepted=None, groups=None, 
     out["interval"] = interval_info(len(truth), groups, unit, n_boot)
     out["confusion_matrix"] = [[int((~truth & ~said).sum()), int((~truth & said).sum())],
                                [int((truth & ~said).sum()), int((truth & said).sum())]]  # rows: no tumour, tumour
+    per_patient = patient_figures(truth, said, patients)
+    if per_patient is not None:
+        out["per_patient"] = per_patient
     return out
+
+
+def patient_figures(truth, said_tumour, patients) -> dict[str, Any] | None:
+    """Tumour or not per patient, the unit a clinic decides on, over the images whose patient is known
+    (``patients``: a key per image, None where unknown; None when no image has one). A patient with tumour slices is
+    *found* when at least one of them is called a tumour, *missed* when none is; a patient's slice sensitivity is the
+    share of its tumour slices called a tumour (median and lowest over patients: a pooled slice rate hides a patient
+    whose tumour is missed on every slice). A patient with clean slices *raises an alarm* when at least one of them
+    is called a tumour."""
+    if patients is None:
+        return None
+    keys = np.asarray(patients, dtype=object)
+    known = np.array([k is not None for k in keys], dtype=bool)
+    if not known.any():
+        return None
+    truth, said = np.asarray(truth, dtype=bool)[known], np.asarray(said_tumour, dtype=bool)[known]
+    codes = np.unique(keys[known].astype(str), return_inverse=True)[1].ravel()
+    tumour = np.bincount(codes, weights=truth)
+    found = np.bincount(codes, weights=truth & said)
+    clean = np.bincount(codes, weights=~truth)
+    alarms = np.bincount(codes, weights=~truth & said)
+    has = tumour > 0
+    rate = found[has] / tumour[has]
+    return {"patients": int(len(tumour)), "with_tumour": int(has.sum()), "found": int((found[has] > 0).sum()),
+            "missed": int((found[has] == 0).sum()),
+            "slice_sensitivity_median": float(np.median(rate)) if has.any() else None,
+            "slice_sensitivity_lowest": float(rate.min()) if has.any() else None,
+            "with_clean_slices": int((clean > 0).sum()), "raised_an_alarm": int((alarms[clean > 0] > 0).sum())}
 
 
 def _weighted_auc(truth: np.ndarray, prob: np.ndarray, weights: np.ndarray) -> float:
@@ -297,17 +329,17 @@ def _weighted_auc(truth: np.ndarray, prob: np.ndarray, weights: np.ndarray) -> f
 
 
 def binary_from_probs(truth, probs, class_names, verdict_ok=None, groups=None, unit: str = "images",
-                      n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+                      n_boot: int = 1000, seed: int = 0, patients=None) -> dict[str, Any]:
     """binary_metrics of 4-class probabilities: the tumour probability is 1 - p(notumor), and an answer says
     'tumour' when its top class is not notumor."""
     probs = np.asarray(probs, dtype=np.float64)
     clean = list(class_names).index("notumor")
     return binary_metrics(truth, 1 - probs[:, clean], probs.argmax(axis=1) != clean, verdict_ok, groups, unit,
-                          n_boot, seed)
+                          n_boot, seed, patients)
 
 
 def binary_per_source(truth, probs, class_names, sources, verdict_ok=None, groups=None, unit: str = "images",
-                      n_boot: int = 1000, seed: int = 0) -> dict[str, dict[str, Any]]:
+                      n_boot: int = 1000, seed: int = 0, patients=None) -> dict[str, dict[str, Any]]:
     """binary_from_probs for each source (collection), in order of first appearance."""
     sources = np.asarray(sources)
     out = {}
@@ -315,8 +347,9 @@ def binary_per_source(truth, probs, class_names, sources, verdict_ok=None, group
         i = np.flatnonzero(sources == name)
         ok = None if verdict_ok is None else np.asarray(verdict_ok)[i]
         g = None if groups is None else np.asarray(groups)[i]
+        keys = None if patients is None else np.asarray(patients, dtype=object)[i]
         out[name] = binary_from_probs(np.asarray(truth)[i], np.asarray(probs)[i], class_names, ok, g, unit, n_boot,
-                                      seed)
+                                      seed, keys)
     return out
 
 

@@ -110,4 +110,20 @@ def binary_markdown(b: dict[str, Any], per_source: dict[str, dict[str, Any]] | N
     rows += [[s, d["n"], d["n_tumour"], *(cell(n, d) for n in names)] for s, d in (per_source or {}).items()]
     return ["", f"Tumour or not (tumour: any class but notumor; 95% CI {b['interval']['text']}"
                 + (", per source its own" if per_source else "") + ")", "",
-            *markdown_table(["images", "n", "tumour", *heads], rows)]
+            *markdown_table(["images", "n", "tumour", *heads], rows), *patient_markdown(b, per_source)]
+
+
+def patient_markdown(b: dict[str, Any], per_source: dict[str, dict[str, Any]] | None = None) -> list[str]:
+    """The per-patient rows of the tumour-or-not section (metrics.patient_figures), where patients are known."""
+    figures = [("all", b.get("per_patient"))] + [(s, d.get("per_patient")) for s, d in (per_source or {}).items()]
+    rows = [[name, f["patients"], f"{f['found']} of {f['with_tumour']}", f["missed"],
+             "-" if f["slice_sensitivity_median"] is None else f"{f['slice_sensitivity_median']:.2f}",
+             "-" if f["slice_sensitivity_lowest"] is None else f"{f['slice_sensitivity_lowest']:.2f}",
+             f"{f['raised_an_alarm']} of {f['with_clean_slices']}"] for name, f in figures if f]
+    if not rows:
+        return []
+    return ["", "Per patient (images whose patient data.groups names; found: at least one tumour slice called a "
+                "tumour; alarm: at least one clean slice called a tumour)", "",
+            *markdown_table(["images", "patients", "tumour patients found", "missed on every slice",
+                             "their slice sensitivity, median", "lowest", "patients with clean slices: an alarm"],
+                            rows)]

@@ -100,6 +100,25 @@ def test_binary_figures_by_hand():
     assert b["interval"]["text"] == "resampling 10 images"
 
 
+def test_per_patient_figures_by_hand():
+    from braintumor.metrics import binary_from_probs, patient_figures
+
+    # patient a: 3 tumour slices, 1 found, 1 clean slice called clean; b: 2 tumour slices, none found (missed on
+    # every slice), 2 clean slices, one called a tumour; c: clean only, none called; the last image has no patient
+    truth = np.array([1, 1, 1, 0, 1, 1, 0, 0, 0, 0, 1], bool)
+    said = np.array([1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1], bool)
+    keys = ["a", "a", "a", "a", "b", "b", "b", "b", "c", "c", None]
+    f = patient_figures(truth, said, keys)
+    assert f == {"patients": 3, "with_tumour": 2, "found": 1, "missed": 1,
+                 "slice_sensitivity_median": pytest.approx((1 / 3 + 0) / 2), "slice_sensitivity_lowest": 0.0,
+                 "with_clean_slices": 3, "raised_an_alarm": 1}
+    assert patient_figures(truth, said, [None] * 11) is None and patient_figures(truth, said, None) is None
+    # carried by the binary figures, per source too
+    probs = _four_class(np.where(said, 0.2, 0.8))
+    assert binary_from_probs(truth, probs, CLASSES4, patients=keys)["per_patient"] == f
+    assert "per_patient" not in binary_from_probs(truth, probs, CLASSES4)
+
+
 def test_binary_figures_without_clean_slices_are_none_not_errors():
     from braintumor.metrics import binary_from_probs
 

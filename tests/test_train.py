@@ -262,4 +262,22 @@ def test_evaluate_a_tumour_or_not_collection(trained):
     four = make_dataset(tmp / "four", per_class=3, seed=7)
     result = runner.invoke(app, ["evaluate", str(run), "--data", str(four), "--runs-dir", str(tmp / "runs")])
     m = json.loads((run_dir_from(result.output) / "metrics.json").read_text())
-    assert m["binary"]["n_tumour"] == 9 and "accuracy" in m
+    assert m["binary"]["n_tumour"] == 9 and "accuracy" in m and "per_patient" not in m["binary"]
+    # with the patients named (img_000 of every class folder is one patient: 3 tumour slices, 1 clean), the
+    # per-patient figures follow from predictions.csv
+    result = runner.invoke(app, ["evaluate", str(run), "--data", str(four), "--groups", r"re:^img_(\d+)",
+                                 "--runs-dir", str(tmp / "runs")])
+    assert result.exit_code == 0, result.output
+    out = run_dir_from(result.output)
+    pp = json.loads((out / "metrics.json").read_text())["binary"]["per_patient"]
+    pred = pd.read_csv(out / "predictions.csv")
+    pred["patient"] = pred["path"].str.extract(r"img_(\d+)")[0]
+    pred["said"], pred["tumour"] = pred["predicted"] != "notumor", pred["true"] != "notumor"
+    rate = pred[pred.tumour].groupby("patient")["said"].mean()
+    alarm = pred[~pred.tumour].groupby("patient")["said"].any()
+    assert pp["patients"] == 3 and pp["with_tumour"] == 3 and pp["with_clean_slices"] == 3
+    assert pp["found"] == int((rate > 0).sum()) and pp["missed"] == int((rate == 0).sum())
+    assert pp["slice_sensitivity_lowest"] == pytest.approx(rate.min())
+    assert pp["slice_sensitivity_median"] == pytest.approx(rate.median())
+    assert pp["raised_an_alarm"] == int(alarm.sum())
+    assert f"{pp['found']} of 3" in (out / "metrics.md").read_text() and "per patient" in result.output

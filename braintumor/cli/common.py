@@ -110,7 +110,13 @@ def binary_line(b: dict) -> str:
 
     figures = [fig("sensitivity", "sensitivity"), fig("specificity", "specificity"),
                fig("missed_accepted", "missed tumours among accepted"), fig("auc", "AUC")]
-    return "[bold]tumour or not[/]: " + ", ".join(figures) + f"; 95% CI {b['interval']['text']}"
+    line = "[bold]tumour or not[/]: " + ", ".join(figures) + f"; 95% CI {b['interval']['text']}"
+    pp = b.get("per_patient")
+    if pp and pp["with_tumour"]:
+        line += (f"\n[bold]per patient[/]: tumour found in {pp['found']} of {pp['with_tumour']} patients, missed on "
+                 f"every slice in {pp['missed']}; their slice sensitivity median {pp['slice_sensitivity_median']:.2f}"
+                 f", lowest {pp['slice_sensitivity_lowest']:.2f}")
+    return line
 
 
 def metrics_table(m: dict, title: str) -> Table:

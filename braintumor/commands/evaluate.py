@@ -18,7 +18,7 @@ from ..dedup import copies_of
 from ..engine import scorer
 from ..engine.run import Run
 from ..errors import ConfigError, DataError, RunError
-from ..groups import evaluation_groups
+from ..groups import evaluation_groups, patient_ids
 from ..inference import Verdict, gate_report
 from ..metrics import (
     ECE_BINS,
@@ -139,7 +139,8 @@ def score_listing(run: LoadedRun, loaded: LoadedImages, tta: bool, groups: str |
     if several:
         m["per_source"] = per_source_metrics(loaded.labels, probs, loaded.sources, run.class_names)
     m["gate"] = gate_report(verdicts, loaded.labels, "these images")
-    add_binary(m, run, loaded.labels, verdicts, probs, loaded.sources if several else None, units, unit)
+    add_binary(m, run, loaded.labels, verdicts, probs, loaded.sources if several else None, units, unit,
+               patient_ids(groups or run.config.data.groups, loaded.paths))
     if run.classifier.temperature != 1.0:
         m["calibration"] = {"temperature": run.classifier.temperature, "fitted_on": "the source run",
                             "ece_bins": ECE_BINS, "after": calibration_figures(loaded.labels, probs),

@@ -18,7 +18,7 @@ from ..config import Config
 from ..data import ImageSpec, LoadedImages, list_images, load_images
 from ..dedup import count_groups
 from ..errors import DataError, RunError
-from ..groups import describe, sides_summary, split_groups, unit_name, unit_of
+from ..groups import describe, patient_ids, sides_summary, split_groups, unit_name, unit_of
 from ..metrics import (
     ECE_BINS,
     binary_from_probs,
@@ -132,10 +132,11 @@ def add_tumour_or_not(pooled: dict[str, Any], cfg: Config, plan: FoldPlan, probs
     if truth is None:
         return
     unit, args = unit_name(cfg.data, loaded.paths), (cfg.eval.bootstrap, cfg.seed)
-    pooled["binary"] = binary_from_probs(truth, probs, loaded.class_names, None, plan.groups, unit, *args)
+    keys = patient_ids(cfg.data.groups, loaded.paths)
+    pooled["binary"] = binary_from_probs(truth, probs, loaded.class_names, None, plan.groups, unit, *args, keys)
     if len(loaded.source_names) > 1:
         pooled["binary_per_source"] = binary_per_source(truth, probs, loaded.class_names, loaded.sources, None,
-                                                        plan.groups, unit, *args)
+                                                        plan.groups, unit, *args, keys)
 
 
 def groups_per_fold(plan: FoldPlan) -> dict[str, Any]:
