@@ -9,7 +9,9 @@ into the tumour-or-not figures the issue asks for, per held-out source:
 - notumor_ok: tumour slices answered notumor with status ok (the dangerous answer), as a share of tumour slices;
 - refused: share of all slices with status uncertain or out_of_distribution;
 - auc: tumour-or-not ROC AUC of 1 - p(notumor) (does the model rank tumour slices above clean ones at all);
-- intervals resample patients (the LGG file names carry them: TCGA_<inst>_<id>_<date>_<slice>), 2,000 resamples.
+- intervals resample patients (the LGG file names carry them: TCGA_<inst>_<id>_<date>_<slice>), 2,000 resamples;
+- per_patient (LGG sources): tumour patients found on at least one slice, missed on every slice, a patient's share
+  of tumour slices found (median, lowest), patients with a clean slice called a tumour (metrics.patient_figures).
 
     python benchmarks/external.py row EVAL_RUN --train TRAIN_RUN --label control --held-out lgg
     python benchmarks/external.py table            # every row of benchmarks/external.jsonl as markdown
@@ -61,12 +63,16 @@ def figures(pred: pd.DataFrame) -> dict[str, dict]:
            "cleared": share(said_clean[~tumour], groups[~tumour]),
            "notumor_ok": share((said_clean & ok)[tumour], groups[tumour]),
            "refused": share(~ok, groups)}
-    b = binary_metrics(tumour, 1 - pred["p_notumor"].to_numpy(), ~said_clean, ok, groups, "patients", 2000)
+    keys = [g if _PATIENT.fullmatch(g) else None for g in groups]  # LGG patients; other slices stand alone
+    b = binary_metrics(tumour, 1 - pred["p_notumor"].to_numpy(), ~said_clean, ok, groups, "patients", 2000,
+                       patients=keys)
     out["auc"] = {"value": b["auc"] if b["auc"] is not None else float("nan"), "n": int(len(pred)),
                   "ci": tuple(float("nan") if v is None else v for v in b["auc_ci95"]),
                   "units": b["interval"]["n_units"]}
     four = pred["true"].to_numpy() == pred["predicted"].to_numpy()
     out["accuracy_4class"] = share(four, groups)
+    if "per_patient" in b:  # metrics.patient_figures: tumour patients found, missed on every slice, ...
+        out["per_patient"] = b["per_patient"]
     return out
 
 
@@ -93,9 +99,18 @@ def _cell(f: dict) -> str:
     return f"{f['value']:.3f} ({f['ci'][0]:.2f}-{f['ci'][1]:.2f})"
 
 
+def _patients(f: dict) -> str:
+    pp = f.get("per_patient")
+    if not pp or not pp["with_tumour"]:
+        return "-"
+    return f"{pp['found']} of {pp['with_tumour']}, median {pp['slice_sensitivity_median']:.2f}, lowest " \
+           f"{pp['slice_sensitivity_lowest']:.2f}"
+
+
 def table(rows: list[dict]) -> str:
     lines = ["| recipe | held out | source | n | tumour found | clean cleared | notumor+ok on tumour | refused | "
-             "tumour-or-not AUC | train val acc (sources it trained on) |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "tumour-or-not AUC | tumour patients found (a patient's share found) | "
+             "train val acc (sources it trained on) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         val = r.get("validation", {})
         shown = ", ".join(f"{k} {v:.4f}" for k, v in (val.get("per_source") or {}).items() if v is not None)
@@ -103,7 +118,7 @@ def table(rows: list[dict]) -> str:
             n = f["refused"]["n"]
             lines.append(f"| {r['label']} | {r['held_out']} | {src} | {n} | {_cell(f['found'])} | "
                          f"{_cell(f['cleared'])} | {_cell(f['notumor_ok'])} | {_cell(f['refused'])} | "
-                         f"{_cell(f['auc']) if 'auc' in f else '-'} | {shown} |")
+                         f"{_cell(f['auc']) if 'auc' in f else '-'} | {_patients(f)} | {shown} |")
     lines.append("")
     lines.append("Intervals: 95% percentile bootstrap resampling patients (2,000 resamples); units per cell in "
                  "benchmarks/external.jsonl.")
