@@ -122,7 +122,9 @@ def split_like(split_from: str | Path, paths: Sequence[str], labels: np.ndarray,
         example = paths[int(np.flatnonzero(groups == straddling.index[straddling][0])[0])]
         raise DataError(f"data.split_from: images grouped together here (a patient, a volume or copies) were on "
                         f"both sides in {split_from}, e.g. {example}; the grouping changed since (data.groups, "
-                        "data.group_duplicates): drop data.split_from")
+                        "data.group_duplicates, or pixels read otherwise: data.normalize, data.crop): drop "
+                        "data.split_from, or, when this run adds no images, set data.group_duplicates: none to keep "
+                        "the control's sides as they were")
     group_side = per_group.first()
     follow = ~listed & np.isin(groups, group_side.index)
     side[follow] = group_side.reindex(groups[follow]).to_numpy()

@@ -47,7 +47,7 @@ def test_listed_images_keep_their_side_and_new_ones_are_split_with_groups_whole(
 def test_a_group_on_both_sides_before_and_foreign_tables_are_refused(tmp_path):
     paths = [str(tmp_path / f"img_{i}.png") for i in range(8)]
     csv = _previous(tmp_path, paths, ["train", "val"] * 4)
-    with pytest.raises(DataError, match="grouping changed"):
+    with pytest.raises(DataError, match="grouping changed.*data.group_duplicates: none to keep"):
         split_like(csv, paths, np.zeros(8, int), np.r_[0, 0, np.arange(2, 8)], 0.25, seed=0)
     with pytest.raises(DataError, match="none of the 2 images"):
         split_like(csv, ["/elsewhere/a.png", "/elsewhere/b.png"], np.zeros(2, int), np.arange(2), 0.25, seed=0)
