@@ -14,6 +14,7 @@ into the tumour-or-not figures the issue asks for, per held-out source:
   of tumour slices found (median, lowest), patients with a clean slice called a tumour (metrics.patient_figures).
 
     python benchmarks/external.py row EVAL_RUN --train TRAIN_RUN --label control --held-out lgg
+    python benchmarks/external.py row KFOLD_RUN --train KFOLD_RUN --label L --held-out "none: out of fold"
     python benchmarks/external.py table            # every row of benchmarks/external.jsonl as markdown
 
 The commands that made each row are in benchmarks/external.md.
@@ -76,12 +77,30 @@ def figures(pred: pd.DataFrame) -> dict[str, dict]:
     return out
 
 
+def _kfold_training(run: Path) -> dict:
+    """What a kfold run's folds trained: pooled out-of-fold accuracy (overall and per source) and the summed
+    training time of its fold runs."""
+    m = json.loads((run / "oof_metrics.json").read_text())
+    folds = sorted(run.glob("fold_*/meta.json"))
+    seconds = [json.loads(f.read_text()).get("train_seconds") for f in folds]
+    return {"validation": {"accuracy": m.get("accuracy"), "per_source": {
+                k: v.get("accuracy") for k, v in (m.get("per_source") or {}).items()}},
+            "train_seconds": float(sum(s for s in seconds if s)), "folds": len(folds)}
+
+
 def row(eval_run: Path, train_run: Path | None, label: str, held_out: str) -> dict:
-    pred = pd.read_csv(eval_run / "predictions.csv")
+    """One row: an evaluate run's predictions.csv, or a kfold run's oof_predictions.csv (every image scored by
+    the fold model that never saw its patient; no gate status, so nothing counts as refused)."""
+    kfold = (eval_run / "oof_predictions.csv").exists()
+    pred = pd.read_csv(eval_run / ("oof_predictions.csv" if kfold else "predictions.csv"))
     sources = pred["source"] if "source" in pred else pd.Series(["all"] * len(pred))
     per_source = {str(s): figures(pred[sources == s]) for s in sorted(sources.unique())}
     r = {"label": label, "held_out": held_out, "eval_run": eval_run.name, "per_source": per_source}
-    if train_run is not None:
+    if train_run is not None and (train_run / "oof_metrics.json").exists():
+        r["train_run"] = train_run.name
+        r.update(_kfold_training(train_run))
+        r["config_sha"] = __import__("hashlib").sha1((train_run / "config.yaml").read_bytes()).hexdigest()[:10]
+    elif train_run is not None:
         m = json.loads((train_run / "metrics.json").read_text())
         cfg_text = (train_run / "config.yaml").read_text()
         r["train_run"] = train_run.name
