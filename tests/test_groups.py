@@ -85,6 +85,12 @@ def test_kfold_folds_never_put_one_patient_in_two_folds(data, tmp_path):
     rows = (tmp_path / "folds.csv").read_text().splitlines()
     assert rows[0].split(",")[:5] == ["path", "label", "class", "group", "fold"]
     assert len({r.split(",")[3] for r in rows[1:]}) == N_PATIENTS
+    from braintumor.engine.crossval import _groups_line, groups_per_fold
+    from braintumor.groups import describe
+
+    cfg = _cfg(data, r"re:^(P\d+)_")
+    line = _groups_line(describe(cfg.data, plan.loaded.paths, plan.groups, plan.grouping), groups_per_fold(plan))[0]
+    assert line.startswith(f"- groups: {N_PATIENTS} ({N_PATIENTS} patients from `data.groups: re:^(P\\d+)_`")
 
 
 def test_patients_join_duplicates_and_unmatched_images_stay_alone():

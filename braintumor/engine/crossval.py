@@ -351,7 +351,7 @@ def _groups_line(g: dict[str, Any], per: dict[str, Any]) -> list[str]:
            "or match stay alone), joined with duplicate and volume groups" if "patients" in g
            else "duplicate and volume groups")
     shared = sum(v["shared"] for v in per.values())
-    return [f"- groups: {g['groups']} {who}; groups per fold "
+    return [f"- groups: {g['groups']} ({who}); groups per fold "
             + ", ".join(f"{k}: {v['groups']} ({v['images']} images)" for k, v in per.items())
             + f"; groups also found in another fold, summed over folds: {shared}"
             + (" (only --by source can leave any: a copy published in two collections)" if shared else "")] + [
