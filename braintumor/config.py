@@ -333,6 +333,11 @@ def _validate_eval(obj: EvalConfig, prefix: str) -> None:
            "use a share from 0.5 to 1 (0.98 accepts 98% of held-out scans)")
     _check(0.0 <= obj.gate_min_confidence < 1.0, prefix + "gate_min_confidence", obj.gate_min_confidence,
            "use 0 (off) to below 1")
+    if obj.notumor_doubt is not None:
+        _check(0.0 < obj.notumor_doubt < 1.0, prefix + "notumor_doubt", obj.notumor_doubt,
+               "use a p(tumour) between 0 and 1 (kfold's summary suggests one), or null (off)")
+    _check(0.5 <= obj.notumor_doubt_target < 1.0, prefix + "notumor_doubt_target", obj.notumor_doubt_target,
+           "use a share from 0.5 to below 1 (0.9: at most 10% of tumour slices left answered notumor)")
     if obj.gate_modalities is not None:
         _check(all(re.fullmatch(r"[A-Z0-9_]{1,16}", m) for m in obj.gate_modalities), prefix + "gate_modalities",
                list(obj.gate_modalities), "list DICOM Modality codes in capitals, e.g. [MR, OT], or null (off)")

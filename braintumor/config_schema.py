@@ -144,6 +144,11 @@ class EvalConfig:
     # DICOM Modality values accepted (input_checks.py): another modality, or a BodyPartExamined that names no part
     # of the head, is refused as out_of_distribution before the model's answer counts; None turns the rule off
     gate_modalities: tuple[str, ...] | None = ("MR", "OT")
+    # a `notumor` answer whose p(tumour) = 1 - p(notumor) is at or above this is said `uncertain` (decision.Doubt):
+    # a site's operating point, set on its own labelled patients (kfold's summary suggests one); None: off
+    notumor_doubt: float | None = None
+    # kfold's suggested notumor_doubt keeps this share of each collection's tumour slices from a notumor answer
+    notumor_doubt_target: float = 0.9
     # how `cam`, `cam --boxes` and the server's /cam explain this run's model when not told; None and () = the
     # architecture's choice (models registry: CustomNet LayerCAM at the end of block 2)
     cam_method: Literal["gradcam", "gradcam++", "layercam"] | None = None

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .data import find_class
+from .errors import ConfigError
 from .input_checks import DEFAULT_MODALITIES, InputStats, header_refusal
 from .ood import Gate, decide
 
@@ -40,6 +42,38 @@ class Verdict:
         return max(self.ratio, float(np.exp(min(self.head, 50.0))))
 
 
+@dataclass(frozen=True)
+class Doubt:
+    """``eval.notumor_doubt``: a `notumor` answer that leaves p(tumour) = 1 - p(notumor) at or above ``threshold``
+    is said ``uncertain`` instead of ``ok``. The four-class answer is unchanged; the rule only withdraws the one
+    answer that sends a tumour home: on another collection's scans many tumour slices come out `notumor` with a
+    p(tumour) that is small but not tiny (benchmarks/external.md, "operating point"). A site sets the threshold on its
+    own labelled patients (``kfold``'s summary suggests one, chosen out of fold)."""
+
+    index: int  # the no-tumour class
+    threshold: float  # in (0, 1)
+
+    def reason(self, probs: np.ndarray) -> str | None:
+        """Why this answer is withdrawn, or None when it stands."""
+        p_tumour = 1.0 - float(probs[self.index])
+        if int(np.argmax(probs)) != self.index or p_tumour < self.threshold:
+            return None
+        return (f"no tumour is the top answer, but p(tumour) {p_tumour:.3f} >= eval.notumor_doubt "
+                f"{self.threshold:g}: a tumour is not ruled out; have a reader look")
+
+    @classmethod
+    def of(cls, threshold: float | None, class_names) -> Doubt | None:
+        """The rule for a run's classes (None when ``threshold`` is None: off); the no-tumour class is found by
+        its name (`notumor`, `no_tumor`, `normal`, ...), and a ConfigError says so when the run has none."""
+        if threshold is None:
+            return None
+        index = find_class("notumor", list(class_names))
+        if index is None:
+            raise ConfigError(f"eval.notumor_doubt needs a no-tumour class, and the model's classes are "
+                              f"{list(class_names)}: rename that class folder notumor, or leave the setting null")
+        return cls(index, float(threshold))
+
+
 def scale(probs, temperature: float) -> np.ndarray:
     """Probabilities with their temperature changed: softmax(log(p) / T).
 
@@ -60,13 +94,15 @@ def median(values: list):
 class Decider:
     """A run's temperature and gate(s) (either may be missing: older runs), applied to model outputs, and the
     header rule (``eval.gate_modalities``; None: off), which refuses a file whose DICOM header says it is not a
-    brain MRI whatever the model answers, with or without a gate."""
+    brain MRI whatever the model answers, with or without a gate, and the no-tumour doubt (``eval.notumor_doubt``;
+    None: off), which turns an accepted `notumor` answer with a high p(tumour) into ``uncertain``."""
 
     def __init__(self, temperature: float = 1.0, gates: list[Gate] | None = None,
-                 modalities: tuple[str, ...] | None = DEFAULT_MODALITIES):
+                 modalities: tuple[str, ...] | None = DEFAULT_MODALITIES, doubt: Doubt | None = None):
         self.temperature = float(temperature)
         self.gates = gates or []
         self.modalities = None if modalities is None else tuple(modalities)
+        self.doubt = doubt
 
     @property
     def has_gate(self) -> bool:
@@ -102,12 +138,17 @@ class Decider:
                 out.append(Verdict("out_of_distribution", refusal, p, None if ratios is None else float(ratios[i])))
                 continue
             if ratios is None:
-                out.append(Verdict("ok", NO_GATE, p, None))
+                out.append(Verdict(*self.doubted("ok", NO_GATE, p), p, None))
                 continue
             head = None if heads is None else float(heads[i])
             status, reason = self.decide(float(ratios[i]), float(p.max()), stats[i], head)
-            out.append(Verdict(status, reason, p, float(ratios[i]), head))
+            out.append(Verdict(*self.doubted(status, reason, p), p, float(ratios[i]), head))
         return out
+
+    def doubted(self, status: str, reason: str, probs: np.ndarray) -> tuple[str, str]:
+        """(status, reason) after the no-tumour doubt: only an ``ok`` answer can be withdrawn."""
+        doubt = None if status != "ok" or self.doubt is None else self.doubt.reason(probs)
+        return ("uncertain", doubt) if doubt else (status, reason)
 
     def decide(self, ratio: float, confidence: float, stats: InputStats | None, head: float | None = None
                ) -> tuple[str, str]:
@@ -119,7 +160,8 @@ class Decider:
 
     def describe(self) -> dict:
         """What /model and export.json say about the decision: the temperature, the gate (if any) and the DICOM
-        modalities the header rule accepts (None: the rule is off)."""
+        modalities the header rule accepts (None: the rule is off) and the no-tumour doubt's threshold (None: off)."""
         return {"temperature": self.temperature, "has_gate": self.has_gate,
                 "gate": [g.summary() for g in self.gates] if self.gates else None,
-                "gate_modalities": None if self.modalities is None else list(self.modalities)}
+                "gate_modalities": None if self.modalities is None else list(self.modalities),
+                "notumor_doubt": None if self.doubt is None else self.doubt.threshold}

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .data import ImageSpec
-from .decision import Decider
+from .decision import Decider, Doubt
 from .errors import RunError
 from .input_checks import DEFAULT_MODALITIES
 from .ood import Gate
@@ -69,10 +69,13 @@ class ExportedRun:
         gates = [Gate.load(self.path / "gates" / str(i)) for i in range(int(self.export.get("gates", 0)))]
         return [] if any(g is None for g in gates) else gates
 
-    def decider(self) -> Decider:
+    def decider(self, notumor_doubt: float | None = None) -> Decider:
+        """The export's decision; ``notumor_doubt`` overrides the stored ``eval.notumor_doubt`` (None keeps it)."""
         # exports written before the header rule existed have no gate_modalities: the default (on) applies
         modalities = self.export.get("gate_modalities", DEFAULT_MODALITIES)
-        return Decider(self.temperature, self.gates(), None if modalities is None else tuple(modalities))
+        threshold = self.export.get("notumor_doubt") if notumor_doubt is None else notumor_doubt
+        return Decider(self.temperature, self.gates(), None if modalities is None else tuple(modalities),
+                       None if threshold is None else Doubt.of(threshold, self.class_names))
 
 
 def load_exported(model_file: str | Path) -> ExportedRun:

@@ -14,7 +14,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from .decision import Decider, Verdict
+from .decision import Decider, Doubt, Verdict
 from .explain.graph import check_layer, last_conv_layer
 from .input_checks import DEFAULT_MODALITIES
 from .ood import STATUSES, Gate
@@ -101,8 +101,9 @@ class Classifier(Decider):
     ``Decider``'s (NumPy only, shared with the exported-model server)."""
 
     def __init__(self, model, temperature: float = 1.0, gates: list[Gate] | None = None,
-                 members: list | None = None, modalities: tuple[str, ...] | None = DEFAULT_MODALITIES):
-        super().__init__(temperature, gates, modalities)
+                 members: list | None = None, modalities: tuple[str, ...] | None = DEFAULT_MODALITIES,
+                 doubt: Doubt | None = None):
+        super().__init__(temperature, gates, modalities, doubt)
         if self.gates and members is None:
             members = [model]
         if self.gates:

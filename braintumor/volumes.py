@@ -8,7 +8,8 @@ The pooling rule, used by ``predict`` and ``evaluate`` alike:
   the gate's ``min_confidence`` (the slice rule; accepted slices that disagree give a flat mean: ``uncertain``);
 - when no slice was accepted, the volume is ``out_of_distribution`` if every slice was, else ``uncertain``, and
   its probabilities are the mean over all its slices (shown, never answered);
-- a run without a gate accepts every slice: the mean over all of them, always answered.
+- a run without a gate accepts every slice: the mean over all of them, always answered;
+- the run's no-tumour doubt (``eval.notumor_doubt``) withdraws a pooled `notumor` answer as it does a slice's.
 A plain image is a volume of one slice, so the rule gives back its own answer. Slices that could not be read are
 not counted here; they are in skipped.txt.
 """
@@ -90,11 +91,14 @@ def pool_verdicts(verdicts: Sequence[Verdict], min_confidence: float | None = No
 def pool(ids: Sequence[str], verdicts: Sequence[Verdict], decider: Decider | None = None
          ) -> list[VolumeAnswer]:
     """One answer per volume of ``ids`` (slice ids with their verdicts, in the same order); ``decider`` (a run's
-    classifier) gives its gate's ``min_confidence``."""
+    classifier) gives its gate's ``min_confidence`` and its no-tumour doubt, applied to the pooled answer as to a
+    slice's."""
     min_confidence = decider.gates[0].min_confidence if decider is not None and decider.has_gate else None
     out = []
     for volume, idx in group(ids).items():
         status, reason, probs, used = pool_verdicts([verdicts[i] for i in idx], min_confidence)
+        if decider is not None:
+            status, reason = decider.doubted(status, reason, probs)
         out.append(VolumeAnswer(volume, len(idx), used, status, reason, probs))
     return out
 

@@ -20,7 +20,7 @@ LAYERS = {
     "distribute": 1, "ood": 1, "inference": 1, "nonbrain": 1, "scanners": 1, "decision": 1, "exported": 1,
     "input_checks": 1, "images": 1, "gate_head": 1,
     "guidance": 1, "volumes": 1, "tracking": 1, "confounds": 1, "eda": 1, "groups": 1, "report": 1, "binary": 1,
-    "shifts": 1, "splits": 1, "counterfactual": 1,
+    "shifts": 1, "splits": 1, "counterfactual": 1, "operating_point": 1,
     "engine": 2,  # a run that owns its directory, the one scorer, the fit: what the commands are made of
     "commands": 3,  # one module per command: orchestration
     "cli": 4, "serve": 4,  # skins

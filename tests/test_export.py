@@ -238,3 +238,31 @@ def test_a_gate_on_several_layers_gives_the_same_verdicts_in_keras_and_onnx(tmp_
     # the brain-MRI-or-not head (on by default) travels with the gate and reads the same pooled columns
     assert gate.head is not None and gate.head_layers and exported.gates()[0].head is not None
     assert np.allclose([v.head for v in onnx_verdicts], [v.head for v in keras_verdicts], atol=1e-3)
+
+
+
+def test_an_export_carries_a_sites_notumor_doubt_and_both_servers_apply_it(run_dir, tmp_path):
+    """export --notumor-doubt writes the threshold into export.json; the ONNX server applies it (serve
+    --notumor-doubt overrides it) and reports the same decision as the Keras server with that threshold. The rule
+    itself is the one NumPy Decider both use (tests/test_decision.py; withdrawn answers on a real model:
+    tests/test_predict.py)."""
+    from typer.testing import CliRunner
+
+    from braintumor.cli import app
+    from braintumor.decision import Doubt
+
+    result = CliRunner().invoke(app, ["export", str(run_dir), "--format", "onnx", "--runs-dir", str(tmp_path),
+                                      "--notumor-doubt", "0.15"])
+    assert result.exit_code == 0, result.output
+    onnx_file = next((tmp_path / "export").glob("*-onnx")) / "model.onnx"
+    assert json.loads((onnx_file.parent / "export.json").read_text())["notumor_doubt"] == 0.15
+    notumor = CLASSES.index("notumor")
+    assert Predictor.load_exported(onnx_file, warm=False).decider.doubt == Doubt(notumor, 0.15)
+    onnx_p = Predictor.load_exported(onnx_file, notumor_doubt=0.3)
+    keras_p = Predictor.load(run_dir, notumor_doubt=0.3)
+    assert onnx_p.decider.doubt == keras_p.decider.doubt == Doubt(notumor, 0.3)
+    settings = ServeSettings(concurrency=1)
+    with TestClient(create_app(settings, onnx_p)) as c, TestClient(create_app(settings, keras_p)) as k:
+        decision = c.get("/model").json()["decision"]
+        assert decision["notumor_doubt"] == 0.3 and decision == k.get("/model").json()["decision"]
+    assert Predictor.load(run_dir, warm=False).decider.doubt is None  # the run's own setting: off

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from braintumor.cli import app
 from braintumor.metrics import scale
 from braintumor.models.loading import stored_temperature
-from tests.conftest import FAST, assert_png_figure, make_dataset
+from tests.conftest import CLASSES, FAST, assert_png_figure, make_dataset
 
 runner = CliRunner()
 METRICS = ["loss", "accuracy", "auc", "macro_f1"]
@@ -369,3 +369,33 @@ def test_kfold_says_that_it_does_not_reuse_a_train_split(tmp_path, no_training):
                    "--set", f"data.split_from={tmp_path / 'some_run'}")
     out = " ".join(result.output.split())
     assert "data.split_from" in out and "kfold draws its own folds" in out
+
+
+def test_kfold_suggests_a_notumor_doubt_that_meets_its_target_on_the_out_of_fold_answers(done):
+    run = done["run"]
+    oof = pd.read_csv(run / "oof_predictions.csv")
+    (name, point), = json.loads((run / "oof_metrics.json").read_text())["notumor_doubt"].items()
+    tumour = (oof["true"] != "notumor").to_numpy()
+    temperature = json.loads((run / "calibration.json").read_text())["temperature"]
+    calibrated = scale(oof[[f"p_{c}" for c in CLASSES]].to_numpy(), temperature)  # what the ensemble answers with
+    p = 1 - calibrated[:, CLASSES.index("notumor")]
+    said = (oof["predicted"] == "notumor").to_numpy()
+    assert name == "data" and point["target"] == 0.9 and point["n_tumour"] == tumour.sum()
+
+    def left(t: float) -> float:  # tumour slices still answered notumor under threshold t
+        return float((said & (p < t))[tumour].mean())
+
+    t = point["suggested"]
+    if t is None:  # argmax alone leaves at most 10% of the tumour slices answered notumor
+        assert said[tumour].mean() <= 0.1
+    else:  # the largest threshold meeting the target: any larger one leaves more than 10%
+        assert left(t) <= 0.1 < left(np.nextafter(t, 1))
+    c = point["cross_fitted"]
+    assert set(c["thresholds"]) == {"1", "2", "3"}
+    assert c["tumour_said_notumor"]["argmax"] == pytest.approx(said[tumour].mean())
+    assert c["tumour_said_notumor"]["doubt"] <= c["tumour_said_notumor"]["argmax"]
+    md = (run / "summary.md").read_text()
+    assert "## A site's operating point (`eval.notumor_doubt`)" in md
+    assert ("none needed" in md) == (t is None) and (t is None or f"--notumor-doubt {t:.4g}" in md)
+    said = done["output"].replace("\n", " ")  # the terminal names it too
+    assert "--notumor-doubt" not in said if t is None else f"--notumor-doubt {t:.4g} for data" in said

@@ -160,3 +160,46 @@ def test_the_development_set_is_built_from_what_packages_ship(not_scans):
     for r in rows:
         with Image.open(not_scans / r["file"]) as img:
             assert max(img.size) <= 128
+
+
+def test_a_sites_notumor_doubt_withdraws_doubtful_notumor_answers_in_predict_evaluate_and_serve(demo_run, tmp_path):
+    from fastapi.testclient import TestClient  # the [serve] extra: make install installs it, so never a skip
+
+    from braintumor.serve.app import create_app
+    from braintumor.serve.predictor import Predictor
+    from braintumor.serve.settings import ServeSettings
+
+    runs, notumor = tmp_path / "runs", CLASSES.index("notumor")
+    folders = [DEMO / "test" / c for c in CLASSES]
+    plain = dict(run_predict(demo_run, folders, runs_dir=runs, name="plain").rows)
+    said_notumor = {p: 1 - v.probs[notumor] for p, v in plain.items()
+                    if v.status == "ok" and int(v.probs.argmax()) == notumor}
+    p_tumour = sorted(set(said_notumor.values()))
+    assert len(p_tumour) >= 2, "the demo model says notumor (ok) on fewer than two test slices"
+    mid = len(p_tumour) // 2
+    t = float((p_tumour[mid - 1] + p_tumour[mid]) / 2)  # half of the accepted notumor answers fall on each side
+    report = run_predict(demo_run, folders, runs_dir=runs, name="doubt", notumor_doubt=t)
+    for path, v in report.rows:
+        withdrawn = path in said_notumor and said_notumor[path] >= t
+        assert v.status == ("uncertain" if withdrawn else plain[path].status), path
+        assert ("eval.notumor_doubt" in v.reason) == withdrawn
+    assert 0 < sum(p >= t for p in said_notumor.values()) < len(said_notumor)
+    assert f"notumor_doubt: {t}" in (report.out_dir / "config.yaml").read_text()  # the predict run records it
+    # evaluate: no accepted notumor answer is left at or above the threshold, and the withdrawn ones say why
+    out, _ = run_evaluate(demo_run, DEMO / "test", runs_dir=runs, notumor_doubt=t)
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert not [r for r in rows
+                if r["status"] == "ok" and r["predicted"] == "notumor" and 1 - float(r["p_notumor"]) >= t]
+    assert sum("eval.notumor_doubt" in r["reason"] for r in rows) == sum(p >= t for p in said_notumor.values())
+    # serve: /model shows the threshold; a withdrawn slice comes back uncertain with no class
+    withdrawn = next(p for p, q in said_notumor.items() if q >= t)
+    with TestClient(create_app(ServeSettings(concurrency=1), Predictor.load(demo_run, notumor_doubt=t))) as c:
+        assert c.get("/model").json()["decision"]["notumor_doubt"] == t
+        body = c.post("/predict", files={"file": ("x.jpg", Path(withdrawn).read_bytes())}).json()
+        assert body["status"] == "uncertain" and body["class"] is None and "eval.notumor_doubt" in body["reason"]
+    # a value outside (0, 1) is refused before any run directory is made
+    before = sorted((runs / "predict").iterdir())
+    result = CliRunner().invoke(app, ["predict", str(folders[0]), "--run", str(demo_run), "--runs-dir", str(runs),
+                                      "--notumor-doubt", "1.5"])
+    assert result.exit_code != 0 and "eval.notumor_doubt" in result.output
+    assert sorted((runs / "predict").iterdir()) == before

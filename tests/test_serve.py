@@ -241,7 +241,8 @@ def test_a_run_without_a_gate_still_predicts_and_says_so(run_dir, tmp_path):
         assert body["status"] == "ok" and "no out-of-distribution gate" in body["reason"]
         assert body["class"] in CLASSES and body["distance_ratio"] is None
         decision = c.get("/model").json()["decision"]
-        assert decision == {"temperature": 1.0, "has_gate": False, "gate": None, "gate_modalities": ["MR", "OT"]}
+        assert decision == {"temperature": 1.0, "has_gate": False, "gate": None, "gate_modalities": ["MR", "OT"],
+                            "notumor_doubt": None}
 
 
 # --- access and monitoring (issue 15) ----------------------------------------------------------------------
@@ -448,10 +449,10 @@ def test_settings_from_environment_then_flags():
     env = {"BRAINTUMOR_PORT": "9001", "BRAINTUMOR_HOST": "0.0.0.0",
            "BRAINTUMOR_MAX_UPLOAD_BYTES": "1_000_000",
            "BRAINTUMOR_CONCURRENCY": "3", "BRAINTUMOR_CORS_ORIGINS": "http://a.example, http://b.example",
-           "BRAINTUMOR_QUEUE_TIMEOUT": "2.5", "UNRELATED": "x"}
+           "BRAINTUMOR_QUEUE_TIMEOUT": "2.5", "BRAINTUMOR_NOTUMOR_DOUBT": "0.2", "UNRELATED": "x"}
     s = load_settings({"port": None}, env)
-    got = (s.port, s.host, s.max_upload_bytes, s.concurrency, s.queue_timeout)
-    assert got == (9001, "0.0.0.0", 1_000_000, 3, 2.5)
+    got = (s.port, s.host, s.max_upload_bytes, s.concurrency, s.queue_timeout, s.notumor_doubt)
+    assert got == (9001, "0.0.0.0", 1_000_000, 3, 2.5, 0.2)
     assert s.cors_origins == ("http://a.example", "http://b.example")
     assert load_settings({"port": 9100, "cors_origins": ["http://c.example"]}, env).port == 9100
 
@@ -460,6 +461,7 @@ def test_settings_from_environment_then_flags():
     ({"BRAINTUMOR_PORT": "eighty"}, ["BRAINTUMOR_PORT", "eighty"]),
     ({"BRAINTUMOR_CONCURRENCY": "0"}, ["concurrency", "at least 1"]),
     ({"BRAINTUMOR_LOG_LEVEL": "loud"}, ["log_level", "debug"]),
+    ({"BRAINTUMOR_NOTUMOR_DOUBT": "1"}, ["notumor_doubt", "between 0 and 1"]),
 ])
 def test_bad_settings_say_what_is_valid(env, words):
     with pytest.raises(ConfigError) as e:

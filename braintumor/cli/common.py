@@ -34,6 +34,10 @@ Seed = Annotated[int | None, typer.Option("--seed", help="Seed for splits, initi
 Weights = Annotated[str | None, typer.Option("--weights", help="imagenet, none, or a weights file path.")]
 Name = Annotated[str | None, typer.Option("--name", help="Suffix for the run directory name.")]
 RunsDir = Annotated[Path | None, typer.Option("--runs-dir", help="Where run directories go (default: runs).")]
+NotumorDoubt = Annotated[float | None, typer.Option(
+    "--notumor-doubt", help="Say uncertain, not notumor, when p(tumour) = 1 - p(notumor) is at least this: a "
+    "site's operating point (kfold's summary suggests one, set out of fold). Default: the run's "
+    "eval.notumor_doubt (null: off).")]
 Sets = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override any config key: "
                                                    "--set train.lr=3e-4 (repeatable).")]
 Track = Annotated[list[str] | None, typer.Option(

@@ -9,7 +9,7 @@ import typer
 
 from ..runs import resolve_run
 from .app import command
-from .common import Name, RunsDir, binary_line, console, metrics_table, per_source_table, print_run_dir
+from .common import Name, NotumorDoubt, RunsDir, binary_line, console, metrics_table, per_source_table, print_run_dir
 
 
 @command("evaluate")
@@ -23,6 +23,7 @@ def evaluate(
                                                        "run's own validation split.")] = None,
     tta: Annotated[bool | None, typer.Option("--tta/--no-tta", help="Average over horizontal flips "
                                                 "(default: the run's eval.tta).")] = None,
+    notumor_doubt: NotumorDoubt = None,
     name: Name = None,
     runs_dir: RunsDir = None,
     exclude_duplicates_of: Annotated[Path | None, typer.Option(
@@ -53,7 +54,7 @@ def evaluate(
     run_dir = resolve_run(None if run == "latest" else run, runs_root)
     out, metrics = run_evaluate(run_dir, data, runs_dir=runs_root, name=name, tta=tta,
                                 exclude_duplicates_of=exclude_duplicates_of, ood=ood, groups=groups,
-                                binary_labels=binary_label or None)
+                                binary_labels=binary_label or None, notumor_doubt=notumor_doubt)
     print_metrics(metrics, f"{run_dir.name} on {', '.join(map(str, data)) if data else 'its validation split'}")
     print_run_dir(out)
 

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ..runs import resolve_run
 from .app import command
-from .common import Name, RunsDir, console, print_run_dir
+from .common import Name, NotumorDoubt, RunsDir, console, print_run_dir
 
 
 @command("export")
@@ -26,6 +26,7 @@ def export(
                                               "Default: the run's own validation split.")] = None,
     max_images: Annotated[int, typer.Option("--max-images", help="Verify on at most this many images (a seeded "
                                                   "sample); 0 = all of them.")] = 256,
+    notumor_doubt: NotumorDoubt = None,
     name: Name = None,
     runs_dir: RunsDir = None,
 ) -> None:
@@ -39,7 +40,7 @@ def export(
     runs_root = runs_dir or Path("runs")
     run_dir = resolve_run(None if run == "latest" else run, runs_root)
     out, info = run_export(run_dir, fmt, quantize=quantize, data=data, runs_dir=runs_root, name=name,
-                           max_images=max_images or 10 ** 9)
+                           max_images=max_images or 10 ** 9, notumor_doubt=notumor_doubt)
     console.print(export_table(info))
     if not info["meets_targets"]:
         console.print("[bold yellow]the export disagrees with model.keras beyond the targets[/] "

@@ -90,17 +90,27 @@ def kfold(opts: TrainOptions, folds: Folds = None, test: Test = None, resume: Re
                                 else f"{result.n_folds}-fold cross-validation"))
     if len(result.per_source) > 1:
         console.print(per_source_table(result.per_source, "per source (out-of-fold)"))
+    _print_notes(result)
+    print_tracking(cfg, result.run_dir)
+    print_run_dir(result.run_dir)
+
+
+def _print_notes(result) -> None:
+    """The lines under the tables: duplicate groups, a suggested operating point, reused folds."""
     line = f"{result.duplicate_groups} duplicate groups (more than one image each), " + (
         "copies of a held-out collection's images left out of that fold's training" if result.by == "source"
         else "each kept inside one fold")
     if result.test_in_train:
         line += f"; {result.test_in_train} test image(s) have an identical copy in the training folder"
     console.print(line, highlight=False)
+    doubt = {s: p["suggested"] for s, p in (result.binary.get("notumor_doubt") or {}).items()
+             if p["suggested"] is not None}
+    if doubt:
+        console.print("a site's operating point (summary.md): --notumor-doubt "
+                      + ", ".join(f"{t:.4g} for {s}" for s, t in doubt.items()), highlight=False, soft_wrap=True)
     if result.reused:
         console.print(f"reused complete folds: {', '.join(map(str, result.reused))}; "
                       f"trained now: {', '.join(map(str, result.trained)) or 'none'}", highlight=False)
-    print_tracking(cfg, result.run_dir)
-    print_run_dir(result.run_dir)
 
 
 class _FoldProgress:

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ..runs import resolve_run
 from .app import command
-from .common import Name, RunsDir, console, print_run_dir, print_skipped
+from .common import Name, NotumorDoubt, RunsDir, console, print_run_dir, print_skipped
 from .progress import RichReporter, make_progress
 
 STATUS_STYLE = {"ok": "green", "uncertain": "yellow", "out_of_distribution": "red"}
@@ -25,6 +25,7 @@ def predict(
                                                           "or 'latest'.")] = "latest",
     tta: Annotated[bool | None, typer.Option("--tta/--no-tta", help="Average over horizontal flips "
                                                 "(default: the run's eval.tta).")] = None,
+    notumor_doubt: NotumorDoubt = None,
     name: Name = None,
     runs_dir: RunsDir = None,
 ) -> None:
@@ -43,7 +44,7 @@ def predict(
     sources = [str(p) for p in images]
     with make_progress() as progress:
         report = run_predict(run_dir, sources, runs_dir=runs_root, name=name, tta=tta,
-                             reporter=RichReporter(progress))
+                             notumor_doubt=notumor_doubt, reporter=RichReporter(progress))
     console.print(_table(report, run_dir.name))
     if any(v.n_slices > 1 for v in report.volumes):
         console.print(_volume_table(report))

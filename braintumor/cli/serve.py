@@ -46,6 +46,10 @@ QueueTimeout = Annotated[float | None, _opt("--queue-timeout", "Seconds a reques
 CorsOrigin = Annotated[list[str] | None, typer.Option("--cors-origin", help="Allow browser pages from this "
                                                       "origin (repeatable; default: none, no CORS headers). "
                                                       "Env: BRAINTUMOR_CORS_ORIGINS, comma-separated.")]
+NotumorDoubt = Annotated[float | None, _opt("--notumor-doubt", "Say uncertain, not notumor, when p(tumour) = "
+                                           "1 - p(notumor) is at least this: a site's operating point (kfold's "
+                                           "summary suggests one). Default: the run's or export's "
+                                           "eval.notumor_doubt (null: off).")]
 LogLevel = Annotated[str | None, _opt("--log-level", "critical, error, warning, info (default) or debug.")]
 
 
@@ -55,7 +59,7 @@ def serve(run: Run = None, model: Model = None, host: Host = None, port: Port = 
           max_pixels: MaxPixels = None, max_batch_files: MaxBatchFiles = None,
           concurrency: Concurrency = None, queue_timeout: QueueTimeout = None, cors_origin: CorsOrigin = None,
           log_level: LogLevel = None, api_key_file: ApiKeyFile = None, metrics: Metrics = None,
-          runs_dir: RunsDir = None) -> None:
+          notumor_doubt: NotumorDoubt = None, runs_dir: RunsDir = None) -> None:
     """Serve a trained model over HTTP: /predict, /predict/batch, /cam, /model, /health, a page at /, /docs.
 
     Example: braintumor serve --run runs/train/20260101-120000-customnet --port 8000;
@@ -65,7 +69,8 @@ def serve(run: Run = None, model: Model = None, host: Host = None, port: Port = 
         run=None if run == "latest" else run, model=model, host=host, port=port, max_upload_bytes=max_upload_bytes,
         max_pixels=max_pixels, max_batch_files=max_batch_files, concurrency=concurrency,
         queue_timeout=queue_timeout, cors_origins=cors_origin or None, log_level=log_level,
-        api_key_file=api_key_file, metrics=metrics, runs_dir=str(runs_dir) if runs_dir else None))
+        api_key_file=api_key_file, metrics=metrics, notumor_doubt=notumor_doubt,
+        runs_dir=str(runs_dir) if runs_dir else None))
     # Fail here, in one red line, rather than inside the server's start-up.
     settings.key()
     if settings.model:

@@ -49,9 +49,9 @@ def read_split(run_dir: Path, which: str = "val") -> tuple[list[str], np.ndarray
 
 def run_evaluate(run_dir: str | Path, data: str | Path | Sequence[str | Path] | None = None, *,
                  runs_dir: str | Path = "runs", name: str | None = None, tta: bool | None = None,
-                 exclude_duplicates_of: str | Path | None = None,
-                 ood: str | Path | None = None, groups: str | None = None,
-                 binary_labels: Sequence[str] | None = None) -> tuple[Path, dict[str, Any]]:
+                 exclude_duplicates_of: str | Path | None = None, ood: str | Path | None = None,
+                 groups: str | None = None, binary_labels: Sequence[str] | None = None,
+                 notumor_doubt: float | None = None) -> tuple[Path, dict[str, Any]]:
     """Evaluate a train run's best model on a folder (or its own validation split) into runs/evaluate/<run>/.
 
     Probabilities are the run's calibrated ones and every image gets the gate's status (predictions.csv's
@@ -64,9 +64,9 @@ def run_evaluate(run_dir: str | Path, data: str | Path | Sequence[str | Path] | 
     volume groups (groups.evaluation_groups); metrics["interval"] names the unit.
     A model with a notumor class also gets metrics["binary"] (tumour or not: sensitivity, specificity, missed
     tumours among accepted answers, AUC of 1 - p(notumor)); a folder labelled only tumour / no tumour (yes/no,
-    ``binary_labels`` FOLDER=tumour|no_tumour, default the run's eval.binary_labels) gets those figures alone.
-    """
-    run = load_run(run_dir)
+    ``binary_labels`` FOLDER=tumour|no_tumour, default the run's eval.binary_labels) gets those figures alone;
+    ``notumor_doubt`` overrides the run's ``eval.notumor_doubt`` (decision.Doubt)."""
+    run = load_run(run_dir).with_notumor_doubt(notumor_doubt)
     data, shown = one_or_many(data)
     tta = run.config.eval.tta if tta is None else tta
     if ood is not None and not find_images([ood]):

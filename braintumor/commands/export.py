@@ -42,11 +42,12 @@ TARGETS = {"max_abs_prob_diff": 1e-4, "top1_agreement": 1.0, "int8_top1_agreemen
 
 def run_export(run_dir: str | Path, fmt: str, *, quantize: str | None = None, data: str | Path | None = None,
                runs_dir: str | Path = "runs", name: str | None = None, max_images: int = 256,
-               calibration_images: int = 200) -> tuple[Path, dict[str, Any]]:
-    """Export and verify; returns (the export directory, what export.json holds)."""
+               calibration_images: int = 200, notumor_doubt: float | None = None) -> tuple[Path, dict[str, Any]]:
+    """Export and verify; returns (the export directory, what export.json holds). ``notumor_doubt`` overrides the
+    run's ``eval.notumor_doubt`` in export.json (a server of the export applies it)."""
     _check_options(fmt, quantize)
     # 1. the run, its scoring model (probabilities + gate features) and the images to verify on
-    run = load_run(run_dir)
+    run = load_run(run_dir).with_notumor_doubt(notumor_doubt)
     scoring = run.classifier.model
     images, where = verification_images(run, data, max_images)
     out = Run.create(runs_dir, "export", run.meta.get("arch"), name or "-".join(filter(None, [fmt, quantize])),
@@ -216,6 +217,7 @@ def describe(run: LoadedRun, fmt: str, quantize: str | None, model_path: Path, s
         "temperature": run.classifier.temperature, "gates": len(run.classifier.gates),
         "tta": bool(run.config.eval.tta),
         "gate_modalities": run.classifier.describe()["gate_modalities"],
+        "notumor_doubt": run.classifier.describe()["notumor_doubt"],
         "verification": v, "targets": TARGETS, "meets_targets": bool(meets), "versions": versions(),
         "exported": now(),
     }

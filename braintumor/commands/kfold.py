@@ -153,7 +153,8 @@ def _run(cfg: Config, run_dir: Path, plan: FoldPlan, test_dir, fold_callbacks, l
     write_meta(run_dir, folds_missing=[])
     result.rows, pooled = summarize(cfg, run_dir, plan)
     result.per_source, result.calibration = pooled.get("per_source", {}), pooled.get("calibration")
-    result.binary = {k: pooled[k] for k in ("binary", "binary_per_source") if k in pooled}
+    result.binary = {k: pooled[k] for k in ("binary", "binary_per_source", "notumor_doubt")
+                     if k in pooled}
     if test_dir:
         log(f"scoring the {k} fold models and their ensemble on {test_dir}")
         result.test_dir = str(test_dir)

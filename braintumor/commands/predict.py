@@ -35,7 +35,7 @@ class PredictReport:
 
 
 def run_predict(run_dir: str | Path, sources: Sequence[str | Path], *, runs_dir: str | Path = "runs",
-                name: str | None = None, tta: bool | None = None,
+                name: str | None = None, tta: bool | None = None, notumor_doubt: float | None = None,
                 reporter: Reporter | None = None) -> PredictReport:
     """Classify image files and folders (searched recursively) into runs/predict/<timestamp>-<arch>/.
 
@@ -44,10 +44,10 @@ def run_predict(run_dir: str | Path, sources: Sequence[str | Path], *, runs_dir:
     When an input is a volume (a NIfTI file, a multi-frame DICOM, a DICOM series), volumes.csv holds one pooled
     answer per input volume (volumes.py says how); predictions.csv stays per slice.
     ``reporter`` hears a stage "classifying" of as many units as images (slices, after the run's data.slices),
-    advanced a batch at a time.
+    advanced a batch at a time. ``notumor_doubt`` overrides the run's ``eval.notumor_doubt`` (decision.Doubt).
     """
     # 1. what can be wrong with the request fails before a run directory exists
-    run = load_run(run_dir)
+    run = load_run(run_dir).with_notumor_doubt(notumor_doubt)
     files = find_images(sources, run.spec.scan)  # scanner volumes: the slices the run's data.slices keeps
     if not files:
         raise DataError(f"no image files in {', '.join(map(str, sources)) or 'the arguments'}; pass image files "

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from .. import plots
+from .. import operating_point, plots
 from ..binary import truth_of_classes
 from ..config import Config
 from ..data import ImageSpec, LoadedImages, list_images, load_images
@@ -58,7 +58,7 @@ class KFoldResult:
     by: str = "stratified"
     per_source: dict[str, Any] = field(default_factory=dict)  # pooled out-of-fold metrics per collection
     calibration: dict[str, Any] | None = None  # the ensemble's temperature report (calibration.json), if fitted
-    binary: dict[str, Any] = field(default_factory=dict)  # oof_metrics.json's binary and binary_per_source
+    binary: dict[str, Any] = field(default_factory=dict)  # oof_metrics.json: binary, binary_per_source, notumor_doubt
     test_dir: str | None = None
 
 
@@ -111,6 +111,9 @@ def summarize(cfg: Config, run_dir: Path, plan: FoldPlan) -> tuple[list[dict[str
                                         "collection; calibrate the model you deploy on scans of the site it serves"}
     elif cfg.eval.calibrate:
         pooled["calibration"] = calibrate_ensemble(run_dir, plan, probs)
+    doubt = operating_point.for_kfold(cfg, plan, probs, (pooled.get("calibration") or {}).get("temperature", 1.0))
+    if doubt is not None:
+        pooled["notumor_doubt"] = doubt
     _write_oof(run_dir, plan, probs)
     atomic_write_json(run_dir / "oof_metrics.json", pooled)
     cm = np.asarray(pooled["confusion_matrix"])
@@ -318,7 +321,8 @@ def summary_markdown(result: KFoldResult, cfg: Config, plan: FoldPlan) -> str:
     if result.binary.get("binary"):
         lines += ["", "## Tumour or not", "", "The pooled out-of-fold answers read as tumour (any class but notumor) "
                   "or not; missed tumours counts every answer as accepted (the folds' gates are not pooled).",
-                  *binary_markdown(result.binary["binary"], result.binary.get("binary_per_source"))]
+                  *binary_markdown(result.binary["binary"], result.binary.get("binary_per_source")),
+                  *operating_point.markdown(result.binary.get("notumor_doubt") or {}, str(result.run_dir))]
     if loco and cfg.eval.calibrate:
         lines += ["", "## Calibration", "", "No temperature is fitted for the ensemble of a leave-one-collection-out "
                   "run: each collection's predictions come from a model that never saw it, so a temperature fitted on "

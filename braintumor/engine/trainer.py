@@ -18,6 +18,7 @@ import numpy as np
 from .. import plots
 from ..config import Config
 from ..data import LoadedImages
+from ..decision import Doubt
 from ..distribute import configure_precision, even_for_replicas, make_strategy, scaled_lr, synchronize_batch_norm
 from ..groups import unit_name
 from ..guidance import GuidedTrainer, box_masks, clean_class, guided_layers, lesion_class, uses_boxes
@@ -246,7 +247,8 @@ def calibrate_and_gate(cfg: Config, run_dir: Path, model, loaded: LoadedImages, 
                                     pooled_features(model, x, cfg.train.batch_size, [*layers, *extra]))
             gate.head_layers, gate.head_widths = extra, layer_widths(model, extra)
         gate.save(run_dir)
-        classifier = Classifier(model, temperature, [gate], modalities=cfg.eval.gate_modalities)
+        classifier = Classifier(model, temperature, [gate], modalities=cfg.eval.gate_modalities,
+                                doubt=Doubt.of(cfg.eval.notumor_doubt, loaded.class_names))
         verdicts = classifier.verdicts(calibrated, [features[n:]], [loaded.stats[i] for i in held_idx])
         out["gate"] = gate_report(verdicts, labels, "the held-out images its threshold was chosen on")
     return out

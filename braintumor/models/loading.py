@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -13,6 +14,7 @@ import numpy as np
 
 from ..config import Config, build, read_yaml
 from ..data import ImageList, ImageSpec, LoadedImages, list_images, load_images
+from ..decision import Doubt
 from ..errors import DataError, RunError
 from ..inference import Classifier
 from ..ood import Gate
@@ -69,7 +71,18 @@ class LoadedRun:
     def classifier(self) -> Classifier:
         """The model with its temperature and gate(s): what every consumer classifies with."""
         return Classifier(self.model, self.temperature, self.gates(), self.members or [self.model],
-                          modalities=self.config.eval.gate_modalities)
+                          modalities=self.config.eval.gate_modalities,
+                          doubt=Doubt.of(self.config.eval.notumor_doubt, self.class_names))
+
+    def with_notumor_doubt(self, threshold: float | None) -> LoadedRun:
+        """This run with ``eval.notumor_doubt`` set to ``threshold`` (a site's operating point, given to predict,
+        evaluate, serve or export); None keeps the run's own setting. Checked like the config key."""
+        if threshold is None:
+            return self
+        d = self.config.to_dict()
+        cfg = build(Config, {**d, "eval": {**d["eval"], "notumor_doubt": threshold}})  # validated as the key is
+        Doubt.of(threshold, self.class_names)  # a run without a no-tumour class: the ConfigError now, not later
+        return dataclasses.replace(self, config=cfg)
 
 
 def load_run(run_dir: str | Path, with_model: bool = True) -> LoadedRun:

@@ -80,9 +80,9 @@ def create_app(settings: ServeSettings, predictor: Predictor | None = None) -> F
 
 def _load(settings: ServeSettings) -> Predictor:
     if settings.model:
-        return Predictor.load_exported(settings.model, settings.max_pixels)
+        return Predictor.load_exported(settings.model, settings.max_pixels, notumor_doubt=settings.notumor_doubt)
     run_dir = resolve_run(settings.run, settings.runs_dir)
-    predictor = Predictor.load(run_dir, settings.max_pixels)
+    predictor = Predictor.load(run_dir, settings.max_pixels, notumor_doubt=settings.notumor_doubt)
     try:
         predictor.warm_up_cam()
     except Exception as e:  # noqa: BLE001  /predict must not depend on Grad-CAM working for this model

@@ -86,9 +86,9 @@ class OnnxBackend:
 
     kind = "onnx"
 
-    def __init__(self, run, threads: int | None = None):
+    def __init__(self, run, threads: int | None = None, notumor_doubt: float | None = None):
         self.model = OnnxScorer(run.model_file, threads)
-        self.decider = run.decider()
+        self.decider = run.decider(notumor_doubt)
         self.file = run.model_file.name
         self.tta = run.tta  # the source run's eval.tta, as the Keras server and predict apply it
 
@@ -129,11 +129,13 @@ class Predictor:
         return self.backend.model
 
     @classmethod
-    def load(cls, run_dir: str | Path, max_pixels: int = 40_000_000, warm: bool = True) -> Predictor:
-        """A train or k-fold run's Keras model (safe mode) with its temperature and gate, warmed up."""
+    def load(cls, run_dir: str | Path, max_pixels: int = 40_000_000, warm: bool = True,
+             notumor_doubt: float | None = None) -> Predictor:
+        """A train or k-fold run's Keras model (safe mode) with its temperature and gate, warmed up;
+        ``notumor_doubt`` overrides the run's ``eval.notumor_doubt``."""
         from .keras_backend import KerasBackend, load_run  # lazy: TensorFlow; the ONNX server never imports it
 
-        run = load_run(run_dir)
+        run = load_run(run_dir).with_notumor_doubt(notumor_doubt)
         predictor = cls(run, KerasBackend(run), max_pixels)
         if warm:
             predictor.warm_up()
@@ -141,13 +143,14 @@ class Predictor:
 
     @classmethod
     def load_exported(cls, model_file: str | Path, max_pixels: int = 40_000_000, warm: bool = True,
-                      threads: int | None = None) -> Predictor:
-        """An exported ``model.onnx`` (``braintumor export``) in ONNX Runtime, warmed up."""
+                      threads: int | None = None, notumor_doubt: float | None = None) -> Predictor:
+        """An exported ``model.onnx`` (``braintumor export``) in ONNX Runtime, warmed up; ``notumor_doubt``
+        overrides the export's ``eval.notumor_doubt``."""
         run = load_exported(model_file)
         if run.export["format"] != "onnx":
             raise ModelError(f"{model_file} is a {run.export['format']} export; the server runs ONNX exports "
                              "(braintumor export RUN --format onnx) or a run directory (--run)")
-        predictor = cls(run, OnnxBackend(run, threads), max_pixels)
+        predictor = cls(run, OnnxBackend(run, threads, notumor_doubt), max_pixels)
         if warm:
             predictor.warm_up()
         return predictor

@@ -74,7 +74,7 @@ class ModelInfo(BaseModel):
         "preprocessing": "unit: scaled to [0, 1] (input 0-255)",
         "decision": {"temperature": 1.31, "has_gate": True, "gate": [{"layers": ["block4_2_act"],
                                                                        "threshold": 11.2, "far": 11.2}],
-                     "gate_modalities": ["MR", "OT"]},
+                     "gate_modalities": ["MR", "OT"], "notumor_doubt": None},
         "runtime": "keras", "explanation": {"method": "layercam", "layers": ["block2_2_act"]},
         "metrics": {"accuracy": 0.94, "loss": 0.18, "auc": 0.99, "macro_f1": 0.93, "n": 1311},
         "run": "20260101-120000-customnet", "trained": "2026-01-01T12:40:00+00:00",
@@ -87,7 +87,8 @@ class ModelInfo(BaseModel):
     preprocessing: str = Field(description="What the model does to 0-255 pixels inside itself.")
     decision: dict[str, Any] = Field(description="The calibration temperature, whether the run has an "
                                                  "out-of-distribution gate (older runs do not), its summary, and "
-                                                 "the DICOM modalities accepted (null: the header rule is off).")
+                                                 "the DICOM modalities accepted (null: the header rule is off) "
+                                                 "and the no-tumour doubt's p(tumour) threshold (null: off).")
     runtime: str = Field(description="What runs the model: keras, or onnx (an exported model; no /cam).")
     explanation: dict[str, Any] | None = Field(None, description="What /cam draws: the method and the layers "
                                                "(the run's eval.cam_* choice, else the architecture's); null "

@@ -66,6 +66,7 @@ class ServeSettings(BaseSettings):
     api_key: SecretStr | None = None
     api_key_file: str | None = None
     metrics: bool = False  # opt-in Prometheus /metrics (behind the key when there is one)
+    notumor_doubt: float | None = None  # overrides the run's (or export's) eval.notumor_doubt; None keeps it
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
@@ -91,6 +92,8 @@ class ServeSettings(BaseSettings):
             ("max_batch_files", self.max_batch_files > 0, "at least 1"),
             ("concurrency", self.concurrency > 0, "at least 1"),
             ("queue_timeout", self.queue_timeout > 0, "a positive number of seconds"),
+            ("notumor_doubt", self.notumor_doubt is None or 0 < self.notumor_doubt < 1, "a p(tumour) between 0 "
+             "and 1"),
             ("log_level", self.log_level in ("critical", "error", "warning", "info", "debug"),
              "critical, error, warning, info or debug"),
         ]
