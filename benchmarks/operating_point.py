@@ -10,7 +10,8 @@ argmax rule, the cross-fitted threshold, and what that threshold does to the oth
 
     python benchmarks/operating_point.py runs/kfold/RUN --source lgg_flair --source lgg_t1ce [--sensitivity 0.9]
 
-Not shipped as a feature: see benchmarks/external.md ("operating point") for the figures and why.
+Kept to rerun the 2026-12-03 figures; the package now suggests the threshold itself (kfold's summary.md, *A site's
+operating point*; braintumor/operating_point.py) and applies it (eval.notumor_doubt, --notumor-doubt).
 """
 
 from __future__ import annotations
