@@ -28,6 +28,7 @@ class Verdict:
     probs: np.ndarray  # (classes,) calibrated probabilities
     ratio: float | None  # feature distance over the gate's threshold (None without a gate)
     head: float | None = None  # the brain-MRI-or-not head's logit past its threshold (None without a head)
+    doubted: bool = False  # an ok `notumor` answer withdrawn by the no-tumour doubt (status uncertain)
 
     @property
     def answered(self) -> bool:
@@ -137,12 +138,12 @@ class Decider:
             if refusal is not None:
                 out.append(Verdict("out_of_distribution", refusal, p, None if ratios is None else float(ratios[i])))
                 continue
-            if ratios is None:
-                out.append(Verdict(*self.doubted("ok", NO_GATE, p), p, None))
-                continue
             head = None if heads is None else float(heads[i])
-            status, reason = self.decide(float(ratios[i]), float(p.max()), stats[i], head)
-            out.append(Verdict(*self.doubted(status, reason, p), p, float(ratios[i]), head))
+            status, reason = ("ok", NO_GATE) if ratios is None else self.decide(float(ratios[i]), float(p.max()),
+                                                                                stats[i], head)
+            final, why = self.doubted(status, reason, p)
+            out.append(Verdict(final, why, p, None if ratios is None else float(ratios[i]), head,
+                               doubted=final != status))
         return out
 
     def doubted(self, status: str, reason: str, probs: np.ndarray) -> tuple[str, str]:

@@ -87,7 +87,8 @@ def gate_report(verdicts: list[Verdict], labels: np.ndarray | None, where: str) 
     """Status counts, the refused share and (with labels) accuracy on all and on the accepted images."""
     status = np.array([v.status for v in verdicts])
     out: dict[str, Any] = {"on": where, "status_counts": {s: int((status == s).sum()) for s in STATUSES},
-                           "refused": float(np.mean(status != "ok")) if len(status) else float("nan")}
+                           "refused": float(np.mean(status != "ok")) if len(status) else float("nan"),
+                           "notumor_doubt_withdrew": sum(v.doubted for v in verdicts)}
     if labels is not None and len(verdicts):
         correct = np.array([int(np.argmax(v.probs)) for v in verdicts]) == np.asarray(labels)
         ok = status == "ok"

@@ -68,8 +68,11 @@ def _calibration_markdown(c: dict[str, Any]) -> list[str]:
 def _gate_markdown(g: dict[str, Any]) -> list[str]:
     counts = ", ".join(f"{k} {v}" for k, v in g["status_counts"].items())
     acc = g.get("accuracy_accepted")
+    withdrew = g.get("notumor_doubt_withdrew")
     return ["", f"Out-of-distribution gate: {counts}; refused {g['refused']:.4f} of the images"
-                + (f"; accuracy on the accepted {acc:.4f}" if acc is not None else "")]
+                + (f"; accuracy on the accepted {acc:.4f}" if acc is not None else "")
+                + (f"; {withdrew} of the uncertain are `notumor` answers withdrawn by eval.notumor_doubt"
+                   if withdrew else "")]
 
 
 def write_metrics(out_dir: Path, m: dict[str, Any], title: str = "Metrics") -> None:

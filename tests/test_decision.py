@@ -25,6 +25,7 @@ def test_the_doubt_withdraws_only_an_accepted_notumor_answer_with_a_high_p_tumou
     stats = [None, None, None, InputStats(0.0, 40.0, "CT", None)]
     doubted = Decider(1.0, [], doubt=Doubt.of(0.2, CLASSES)).verdicts(probs, [], stats)
     assert [v.status for v in doubted] == ["uncertain", "ok", "ok", "out_of_distribution"]
+    assert [v.doubted for v in doubted] == [True, False, False, False]
     assert "p(tumour) 0.300 >= eval.notumor_doubt 0.2" in doubted[0].reason
     assert "DICOM header" in doubted[3].reason  # a refusal keeps its own reason
     np.testing.assert_array_equal(doubted[0].probs, probs[0])  # the probabilities are still reported

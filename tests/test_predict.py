@@ -186,11 +186,14 @@ def test_a_sites_notumor_doubt_withdraws_doubtful_notumor_answers_in_predict_eva
     assert 0 < sum(p >= t for p in said_notumor.values()) < len(said_notumor)
     assert f"notumor_doubt: {t}" in (report.out_dir / "config.yaml").read_text()  # the predict run records it
     # evaluate: no accepted notumor answer is left at or above the threshold, and the withdrawn ones say why
-    out, _ = run_evaluate(demo_run, DEMO / "test", runs_dir=runs, notumor_doubt=t)
+    out, m = run_evaluate(demo_run, DEMO / "test", runs_dir=runs, notumor_doubt=t)
     rows = list(csv.DictReader((out / "predictions.csv").open()))
+    withdrew = sum(p >= t for p in said_notumor.values())
+    assert m["gate"]["notumor_doubt_withdrew"] == withdrew  # counted apart from the gate's own uncertain answers
+    assert f"{withdrew} of the uncertain are `notumor` answers withdrawn" in (out / "metrics.md").read_text()
     assert not [r for r in rows
                 if r["status"] == "ok" and r["predicted"] == "notumor" and 1 - float(r["p_notumor"]) >= t]
-    assert sum("eval.notumor_doubt" in r["reason"] for r in rows) == sum(p >= t for p in said_notumor.values())
+    assert sum("eval.notumor_doubt" in r["reason"] for r in rows) == withdrew
     # serve: /model shows the threshold; a withdrawn slice comes back uncertain with no class
     withdrawn = next(p for p, q in said_notumor.items() if q >= t)
     with TestClient(create_app(ServeSettings(concurrency=1), Predictor.load(demo_run, notumor_doubt=t))) as c:
